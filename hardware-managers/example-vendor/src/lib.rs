@@ -1,0 +1,1 @@
+//! Example vendor hardware manager (placeholder, filled in by the hardware-manager work).

@@ -1,0 +1,1 @@
+//! Agent life cycle (work in progress).

@@ -1,0 +1,150 @@
+//! State shared by the API server, the command extensions and the heartbeat loop.
+//!
+//! No globals: one `Arc<AgentState>` is built at start and passed down. Locks are
+//! `std::sync` ones held for short critical sections, never across an `.await`.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use subtle::ConstantTimeEq;
+use tokio::sync::{watch, Notify};
+
+use crate::config::Config;
+use crate::hardware::Registry;
+use crate::hw::Inventory;
+
+/// A secret string (the agent token): `Debug`/`Display` print `***`, equality is constant-time.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The clear value, for the one place that must send it (heartbeat body).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Constant-time comparison with a candidate from a request.
+    pub fn matches(&self, candidate: &str) -> bool {
+        bool::from(self.0.as_bytes().ct_eq(candidate.as_bytes()))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// What the lookup answer's `config` block told the agent (protocol spec 4.2).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LookupSettings {
+    /// `heartbeat_timeout` in seconds.
+    pub heartbeat_timeout: u64,
+    /// `agent_md5_checksum_enable`.
+    pub md5_enabled: bool,
+    /// `disable_deep_image_inspection`.
+    pub disable_deep_image_inspection: bool,
+    /// `permitted_image_formats`.
+    pub permitted_image_formats: Vec<String>,
+    /// `agent_skip_bmc_detect`.
+    pub skip_bmc_detect: bool,
+    /// `enable_bios_bootloader_install`.
+    pub enable_bios_bootloader_install: bool,
+    /// `tls_min_version` from Ironic, if sent.
+    pub tls_min_version: Option<String>,
+}
+
+impl Default for LookupSettings {
+    fn default() -> Self {
+        Self {
+            heartbeat_timeout: 300,
+            md5_enabled: false,
+            disable_deep_image_inspection: false,
+            permitted_image_formats: ["raw", "gpt", "qcow2", "iso"].map(String::from).to_vec(),
+            skip_bmc_detect: false,
+            enable_bios_bootloader_install: false,
+            tls_min_version: None,
+        }
+    }
+}
+
+/// Everything the running agent shares between tasks.
+#[derive(Debug)]
+pub struct AgentState {
+    /// Resolved configuration.
+    pub config: Arc<Config>,
+    /// Hardware managers, ordered by support level.
+    pub managers: Arc<Registry>,
+    /// Inventory snapshot taken at start (IPA caches it for the process lifetime).
+    pub inventory: RwLock<Inventory>,
+    /// The agent token, once known.
+    pub token: RwLock<Option<Secret>>,
+    /// The node from lookup or from the last command that carried one.
+    pub node: Mutex<Option<Value>>,
+    /// Settings from the lookup answer.
+    pub lookup: Mutex<LookupSettings>,
+    /// Progress text of long work, sent as `agent_status_message` where supported.
+    pub status_message: Mutex<Option<String>>,
+    /// Unix time the agent's main run began (`/v1/status` `started_at`).
+    pub started_at: f64,
+    /// Wakes the heartbeat loop for a forced heartbeat.
+    pub heartbeat_now: Notify,
+    /// Set to true when the agent must stop serving (lockdown, rescue, power off).
+    pub stop_serving: watch::Sender<bool>,
+}
+
+impl AgentState {
+    /// A fresh state with no token and no node.
+    pub fn new(config: Arc<Config>, managers: Arc<Registry>, inventory: Inventory) -> Self {
+        let started_at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or_default();
+        Self {
+            config,
+            managers,
+            inventory: RwLock::new(inventory),
+            token: RwLock::new(None),
+            node: Mutex::new(None),
+            lookup: Mutex::new(LookupSettings::default()),
+            status_message: Mutex::new(None),
+            started_at,
+            heartbeat_now: Notify::new(),
+            stop_serving: watch::channel(false).0,
+        }
+    }
+
+    /// Asks the heartbeat loop for a heartbeat as soon as its minimum gap allows.
+    pub fn request_heartbeat(&self) {
+        self.heartbeat_now.notify_one();
+    }
+
+    /// Checks a token from a request in constant time; false when none is held yet.
+    pub fn token_matches(&self, candidate: &str) -> bool {
+        let guard = self.token.read().expect("token lock poisoned");
+        guard.as_ref().is_some_and(|t| t.matches(candidate))
+    }
+
+    /// A copy of the inventory snapshot.
+    pub fn inventory(&self) -> Inventory {
+        self.inventory.read().expect("inventory lock poisoned").clone()
+    }
+
+    /// A copy of the cached node, if any.
+    pub fn node(&self) -> Option<Value> {
+        self.node.lock().expect("node lock poisoned").clone()
+    }
+}

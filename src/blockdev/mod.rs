@@ -1,0 +1,1 @@
+//! blockdev (work in progress).

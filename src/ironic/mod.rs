@@ -1,0 +1,1 @@
+//! ironic (work in progress).

@@ -1,1 +1,22 @@
-//! ironic (work in progress).
+//! Client side of the Ironic protocol (spec section 4): version discovery, lookup,
+//! heartbeats, the inspection callback and advertise-address detection.
+//!
+//! `wire.rs` holds the JSON shapes, `backoff.rs` the pure schedule maths, `client.rs`
+//! the HTTP client with URL failover, `tls.rs` its TLS settings; `lookup.rs`,
+//! `heartbeat.rs` and `inspection.rs` are the loops that retry, `advertise.rs` finds the
+//! callback address. The life cycle that calls them is `crate::agent`.
+
+pub mod advertise;
+pub mod backoff;
+pub mod client;
+pub mod heartbeat;
+pub mod inspection;
+pub mod lookup;
+pub mod tls;
+pub mod wire;
+
+pub use backoff::{HeartbeatPolicy, InspectionPolicy, LookupPolicy};
+pub use client::{ClientError, ClientOptions, IronicClient};
+pub use heartbeat::Heartbeater;
+pub use lookup::{LookupError, LookupOutcome};
+pub use wire::ApiVersion;

@@ -1,0 +1,252 @@
+//! Schedule maths for lookup retries, heartbeats and the inspection callback.
+//!
+//! Everything here is a pure function of a policy, an attempt number and an injected
+//! random source, so tests pin the RNG with a seed and check exact bounds. The policy
+//! structs carry IPA's numbers by default; tests shrink them to milliseconds. The loops
+//! that sleep live in `lookup.rs`, `heartbeat.rs` and `inspection.rs`.
+
+use std::time::Duration;
+
+use rand::Rng;
+
+use crate::config::Config;
+
+/// Lookup retry policy (spec 4.2).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LookupPolicy {
+    /// Give up this long after the first attempt (`lookup_timeout`).
+    pub timeout: Duration,
+    /// Shortest wait between attempts (`lookup_interval`).
+    pub interval: Duration,
+    /// The exponential ceiling is `unit * 2^(attempt-1)` (IPA: one second).
+    pub backoff_unit: Duration,
+    /// The ceiling never exceeds this (IPA: 60 s).
+    pub backoff_max: Duration,
+    /// Extra pauses after successive 409 answers; the last one repeats (IPA: 5, 10, 30).
+    pub conflict_pauses: Vec<Duration>,
+}
+
+impl Default for LookupPolicy {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(600),
+            interval: Duration::from_secs(1),
+            backoff_unit: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            conflict_pauses: [5, 10, 30].map(Duration::from_secs).to_vec(),
+        }
+    }
+}
+
+impl LookupPolicy {
+    /// IPA's schedule with the configured timeout and interval.
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            timeout: config.lookup_timeout,
+            interval: config.lookup_interval,
+            ..Self::default()
+        }
+    }
+}
+
+/// Uniform duration in `[lo, hi)`; `lo` when the range is empty.
+fn uniform<R: Rng + ?Sized>(lo: Duration, hi: Duration, rng: &mut R) -> Duration {
+    if hi <= lo {
+        return lo;
+    }
+    lo + (hi - lo).mul_f64(rng.random::<f64>())
+}
+
+/// `unit * 2^exp`, saturating.
+fn exponential(unit: Duration, exp: u32) -> Duration {
+    unit.checked_mul(1u32 << exp.min(31))
+        .unwrap_or(Duration::MAX)
+}
+
+/// Wait before lookup attempt `attempt + 1` after attempt `attempt` (1-based) failed:
+/// full jitter, uniform in `[interval, min(max, unit * 2^(attempt-1))]`, never below
+/// `interval`.
+pub fn lookup_wait<R: Rng + ?Sized>(policy: &LookupPolicy, attempt: u32, rng: &mut R) -> Duration {
+    let ceiling =
+        exponential(policy.backoff_unit, attempt.saturating_sub(1)).min(policy.backoff_max);
+    uniform(policy.interval, ceiling.max(policy.interval), rng)
+}
+
+/// Extra pause after the `conflicts`-th 409 answer (1-based) in a row: 5, 10, 30, 30...
+pub fn conflict_pause(policy: &LookupPolicy, conflicts: u32) -> Duration {
+    let idx = usize::try_from(conflicts.saturating_sub(1)).unwrap_or(usize::MAX);
+    policy
+        .conflict_pauses
+        .get(idx)
+        .or(policy.conflict_pauses.last())
+        .copied()
+        .unwrap_or(Duration::ZERO)
+}
+
+/// Heartbeat schedule (spec 4.6; IPA's `IronicPythonAgentHeartbeater`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeartbeatPolicy {
+    /// What one unit of the lookup's `heartbeat_timeout` is (one second in production).
+    pub timeout_unit: Duration,
+    /// After a success: `heartbeat_timeout * U(lo, hi)` (IPA: 0.3, 0.6).
+    pub success_factor: (f64, f64),
+    /// After a failure: `error_base * U(lo, hi)` (IPA: 5 s times 1.0..2.0).
+    pub error_base: Duration,
+    /// Random factor range after a failure.
+    pub error_factor: (f64, f64),
+    /// A forced heartbeat waits until this much time passed since the previous one.
+    pub min_gap: Duration,
+    /// The loop wakes at least this often to check for forced heartbeats and stop.
+    pub wake_every: Duration,
+}
+
+impl Default for HeartbeatPolicy {
+    fn default() -> Self {
+        Self {
+            timeout_unit: Duration::from_secs(1),
+            success_factor: (0.3, 0.6),
+            error_base: Duration::from_secs(5),
+            error_factor: (1.0, 2.0),
+            min_gap: Duration::from_secs(5),
+            wake_every: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Interval to the next heartbeat after a successful one.
+pub fn heartbeat_after_success<R: Rng + ?Sized>(
+    policy: &HeartbeatPolicy,
+    heartbeat_timeout: u64,
+    rng: &mut R,
+) -> Duration {
+    let base = policy
+        .timeout_unit
+        .saturating_mul(u32::try_from(heartbeat_timeout).unwrap_or(u32::MAX));
+    let (lo, hi) = policy.success_factor;
+    uniform(base.mul_f64(lo), base.mul_f64(hi), rng)
+}
+
+/// Interval to the next heartbeat after a failed one (any error, 409 included).
+pub fn heartbeat_after_failure<R: Rng + ?Sized>(policy: &HeartbeatPolicy, rng: &mut R) -> Duration {
+    let (lo, hi) = policy.error_factor;
+    uniform(
+        policy.error_base.mul_f64(lo),
+        policy.error_base.mul_f64(hi),
+        rng,
+    )
+}
+
+/// When the next heartbeat is due, counted from the previous one: the planned interval,
+/// or sooner (but not before `min_gap`) when a forced heartbeat is pending.
+pub fn heartbeat_due(policy: &HeartbeatPolicy, interval: Duration, forced: bool) -> Duration {
+    if forced {
+        interval.min(policy.min_gap)
+    } else {
+        interval
+    }
+}
+
+/// Inspection callback retry policy (spec 4.9; IPA uses tenacity's exponential wait).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InspectionPolicy {
+    /// Attempts in total (IPA: 5).
+    pub attempts: u32,
+    /// Wait is `multiplier * 2^(attempt-1)` (IPA: 1.5 s) ...
+    pub multiplier: Duration,
+    /// ... clamped to at least this (IPA: 5 s) ...
+    pub min_wait: Duration,
+    /// ... and at most this (IPA: 30 s).
+    pub max_wait: Duration,
+}
+
+impl Default for InspectionPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: 5,
+            multiplier: Duration::from_millis(1500),
+            min_wait: Duration::from_secs(5),
+            max_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Wait after failed inspection attempt `attempt` (1-based).
+pub fn inspection_wait(policy: &InspectionPolicy, attempt: u32) -> Duration {
+    exponential(policy.multiplier, attempt.saturating_sub(1))
+        .max(policy.min_wait)
+        .min(policy.max_wait)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    #[test]
+    fn lookup_wait_grows_then_caps() {
+        let p = LookupPolicy::default();
+        let mut rng = StdRng::seed_from_u64(7);
+        // Attempt 1: ceiling 1 s = interval, so exactly the interval.
+        assert_eq!(lookup_wait(&p, 1, &mut rng), Duration::from_secs(1));
+        for attempt in 2..20 {
+            let ceiling = Duration::from_secs((1u64 << (attempt - 1)).min(60));
+            for _ in 0..50 {
+                let w = lookup_wait(&p, attempt, &mut rng);
+                assert!(w >= p.interval && w <= ceiling, "attempt {attempt}: {w:?}");
+            }
+        }
+        // A large interval is never undercut.
+        let slow = LookupPolicy {
+            interval: Duration::from_secs(90),
+            ..LookupPolicy::default()
+        };
+        assert_eq!(lookup_wait(&slow, 3, &mut rng), Duration::from_secs(90));
+        assert!(lookup_wait(&p, u32::MAX, &mut rng) <= Duration::from_secs(60));
+    }
+
+    #[test]
+    fn conflict_pauses_repeat_the_last() {
+        let p = LookupPolicy::default();
+        let got: Vec<u64> = (1..=5).map(|n| conflict_pause(&p, n).as_secs()).collect();
+        assert_eq!(got, [5, 10, 30, 30, 30]);
+        let none = LookupPolicy {
+            conflict_pauses: vec![],
+            ..p
+        };
+        assert_eq!(conflict_pause(&none, 1), Duration::ZERO);
+    }
+
+    #[test]
+    fn heartbeat_intervals_in_range() {
+        let p = HeartbeatPolicy::default();
+        let mut rng = StdRng::seed_from_u64(1);
+        for _ in 0..200 {
+            let ok = heartbeat_after_success(&p, 300, &mut rng);
+            assert!(ok >= Duration::from_secs(90) && ok <= Duration::from_secs(180));
+            let err = heartbeat_after_failure(&p, &mut rng);
+            assert!(err >= Duration::from_secs(5) && err <= Duration::from_secs(10));
+        }
+    }
+
+    #[test]
+    fn forced_heartbeat_respects_min_gap() {
+        let p = HeartbeatPolicy::default();
+        let long = Duration::from_secs(120);
+        assert_eq!(heartbeat_due(&p, long, false), long);
+        assert_eq!(heartbeat_due(&p, long, true), Duration::from_secs(5));
+        assert_eq!(
+            heartbeat_due(&p, Duration::from_secs(2), true),
+            Duration::from_secs(2)
+        );
+    }
+
+    #[test]
+    fn inspection_waits_like_tenacity() {
+        let p = InspectionPolicy::default();
+        let got: Vec<f64> = (1..=6)
+            .map(|a| inspection_wait(&p, a).as_secs_f64())
+            .collect();
+        assert_eq!(got, [5.0, 5.0, 6.0, 12.0, 24.0, 30.0]);
+    }
+}

@@ -1,1 +1,0 @@
-//! Agent life cycle (work in progress).

@@ -1,0 +1,88 @@
+# Shared helpers for the tests that run the real Ironic (from PyPI) on 127.0.0.1.
+# Source it; every process started here is recorded by PID and stopped by that PID.
+#
+#   IRA_CACHE        where the Ironic venv is kept between runs (default /var/tmp/ira-cache)
+#   IRONIC_VERSION   pip requirement (default ironic==39.0.0)
+
+IRA_CACHE=${IRA_CACHE:-/var/tmp/ira-cache}
+IRONIC_VERSION=${IRONIC_VERSION:-ironic==39.0.0}
+IRONIC_VENV=$IRA_CACHE/ironic-venv
+LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# Installs Ironic and its client into a cached venv (about 40 s the first time).
+ensure_ironic_venv() {
+    mkdir -p "$IRA_CACHE"
+    (
+        flock 9
+        if [ ! -x "$IRONIC_VENV/bin/ironic" ] || [ ! -x "$IRONIC_VENV/bin/baremetal" ]; then
+            log "installing $IRONIC_VERSION into $IRONIC_VENV"
+            rm -rf "$IRONIC_VENV"
+            python3 -m venv "$IRONIC_VENV"
+            "$IRONIC_VENV/bin/pip" install -q "$IRONIC_VERSION" python-ironicclient
+        fi
+    ) 9>"$IRA_CACHE/.ironic-venv.lock"
+}
+
+# Prints a TCP port that is free on 127.0.0.1 right now.
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# Stops the process whose PID is in file $1 (TERM, then KILL after 10 s).
+stop_pid_file() {
+    local f=$1 pid
+    [ -f "$f" ] || return 0
+    pid=$(cat "$f")
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null
+        for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+    fi
+    rm -f "$f"
+}
+
+# ironic_up STATE AUTOMATED_CLEAN: config, schema, image server and Ironic in STATE.
+# Exports IRONIC_URL, IRONIC_API_PORT, HTTP_PORT, HTTP_ROOT.
+ironic_up() {
+    local state=$1 clean=${2:-false}
+    mkdir -p "$state"/{tmp,locks,deploy-logs,http}
+    IRONIC_API_PORT=$(free_port)
+    HTTP_PORT=$(free_port)
+    HTTP_ROOT=$state/http
+    IRONIC_URL=http://127.0.0.1:$IRONIC_API_PORT
+    export IRONIC_API_PORT HTTP_PORT HTTP_ROOT IRONIC_URL
+    sed -e "s|@STATE@|$state|g" -e "s|@API_PORT@|$IRONIC_API_PORT|g" \
+        -e "s|@HTTP_PORT@|$HTTP_PORT|g" -e "s|@HTTP_ROOT@|$HTTP_ROOT|g" \
+        -e "s|@AUTOMATED_CLEAN@|$clean|g" "$LIB_DIR/ironic.conf.in" > "$state/ironic.conf"
+    "$IRONIC_VENV/bin/ironic-dbsync" --config-file "$state/ironic.conf" create_schema \
+        > "$state/dbsync.log" 2>&1 || { cat "$state/dbsync.log" >&2; return 1; }
+    python3 -m http.server "$HTTP_PORT" --bind 127.0.0.1 --directory "$HTTP_ROOT" \
+        > "$state/http.log" 2>&1 &
+    echo $! > "$state/http.pid"
+    local start=$SECONDS
+    "$IRONIC_VENV/bin/ironic" --config-file "$state/ironic.conf" > "$state/ironic.stdout" 2>&1 &
+    echo $! > "$state/ironic.pid"
+    # Ready = the conductor logged its start (a crashing worker is restarted forever while
+    # the API answers) and the API lists the fake driver.
+    for _ in $(seq 1 240); do
+        if grep -q "Successfully started conductor" "$state/ironic.log" 2>/dev/null &&
+            curl -sf -H 'X-OpenStack-Ironic-API-Version: latest' "$IRONIC_URL/v1/drivers" |
+            grep -q fake-hardware; then
+            log "ironic ready on $IRONIC_URL after $((SECONDS - start)) s (state $state)"
+            return 0
+        fi
+        kill -0 "$(cat "$state/ironic.pid")" 2>/dev/null || break
+        sleep 0.25
+    done
+    log "ironic did not become ready; tail of its log:"
+    tail -n 30 "$state/ironic.log" "$state/ironic.stdout" >&2 2>/dev/null
+    return 1
+}
+
+# ironic_down STATE: stops Ironic and the image server started by ironic_up.
+ironic_down() {
+    stop_pid_file "$1/ironic.pid"
+    stop_pid_file "$1/http.pid"
+}

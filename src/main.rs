@@ -7,7 +7,7 @@
 //! Exit codes: 0 done, 1 the agent or the inventory failed, 2 bad usage or configuration
 //! (one `ira: <error>` line on stderr).
 
-use std::io::{self, Read, Write};
+use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -74,7 +74,7 @@ fn main() -> ExitCode {
     let (config, config_file) = match load(&flags) {
         Ok(loaded) => loaded,
         Err(err) => {
-            eprintln!("ira: {err}");
+            say(format_args!("{err}"));
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -93,6 +93,12 @@ fn main() -> ExitCode {
     } else {
         run_agent(config)
     }
+}
+
+/// Prints one `ira: <message>` line on stderr. A closed stderr is ignored, as
+/// `eprintln!` would panic on it (exit code 101 instead of ours).
+fn say(message: std::fmt::Arguments<'_>) {
+    let _ = writeln!(io::stderr().lock(), "ira: {message}");
 }
 
 /// Reads the sources and resolves them; returns the config file used, if any.
@@ -171,6 +177,8 @@ fn init_tracing(debug: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_writer(io::stderr)
+        // Colour codes only for a terminal, not for journald or a serial console log.
+        .with_ansi(io::stderr().is_terminal())
         .with_env_filter(filter)
         .init();
 }
@@ -189,13 +197,13 @@ fn print_inventory(config: &Config) -> ExitCode {
     let json = match json {
         Ok(json) => json,
         Err(err) => {
-            eprintln!("ira: inventory: {err}");
+            say(format_args!("inventory: {err}"));
             return ExitCode::FAILURE;
         }
     };
     let mut out = io::stdout().lock();
     if let Err(err) = writeln!(out, "{json}").and_then(|()| out.flush()) {
-        eprintln!("ira: writing inventory: {err}");
+        say(format_args!("writing inventory: {err}"));
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS

@@ -35,6 +35,9 @@ pub enum StepKind {
 }
 
 impl StepKind {
+    /// The three kinds, in the order IPA lists its extensions.
+    pub const ALL: [Self; 3] = [Self::Clean, Self::Deploy, Self::Service];
+
     /// `clean`, `deploy` or `service`, as used in result keys (`clean_steps`, `clean_result`).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -42,6 +45,48 @@ impl StepKind {
             Self::Deploy => "deploy",
             Self::Service => "service",
         }
+    }
+
+    /// Key of the step listing in `get_<kind>_steps` results, e.g. `clean_steps`.
+    pub fn steps_key(self) -> &'static str {
+        match self {
+            Self::Clean => "clean_steps",
+            Self::Deploy => "deploy_steps",
+            Self::Service => "service_steps",
+        }
+    }
+
+    /// Key of the step's return value in `execute_<kind>_step` results, e.g. `clean_result`.
+    pub fn result_key(self) -> &'static str {
+        match self {
+            Self::Clean => "clean_result",
+            Self::Deploy => "deploy_result",
+            Self::Service => "service_result",
+        }
+    }
+
+    /// Key of the echoed step object in `execute_<kind>_step` results, e.g. `clean_step`.
+    pub fn step_key(self) -> &'static str {
+        match self {
+            Self::Clean => "clean_step",
+            Self::Deploy => "deploy_step",
+            Self::Service => "service_step",
+        }
+    }
+
+    /// Name of the version parameter of `execute_<kind>_step`, e.g. `clean_version`.
+    pub fn version_key(self) -> &'static str {
+        match self {
+            Self::Clean => "clean_version",
+            Self::Deploy => "deploy_version",
+            Self::Service => "service_version",
+        }
+    }
+}
+
+impl fmt::Display for StepKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -178,5 +223,80 @@ pub trait HardwareManager: Send + Sync + fmt::Debug {
     /// Erases one block device.
     fn erase_block_device(&self, _node: &Value, _device: &BlockDevice) -> HwResult<Value> {
         Err(HwError::NotMine)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn step_kind_keys() {
+        let keys: Vec<[&str; 5]> = StepKind::ALL
+            .iter()
+            .map(|k| {
+                [
+                    k.as_str(),
+                    k.steps_key(),
+                    k.result_key(),
+                    k.step_key(),
+                    k.version_key(),
+                ]
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                [
+                    "clean",
+                    "clean_steps",
+                    "clean_result",
+                    "clean_step",
+                    "clean_version"
+                ],
+                [
+                    "deploy",
+                    "deploy_steps",
+                    "deploy_result",
+                    "deploy_step",
+                    "deploy_version"
+                ],
+                [
+                    "service",
+                    "service_steps",
+                    "service_result",
+                    "service_step",
+                    "service_version"
+                ],
+            ]
+        );
+        assert_eq!(StepKind::Deploy.to_string(), "deploy");
+    }
+
+    #[test]
+    fn step_serializes_only_the_keys_it_has() {
+        let bare = serde_json::to_value(Step::new("write_image", "deploy", 0)).unwrap();
+        assert_eq!(
+            bare,
+            json!({"step": "write_image", "interface": "deploy", "priority": 0,
+                   "reboot_requested": false})
+        );
+        let full = Step::new("clean_uefi_nvram", "deploy", 0)
+            .abortable(true)
+            .arg("match_patterns", "regexes", false);
+        assert_eq!(
+            serde_json::to_value(full).unwrap(),
+            json!({"step": "clean_uefi_nvram", "interface": "deploy", "priority": 0,
+                   "reboot_requested": false, "abortable": true,
+                   "argsinfo": {"match_patterns": {"description": "regexes", "required": false}}})
+        );
+    }
+
+    #[test]
+    fn support_levels_order() {
+        assert!(SupportLevel::NONE < SupportLevel::GENERIC);
+        assert!(SupportLevel::GENERIC < SupportLevel::MAINLINE);
+        assert!(SupportLevel::MAINLINE < SupportLevel::SERVICE_PROVIDER);
     }
 }

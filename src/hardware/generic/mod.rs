@@ -1,0 +1,74 @@
+//! The built-in generic hardware manager: supports every machine at
+//! [`SupportLevel::GENERIC`], lists IPA's generic clean, deploy and service steps and
+//! runs them. Vendor managers outrank it on their hardware.
+//!
+//! No step body is implemented in this module yet (erase, RAID, burn-in and image
+//! writing land in their own modules). Until then a listed step fails with a clear
+//! message instead of pretending success; an unknown step is "not mine", so dispatch
+//! reports `HardwareManagerMethodNotFound`.
+
+pub mod steps;
+
+use serde_json::Value;
+
+use crate::hw::{
+    HardwareManager, HwError, HwResult, Inventory, ManagerVersion, Step, StepCall, StepKind,
+    SupportLevel,
+};
+
+/// Class-like name grouping the generic steps in `get_*_steps` results.
+pub const NAME: &str = "GenericHardwareManager";
+/// `hardware_manager_version` name of the generic manager.
+pub const VERSION_NAME: &str = "generic_hardware_manager";
+/// `hardware_manager_version` value (1.1 added `erase_devices_metadata`, 1.2 service steps).
+pub const VERSION: &str = "1.2";
+
+/// IPA's `GenericHardwareManager`.
+#[derive(Debug, Clone, Default)]
+pub struct GenericHardwareManager {
+    /// Priority of the `inject_files` deploy/service step (config `inject_files_priority`).
+    inject_files_priority: i64,
+}
+
+impl GenericHardwareManager {
+    /// A generic manager reporting `inject_files` at `inject_files_priority`.
+    pub fn new(inject_files_priority: i64) -> Self {
+        Self {
+            inject_files_priority,
+        }
+    }
+}
+
+impl HardwareManager for GenericHardwareManager {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn version(&self) -> ManagerVersion {
+        ManagerVersion {
+            name: VERSION_NAME.to_owned(),
+            version: VERSION.to_owned(),
+        }
+    }
+
+    fn evaluate_hardware_support(&self, _inventory: &Inventory) -> SupportLevel {
+        SupportLevel::GENERIC
+    }
+
+    fn get_steps(&self, kind: StepKind, _node: &Value, _ports: &[Value]) -> HwResult<Vec<Step>> {
+        Ok(steps::steps(kind, self.inject_files_priority))
+    }
+
+    fn execute_step(&self, call: &StepCall<'_>) -> HwResult<Value> {
+        // IPA dispatches by method name whatever the step kind, so any step this
+        // manager lists in some table is "ours"; everything else goes to the next one.
+        if !steps::ALL_STEP_NAMES.contains(&call.step) {
+            return Err(HwError::NotMine);
+        }
+        tracing::warn!(step = call.step, kind = %call.kind, "generic step has no implementation");
+        Err(HwError::Failed(format!(
+            "step {} is not implemented by this agent yet",
+            call.step
+        )))
+    }
+}

@@ -1,0 +1,504 @@
+//! The agent's life cycle (protocol spec section 7): inventory, inspection, lookup,
+//! TLS, serve, heartbeat, until a signal stops it.
+//!
+//! `state.rs` holds what the API, the commands and the heartbeat loop share. The pieces
+//! live elsewhere (`crate::inventory`, `crate::ironic`, `crate::api`, `crate::commands`);
+//! this module only orders them, logs one line per phase with its duration, and decides
+//! what is fatal. Every wait comes from a [`RunPolicy`] so tests run in milliseconds.
+
+pub mod state;
+
+pub use state::{AgentState, LookupSettings, Secret};
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+
+use crate::blockdev::AllowList;
+use crate::commands::Commands;
+use crate::config::Config;
+use crate::hardware::{BuiltinOptions, Registry};
+use crate::hw::Inventory;
+use crate::inventory::InventoryOptions;
+use crate::ironic::advertise::{self, AdvertiseOptions};
+use crate::ironic::{
+    inspection, lookup, ApiVersion, HeartbeatPolicy, Heartbeater, InspectionPolicy, IronicClient,
+    LookupOutcome, LookupPolicy,
+};
+
+/// The marker `rescue.finalize_rescue` leaves; a restarted agent must not serve again.
+const RESCUE_MARKER: &str = "etc/.rescued";
+
+/// Errors that end the agent process.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Lookup did not succeed before `lookup_timeout`.
+    #[error("lookup failed: {0}")]
+    Lookup(String),
+    /// Anything else fatal at start.
+    #[error("{0}")]
+    Startup(String),
+    /// The API server stopped with an error.
+    #[error("API server failed: {0}")]
+    Serve(String),
+}
+
+/// Waits and schedules of the life cycle; [`RunPolicy::from_config`] gives IPA's.
+#[derive(Debug, Clone)]
+pub struct RunPolicy {
+    /// How long to wait for a network interface with a MAC address (IPA: 60 s).
+    pub nic_wait: Duration,
+    /// How often to look again meanwhile (IPA: 5 s).
+    pub nic_poll: Duration,
+    /// Lookup retries.
+    pub lookup: LookupPolicy,
+    /// Heartbeat schedule.
+    pub heartbeat: HeartbeatPolicy,
+    /// Inspection callback retries.
+    pub inspection: InspectionPolicy,
+    /// How long a stop waits for the server and heartbeat tasks to finish.
+    pub shutdown_grace: Duration,
+}
+
+impl RunPolicy {
+    /// IPA's numbers, with the lookup timeout and interval from `config`.
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            nic_wait: Duration::from_secs(60),
+            nic_poll: Duration::from_secs(5),
+            lookup: LookupPolicy::from_config(config),
+            heartbeat: HeartbeatPolicy::default(),
+            inspection: InspectionPolicy::default(),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Runs the agent until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> Result<(), AgentError> {
+    let policy = RunPolicy::from_config(&config);
+    run_with(config, policy, shutdown_signal()).await
+}
+
+/// Runs the agent with explicit waits until `shutdown` completes.
+pub async fn run_with<F>(config: Config, policy: RunPolicy, shutdown: F) -> Result<(), AgentError>
+where
+    F: Future<Output = ()> + Send,
+{
+    let started_at = unix_now();
+    let config = Arc::new(config);
+    tokio::pin!(shutdown);
+
+    if !config.hardware_initialization_delay.is_zero() {
+        tracing::info!(
+            delay_ms = config.hardware_initialization_delay.as_millis(),
+            "waiting before hardware initialisation"
+        );
+        tokio::time::sleep(config.hardware_initialization_delay).await;
+    }
+
+    let phase = Instant::now();
+    let inventory = wait_for_interfaces(&config, &policy).await?;
+    tracing::info!(
+        interfaces = inventory.interfaces.len(),
+        disks = inventory.disks.len(),
+        elapsed_ms = phase.elapsed().as_millis(),
+        "inventory collected"
+    );
+
+    let registry = Arc::new(Registry::with_options(
+        &inventory,
+        &BuiltinOptions::from_config(&config),
+    ));
+    let mut state = AgentState::new(config.clone(), registry.clone(), inventory.clone());
+    state.started_at = started_at;
+    if let Some(token) = config.agent_token.as_deref().filter(|t| !t.is_empty()) {
+        state.token = std::sync::RwLock::new(Some(Secret::new(token)));
+        tracing::info!("using the pregenerated agent token");
+    }
+    let state = Arc::new(state);
+
+    let mut client = IronicClient::from_config(&config)
+        .map_err(|e| AgentError::Startup(format!("Ironic client: {e}")))?;
+
+    let node_uuid = inspect(&client, &config, &inventory, &registry, &policy).await;
+
+    let use_api = !config.api_urls.is_empty() && !config.standalone;
+    let mut api_version = None;
+    if use_api {
+        let phase = Instant::now();
+        let addresses: Vec<String> = inventory
+            .interfaces
+            .iter()
+            .map(|i| i.mac_address.clone())
+            .filter(|m| !m.is_empty())
+            .collect();
+        let mut rng = StdRng::from_os_rng();
+        let answer = lookup::lookup(
+            &client,
+            &addresses,
+            node_uuid.as_deref(),
+            &policy.lookup,
+            &mut rng,
+        )
+        .await
+        .map_err(|e| AgentError::Lookup(e.to_string()))?;
+        let uuid = answer.uuid.clone();
+        let outcome = lookup::apply_answer(&state, answer);
+        tracing::info!(
+            node = %uuid,
+            elapsed_ms = phase.elapsed().as_millis(),
+            "lookup succeeded"
+        );
+        if outcome == LookupOutcome::TokenRefused {
+            tracing::error!(
+                "lookup returned a masked agent token and this agent has none: another agent \
+                 process already received it (restart without reboot?). Not serving the API \
+                 and not heartbeating; reboot the node to recover"
+            );
+            shutdown.await;
+            return Ok(());
+        }
+        api_version = Some(client.api_version().await);
+        let lookup_tls = state
+            .lookup
+            .lock()
+            .expect("lookup lock poisoned")
+            .tls_min_version
+            .clone();
+        if let Some(min) = lookup_tls.filter(|m| *m != config.tls_min_version) {
+            match client.with_tls_min_version(&min) {
+                Ok(c) => client = c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot apply the lookup's TLS minimum to the client")
+                }
+            }
+        }
+    } else if config.standalone {
+        tracing::info!("standalone mode: no lookup, no heartbeats");
+    } else {
+        tracing::info!("no Ironic API URL: serving without lookup or heartbeats");
+    }
+
+    if rescued(&config.sysroot) {
+        tracing::error!("rescue marker present: this node was rescued; not serving the API");
+        shutdown.await;
+        return Ok(());
+    }
+
+    // Advertise address: needed for heartbeats and for the certificate's IP SAN.
+    let wants_auto_tls = config.enable_auto_tls
+        && !config.listen_tls
+        && use_api
+        && api_version.is_some_and(|v| v >= ApiVersion::AGENT_VERIFY_CA);
+    let advertise_host = if use_api {
+        let phase = Instant::now();
+        let mut opts = AdvertiseOptions::from_config(&config);
+        opts.api_urls = client.urls();
+        match advertise::find_advertise_host(&opts).await {
+            Ok(host) => {
+                tracing::info!(host = %host, elapsed_ms = phase.elapsed().as_millis(), "advertise address found");
+                Some(host)
+            }
+            Err(e) if wants_auto_tls => return Err(AgentError::Startup(e.to_string())),
+            Err(e) => {
+                tracing::error!(error = %e, "no advertise address: serving without heartbeats");
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    let server_min_tls = state
+        .lookup
+        .lock()
+        .expect("lookup lock poisoned")
+        .tls_min_version
+        .clone()
+        .unwrap_or_else(|| config.tls_min_version.clone());
+    let (tls, verify_ca, protocol) = server_tls(
+        &config,
+        wants_auto_tls,
+        advertise_host.as_deref(),
+        &inventory,
+        &server_min_tls,
+    )
+    .await?;
+
+    let listener = bind(&config).await?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| AgentError::Startup(format!("listener address: {e}")))?;
+    let commands = Commands::new(state.clone());
+    let server = tokio::spawn(crate::api::serve(
+        listener,
+        tls,
+        state.clone(),
+        commands,
+        state.stop_serving.subscribe(),
+    ));
+    tracing::info!(address = %local, protocol = %protocol, "API server listening");
+
+    let node = state
+        .node()
+        .and_then(|n| n.get("uuid").and_then(|u| u.as_str()).map(str::to_owned));
+    let heartbeat = match (node, &advertise_host) {
+        (Some(node_uuid), Some(host)) => {
+            let hb = Heartbeater {
+                client: Arc::new(client),
+                state: state.clone(),
+                node_uuid,
+                callback_url: advertise::callback_url(&protocol, host, config.advertise_port),
+                verify_ca,
+                policy: policy.heartbeat.clone(),
+            };
+            Some(tokio::spawn(hb.run(StdRng::from_os_rng())))
+        }
+        _ => None,
+    };
+
+    let server = wait_until_stopped(server, &state, &mut shutdown).await;
+    tracing::info!("stopping");
+    state.stop_serving.send_replace(true);
+    let grace = policy.shutdown_grace;
+    let result = match server {
+        Some(task) => match tokio::time::timeout(grace, task).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(AgentError::Serve(e.to_string())),
+            Ok(Err(e)) => Err(AgentError::Serve(e.to_string())),
+            Err(_) => {
+                tracing::warn!("API server did not stop in time");
+                Ok(())
+            }
+        },
+        None => Ok(()),
+    };
+    if let Some(task) = heartbeat {
+        if tokio::time::timeout(grace, task).await.is_err() {
+            tracing::warn!("heartbeat loop did not stop in time");
+        }
+    }
+    result
+}
+
+/// Waits for the shutdown signal. If serving stops first (lockdown, rescue), the agent
+/// idles until the signal, as IPA does; if the server fails, it returns at once.
+async fn wait_until_stopped<F: Future<Output = ()>>(
+    mut server: tokio::task::JoinHandle<std::io::Result<()>>,
+    state: &AgentState,
+    shutdown: &mut std::pin::Pin<&mut F>,
+) -> Option<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let mut stop = state.stop_serving.subscribe();
+    loop {
+        tokio::select! {
+            () = shutdown.as_mut() => return Some(server),
+            res = &mut server => {
+                match res {
+                    Ok(Ok(())) if *stop.borrow() => {
+                        tracing::info!("API server stopped on request; idling until shut down");
+                        shutdown.as_mut().await;
+                    }
+                    Ok(Ok(())) => tracing::error!("API server stopped unexpectedly"),
+                    Ok(Err(e)) => tracing::error!(error = %e, "API server failed"),
+                    Err(e) => tracing::error!(error = %e, "API server task failed"),
+                }
+                return None;
+            }
+            changed = stop.changed() => {
+                if changed.is_err() {
+                    return Some(server);
+                }
+            }
+        }
+    }
+}
+
+/// Collects the inventory, again every `nic_poll` until an interface has a MAC address
+/// or `nic_wait` passed (then goes on with a warning).
+async fn wait_for_interfaces(
+    config: &Arc<Config>,
+    policy: &RunPolicy,
+) -> Result<Inventory, AgentError> {
+    let opts = InventoryOptions {
+        root: config.sysroot.clone(),
+        allowlist: AllowList::new(config.device_allowlist.clone()),
+        bootif: config.bootif.clone(),
+        skip_bmc_detect: false,
+    };
+    let start = Instant::now();
+    loop {
+        let o = opts.clone();
+        let inventory = tokio::task::spawn_blocking(move || crate::inventory::collect(&o))
+            .await
+            .map_err(|e| AgentError::Startup(format!("inventory task: {e}")))?
+            .map_err(|e| AgentError::Startup(format!("inventory: {e}")))?;
+        if inventory
+            .interfaces
+            .iter()
+            .any(|i| !i.mac_address.is_empty())
+        {
+            return Ok(inventory);
+        }
+        if start.elapsed() >= policy.nic_wait {
+            tracing::warn!(
+                waited_ms = start.elapsed().as_millis(),
+                "no network interface with a MAC address found; continuing anyway"
+            );
+            return Ok(inventory);
+        }
+        tokio::time::sleep(policy.nic_poll).await;
+    }
+}
+
+/// Runs the inspection callback when configured; returns the node UUID Ironic gave.
+/// Failures are logged, never fatal.
+async fn inspect(
+    client: &IronicClient,
+    config: &Config,
+    inventory: &Inventory,
+    registry: &Registry,
+    policy: &RunPolicy,
+) -> Option<String> {
+    let urls = inspection::callback_urls(config);
+    if urls.is_empty() {
+        return None;
+    }
+    let phase = Instant::now();
+    let collectors = inspection::collectors(config);
+    let payload = inspection::payload(inventory, &collectors, &registry.manager_versions());
+    match inspection::send(client, &urls, &payload, &policy.inspection).await {
+        Ok(uuid) => {
+            tracing::info!(
+                node = uuid.as_deref().unwrap_or("unknown"),
+                elapsed_ms = phase.elapsed().as_millis(),
+                "inspection data sent"
+            );
+            uuid
+        }
+        Err(e) => {
+            tracing::error!(error = %e, elapsed_ms = phase.elapsed().as_millis(), "inspection failed");
+            None
+        }
+    }
+}
+
+/// The server TLS configuration, the PEM to send as `agent_verify_ca`, and the protocol
+/// to advertise (spec 5.1).
+async fn server_tls(
+    config: &Config,
+    auto: bool,
+    advertise_host: Option<&str>,
+    inventory: &Inventory,
+    min_version: &str,
+) -> Result<(Option<Arc<rustls::ServerConfig>>, Option<String>, String), AgentError> {
+    let fail = |e: &dyn std::fmt::Display| AgentError::Startup(format!("TLS: {e}"));
+    if config.listen_tls {
+        let (Some(cert), Some(key)) = (&config.tls_cert_file, &config.tls_key_file) else {
+            return Err(AgentError::Startup(
+                "listen_tls needs tls_cert_file and tls_key_file".into(),
+            ));
+        };
+        let tls =
+            crate::api::tls::static_server_config(cert, key, min_version).map_err(|e| fail(&e))?;
+        return Ok((Some(tls), None, config.advertise_protocol.clone()));
+    }
+    if !auto {
+        return Ok((None, None, config.advertise_protocol.clone()));
+    }
+    let host = advertise_host
+        .ok_or_else(|| AgentError::Startup("auto-TLS needs an advertise address".into()))?;
+    let ip = resolve_ip(host).await.map_err(|e| fail(&e))?;
+    let hostname = if inventory.hostname.is_empty() {
+        "localhost".to_owned()
+    } else {
+        inventory.hostname.clone()
+    };
+    let phase = Instant::now();
+    let generated = crate::api::tls::generate_self_signed(
+        ip,
+        &hostname,
+        &config.tls_certificate_curve,
+        config.auto_tls_allowed_clock_skew,
+    )
+    .map_err(|e| fail(&e))?;
+    let server = generated
+        .server_config_min(min_version)
+        .map_err(|e| fail(&e))?;
+    tracing::info!(ip = %ip, elapsed_ms = phase.elapsed().as_millis(), "self-signed certificate generated");
+    Ok((Some(server), Some(generated.cert_pem), "https".to_owned()))
+}
+
+/// `host` as an IP address, resolving a name when needed (the certificate's SAN is an IP).
+async fn resolve_ip(host: &str) -> Result<IpAddr, String> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse() {
+        return Ok(ip);
+    }
+    tokio::net::lookup_host((bare, 0))
+        .await
+        .map_err(|e| format!("resolving {bare}: {e}"))?
+        .next()
+        .map(|a| a.ip())
+        .ok_or_else(|| format!("{bare} has no address"))
+}
+
+/// Binds `listen_host:listen_port`; without a host, `::` (dual stack) or else `0.0.0.0`.
+async fn bind(config: &Config) -> Result<TcpListener, AgentError> {
+    let port = config.listen_port;
+    let result = match config.listen_host {
+        Some(ip) => TcpListener::bind(SocketAddr::new(ip, port)).await,
+        None => {
+            match TcpListener::bind(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port)).await {
+                Ok(l) => Ok(l),
+                Err(e) => {
+                    tracing::debug!(error = %e, "no IPv6 wildcard, binding 0.0.0.0");
+                    TcpListener::bind(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port)).await
+                }
+            }
+        }
+    };
+    result.map_err(|e| AgentError::Startup(format!("binding port {port}: {e}")))
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let wait_for = |kind: SignalKind, name: &'static str| async move {
+        match signal(kind) {
+            Ok(mut s) => {
+                s.recv().await;
+                tracing::info!(signal = name, "signal received");
+            }
+            Err(e) => {
+                // Without the handler this signal keeps its default action.
+                tracing::warn!(signal = name, error = %e, "cannot watch signal");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = wait_for(SignalKind::terminate(), "SIGTERM") => {}
+        () = wait_for(SignalKind::interrupt(), "SIGINT") => {}
+    }
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
+/// True when `root` holds the rescue marker.
+fn rescued(root: &Path) -> bool {
+    root.join(RESCUE_MARKER).exists()
+}

@@ -32,13 +32,13 @@ async fn run_image(ctx: Context, _params: Params) -> Result<Value, CommandError>
 }
 
 async fn power(ctx: Context, mode: RebootMode) -> Result<Value, CommandError> {
-    let what = if mode == RebootMode::RB_POWER_OFF {
-        "power off"
+    let (what, skipped) = if mode == RebootMode::RB_POWER_OFF {
+        ("power off", "not powering off")
     } else {
-        "reboot"
+        ("reboot", "not rebooting")
     };
     if ctx.state.config.no_power_off {
-        tracing::info!("{what} requested (--no-power-off): not powering off");
+        tracing::info!("{what} requested (--no-power-off): {skipped}");
         return Ok(Value::Null);
     }
     tracing::info!("{what} requested: flushing filesystems");

@@ -5,6 +5,8 @@
 //! A case may carry `.ira-fixture/options.json` (`allowlist`, `bootif`,
 //! `skip_bmc_detect`) and `.ira-fixture/addrs.json` (interface addresses).
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -491,9 +493,11 @@ fn the_running_systems_disk_is_refused() {
 
 #[test]
 fn a_real_block_device_is_refused_when_a_fixture_says_it_holds_root() {
-    // /dev/loop0 (an idle loop device here) with a system view claiming `/` is on it.
-    let node = Path::new("/dev/loop0");
-    let meta = fs::metadata(node).expect("this test needs /dev/loop0");
+    // A loop device of this test's own, with a system view claiming `/` is on it.
+    let loopdev = common::loopdev::LoopDev::new(1 << 20);
+    let node = loopdev.path();
+    let name = loopdev.name();
+    let meta = fs::metadata(node).expect("loop device node");
     let rdev = std::os::unix::fs::MetadataExt::rdev(&meta);
     let devnum = format!(
         "{}:{}",
@@ -505,32 +509,25 @@ fn a_real_block_device_is_refused_when_a_fixture_says_it_holds_root() {
     fs::create_dir_all(root.join("proc/self")).unwrap();
     fs::write(
         root.join("proc/self/mountinfo"),
-        format!("27 1 {devnum} / / rw - ext4 /dev/loop0 rw\n"),
+        format!("27 1 {devnum} / / rw - ext4 {} rw\n", node.display()),
     )
     .unwrap();
-    fs::create_dir_all(root.join("sys/devices/virtual/block/loop0")).unwrap();
+    fs::create_dir_all(root.join("sys/devices/virtual/block").join(&name)).unwrap();
     fs::create_dir_all(root.join("sys/dev/block")).unwrap();
     fs::create_dir_all(root.join("sys/class/block")).unwrap();
-    std::os::unix::fs::symlink(
-        "../../devices/virtual/block/loop0",
-        root.join("sys/dev/block").join(&devnum),
-    )
-    .unwrap();
-    std::os::unix::fs::symlink(
-        "../../devices/virtual/block/loop0",
-        root.join("sys/class/block/loop0"),
-    )
-    .unwrap();
-    let list = AllowList::parse("/dev/loop0");
+    let target = format!("../../devices/virtual/block/{name}");
+    std::os::unix::fs::symlink(&target, root.join("sys/dev/block").join(&devnum)).unwrap();
+    std::os::unix::fs::symlink(&target, root.join("sys/class/block").join(&name)).unwrap();
+    let list = AllowList::parse(&node.to_string_lossy());
     let err = blockdev::open_for_write_at(root, node, &list).unwrap_err();
     assert!(
-        matches!(err, BlockDevError::HoldsRunningSystem { ref disk, .. } if disk == "loop0"),
+        matches!(err, BlockDevError::HoldsRunningSystem { ref disk, .. } if *disk == name),
         "{err}"
     );
-    // With the real system view, the idle loop device is not the system disk: opened.
+    // With the real system view, the loop device is not the system disk: opened.
     assert!(blockdev::open_for_write(node, &list).is_ok());
     // And outside the allow-list it is refused before anything else.
-    let err = blockdev::open_for_write(node, &AllowList::parse("/dev/loop1")).unwrap_err();
+    let err = blockdev::open_for_write(node, &AllowList::parse("/dev/ira-test-other")).unwrap_err();
     assert!(matches!(err, BlockDevError::NotAllowed { .. }), "{err}");
 }
 

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod fake_conductor;
+pub mod loopdev;
 
 use std::time::Duration;
 

@@ -140,7 +140,10 @@ impl AgentState {
 
     /// A copy of the inventory snapshot.
     pub fn inventory(&self) -> Inventory {
-        self.inventory.read().expect("inventory lock poisoned").clone()
+        self.inventory
+            .read()
+            .expect("inventory lock poisoned")
+            .clone()
     }
 
     /// A copy of the cached node, if any.

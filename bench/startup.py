@@ -113,8 +113,15 @@ class FakeIronic(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+class QuietServer(ThreadingHTTPServer):
+    """The agent is stopped mid-conversation on purpose: broken pipes are expected."""
+
+    def handle_error(self, request, client_address):
+        pass
+
+
 def time_to_lookup(ira, cmdline_dir):
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), FakeIronic)
+    srv = QuietServer(("127.0.0.1", 0), FakeIronic)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     cmdline = os.path.join(cmdline_dir, "cmdline-lookup")
     with open(cmdline, "w") as f:

@@ -38,6 +38,7 @@ fn opts(urls: Vec<String>) -> ClientOptions {
         insecure: false,
         cafile: None,
         tls_min_version: "1.2".into(),
+        system_roots: false,
     }
 }
 

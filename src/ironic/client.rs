@@ -41,6 +41,8 @@ pub struct ClientOptions {
     pub cafile: Option<std::path::PathBuf>,
     /// `1.2` or `1.3`.
     pub tls_min_version: String,
+    /// Load the system CA bundle (some configured URL is https).
+    pub system_roots: bool,
 }
 
 impl ClientOptions {
@@ -56,6 +58,11 @@ impl ClientOptions {
             insecure: config.insecure,
             cafile: config.cafile.clone(),
             tls_min_version: config.tls_min_version.clone(),
+            system_roots: config
+                .api_urls
+                .iter()
+                .chain(&config.inspection_callback_url)
+                .any(|u| u.starts_with("https://")),
         }
     }
 }
@@ -146,7 +153,12 @@ pub struct IronicClient {
 impl IronicClient {
     /// Builds the client (TLS, headers, timeout).
     pub fn new(opts: &ClientOptions) -> Result<Self, ClientError> {
-        let tls = tls::client_config(opts.insecure, opts.cafile.as_deref(), &opts.tls_min_version)?;
+        let tls = tls::client_config_with(
+            opts.insecure,
+            opts.cafile.as_deref(),
+            &opts.tls_min_version,
+            opts.system_roots,
+        )?;
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -421,6 +433,7 @@ mod tests {
             insecure: false,
             cafile: None,
             tls_min_version: "1.2".into(),
+            system_roots: true,
         };
         let c = IronicClient::new(&opts).unwrap();
         assert_eq!(c.urls(), ["http://a", "http://b"]);

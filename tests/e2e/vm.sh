@@ -1,0 +1,225 @@
+# Boot helpers for the VM end-to-end tests: source this file (bash), do not run it.
+#
+#   source tests/e2e/vm.sh
+#   VM_SCRATCH=$(mktemp -d)           # every file of every VM lands in $VM_SCRATCH/<name>/
+#   trap vm_stop_all EXIT             # or: vm_install_trap [command run before]
+#   VM_APPEND="ipa-api-url=http://127.0.0.1:6385 ira.fwd=6385" vm_boot node1
+#   vm_wait_console 'started ira' 60  # prints seconds since QEMU started
+#   vm_stop
+#
+# vm_boot runs QEMU in the background and records its PID; every VM is stopped by that
+# PID only. Call vm_boot in the current shell (not inside $(...)), so the variables it
+# sets (VM_NAME VM_DIR VM_CONSOLE VM_PID VM_HOSTPORT VM_START_US) and the list of started
+# VMs stay visible to vm_stop_all.
+#
+# Settings read by vm_boot (environment or shell variables):
+#   VM_SCRATCH    scratch directory (required)
+#   VM_MEM        guest RAM in MiB (default 256)
+#   VM_SMP        vCPUs (default 2)
+#   VM_MAC        NIC MAC (default 52:54:00:12:34:56)
+#   VM_HOSTPORT   host port (on 127.0.0.1) forwarded to guest :9999 (default: a free one)
+#   VM_APPEND     extra kernel parameters (ipa-*, ira.*)
+#   VM_QUIET      1 = kernel parameter `quiet` (default 1)
+#   VM_BOOT       pvh | bzimage (default pvh): pvh boots images/out/ira.vmlinux, the same
+#                 kernel uncompressed, through its PVH entry (saves the bzImage's XZ
+#                 decompression: ~3 s under TCG); bzimage boots images/out/ira.kernel
+#                 exactly as a PXE/iPXE firmware would load it
+#   VM_KERNEL / VM_INITRD   override the kernel file / images/out/ira.initramfs
+#   VM_DISK_SIZE  size of each sparse scratch disk (default 1G); existing disk files of
+#                 the same VM name are kept, so a second boot sees what the first wrote
+#   VM_ACCEL      kvm | tcg (default: kvm only with kvm_intel/kvm_amd, else tcg)
+#   VM_QEMU_ARGS  extra QEMU arguments, split on spaces
+#
+# Guest devices: virtio-net NIC (user networking, guest 10.0.2.15, host = 10.0.2.2),
+# virtio-blk disk (serial ira-vd0), NVMe disk (serial ira-nvme0), SATA disk on an AHCI
+# controller (serial ira-sata0), serial console to $VM_DIR/console.log.
+
+VM_REPO=${VM_REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+VM_STARTED=()
+declare -A VM_PIDS=() # name -> QEMU PID, kept in memory too: cleanup must not depend on files
+
+_vm_log() { printf '%s vm: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# Prints kvm when hardware virtualisation is usable, else tcg. A /dev/kvm from another
+# module (kvm_pvm, nested PVM) cannot boot a stock kernel: QEMU aborts with -cpu host.
+vm_accel() {
+    if [ -n "${VM_ACCEL:-}" ]; then
+        echo "$VM_ACCEL"
+    elif [ -r /dev/kvm ] && [ -w /dev/kvm ] && { [ -d /sys/module/kvm_intel ] || [ -d /sys/module/kvm_amd ]; }; then
+        echo kvm
+    else
+        echo tcg
+    fi
+}
+
+# Prints a TCP port that is free on 127.0.0.1 right now.
+vm_free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# Microseconds since the epoch, without a fork.
+_vm_now_us() {
+    local t=$EPOCHREALTIME
+    echo "${t/./}"
+}
+
+# _vm_fmt MICROSECONDS: prints seconds with two decimals.
+_vm_fmt() {
+    local us=$1
+    printf '%d.%02d' $((us / 1000000)) $((us % 1000000 / 10000))
+}
+
+# _vm_dir [NAME]: the state directory of NAME (default: the last VM booted).
+_vm_dir() {
+    local name=${1:-${VM_NAME:-}}
+    [ -n "$name" ] || { _vm_log "no VM name"; return 1; }
+    [ -n "${VM_SCRATCH:-}" ] || { _vm_log "VM_SCRATCH is not set"; return 1; }
+    echo "$VM_SCRATCH/$name"
+}
+
+# vm_boot NAME: starts QEMU in the background; returns at once.
+vm_boot() {
+    local name=${1:?vm_boot NAME}
+    [ -n "${VM_SCRATCH:-}" ] || { _vm_log "VM_SCRATCH is not set"; return 1; }
+    local dir=$VM_SCRATCH/$name
+    local kernel=${VM_KERNEL:-}
+    if [ -z "$kernel" ]; then
+        kernel=$VM_REPO/images/out/ira.kernel
+        if [ "${VM_BOOT:-pvh}" = pvh ] && [ -f "$VM_REPO/images/out/ira.vmlinux" ]; then
+            kernel=$VM_REPO/images/out/ira.vmlinux
+        fi
+    fi
+    local initrd=${VM_INITRD:-$VM_REPO/images/out/ira.initramfs}
+    local mem=${VM_MEM:-256} smp=${VM_SMP:-2} mac=${VM_MAC:-52:54:00:12:34:56}
+    local size=${VM_DISK_SIZE:-1G} accel append machine cpu
+    [ -f "$kernel" ] && [ -f "$initrd" ] || { _vm_log "no kernel/initramfs (images/build.sh)"; return 1; }
+    if [ -f "$dir/qemu.pid" ] && kill -0 "$(cat "$dir/qemu.pid")" 2>/dev/null; then
+        _vm_log "VM $name is already running"
+        return 1
+    fi
+    mkdir -p "$dir"
+    accel=$(vm_accel)
+    case $accel in
+        kvm) machine=q35,accel=kvm cpu=host ;;
+        tcg) machine=q35,accel=tcg cpu=max ;;
+        *) _vm_log "VM_ACCEL must be kvm or tcg"; return 1 ;;
+    esac
+    VM_HOSTPORT=${VM_HOSTPORT:-$(vm_free_port)}
+    append="console=ttyS0 panic=-1"
+    [ "${VM_QUIET:-1}" = 1 ] && append="$append quiet"
+    append="$append ${VM_APPEND:-}"
+    local d
+    for d in vd0 nvme0 sata0; do
+        [ -f "$dir/$d.img" ] || truncate -s "$size" "$dir/$d.img"
+    done
+    : > "$dir/console.log"
+    # shellcheck disable=SC2206 # VM_QEMU_ARGS is split on purpose
+    local extra=(${VM_QEMU_ARGS:-})
+    VM_START_US=$(_vm_now_us)
+    qemu-system-x86_64 \
+        -name "ira-$name" -nodefaults -machine "$machine" -cpu "$cpu" -smp "$smp" -m "$mem" \
+        -kernel "$kernel" -initrd "$initrd" -append "$append" \
+        -nic "user,model=virtio-net-pci,mac=$mac,hostfwd=tcp:127.0.0.1:$VM_HOSTPORT-:9999" \
+        -drive "file=$dir/vd0.img,if=none,id=vd0,format=raw" \
+        -device virtio-blk-pci,drive=vd0,serial=ira-vd0 \
+        -drive "file=$dir/nvme0.img,if=none,id=nvme0,format=raw" \
+        -device nvme,drive=nvme0,serial=ira-nvme0 \
+        -drive "file=$dir/sata0.img,if=none,id=sata0,format=raw" \
+        -device ahci,id=ahci0 -device ide-hd,drive=sata0,bus=ahci0.0,serial=ira-sata0 \
+        -display none -vga none -monitor none -serial "file:$dir/console.log" -no-reboot \
+        "${extra[@]}" \
+        < /dev/null > "$dir/qemu.log" 2>&1 &
+    VM_PID=$!
+    echo "$VM_PID" > "$dir/qemu.pid"
+    echo "$VM_START_US" > "$dir/start_us"
+    echo "$VM_HOSTPORT" > "$dir/hostport"
+    VM_NAME=$name VM_DIR=$dir VM_CONSOLE=$dir/console.log
+    VM_STARTED+=("$name")
+    VM_PIDS[$name]=$VM_PID
+    _vm_log "booted $name: pid $VM_PID, $accel, ${kernel##*/}, ${mem} MiB, mac $mac, 127.0.0.1:$VM_HOSTPORT -> :9999, console $VM_CONSOLE"
+}
+
+# vm_alive [NAME]: true while the VM's QEMU runs.
+vm_alive() {
+    local dir
+    dir=$(_vm_dir "${1:-}") || return 1
+    [ -f "$dir/qemu.pid" ] && kill -0 "$(cat "$dir/qemu.pid")" 2>/dev/null
+}
+
+# vm_elapsed [NAME]: prints seconds since the VM's QEMU was started.
+vm_elapsed() {
+    local dir start
+    dir=$(_vm_dir "${1:-}") || return 1
+    start=$(cat "$dir/start_us")
+    _vm_fmt $(($(_vm_now_us) - start))
+}
+
+# vm_wait_console REGEX TIMEOUT [NAME]: waits until a console line matches the extended
+# REGEX; prints the seconds since QEMU started. Fails after TIMEOUT seconds, or at once
+# when QEMU has exited.
+vm_wait_console() {
+    local re=${1:?regex} timeout=${2:?timeout} dir start deadline now
+    dir=$(_vm_dir "${3:-}") || return 1
+    start=$(cat "$dir/start_us")
+    deadline=$(($(_vm_now_us) + timeout * 1000000))
+    while :; do
+        if grep -aqE -- "$re" "$dir/console.log" 2>/dev/null; then
+            _vm_fmt $(($(_vm_now_us) - start))
+            echo
+            return 0
+        fi
+        if ! vm_alive "${3:-}"; then
+            # One last look: the line may have been written just before QEMU exited.
+            grep -aqE -- "$re" "$dir/console.log" 2>/dev/null && { vm_elapsed "${3:-}"; echo; return 0; }
+            _vm_log "QEMU of ${3:-$VM_NAME} is not running (waiting for /$re/)"
+            return 1
+        fi
+        now=$(_vm_now_us)
+        [ "$now" -lt "$deadline" ] || { _vm_log "timeout after ${timeout}s waiting for /$re/"; return 1; }
+        sleep 0.05
+    done
+}
+
+# vm_rss_kib [NAME]: prints the peak resident size (VmHWM) of the VM's QEMU in KiB.
+vm_rss_kib() {
+    local dir
+    dir=$(_vm_dir "${1:-}") || return 1
+    awk '/^VmHWM:/ {print $2}' "/proc/$(cat "$dir/qemu.pid")/status" 2>/dev/null
+}
+
+# vm_stop [NAME]: stops the VM's QEMU by its recorded PID (TERM, then KILL after 5 s).
+vm_stop() {
+    local name=${1:-${VM_NAME:-}} dir pid
+    [ -n "$name" ] || { _vm_log "no VM name"; return 1; }
+    dir=${VM_SCRATCH:+$VM_SCRATCH/$name}
+    pid=${VM_PIDS[$name]:-}
+    if [ -z "$pid" ] && [ -n "$dir" ] && [ -f "$dir/qemu.pid" ]; then pid=$(cat "$dir/qemu.pid"); fi
+    [ -n "$pid" ] || return 0
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null
+        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+    fi
+    wait "$pid" 2>/dev/null
+    unset "VM_PIDS[$name]"
+    [ -z "$dir" ] || rm -f "$dir/qemu.pid"
+    return 0
+}
+
+# vm_stop_all: stops every VM this shell booted (for EXIT traps; never fails).
+vm_stop_all() {
+    local name
+    for name in "${VM_STARTED[@]}" "${!VM_PIDS[@]}"; do vm_stop "$name" || true; done
+    VM_STARTED=()
+declare -A VM_PIDS=() # name -> QEMU PID, kept in memory too: cleanup must not depend on files
+}
+
+# vm_install_trap [COMMAND]: on exit, Ctrl-C or TERM stop every VM booted from this
+# shell, then run COMMAND (if any; e.g. removing the scratch directory).
+vm_install_trap() {
+    local cmd=${1:-}
+    # shellcheck disable=SC2064 # expand COMMAND now
+    trap "vm_stop_all${cmd:+; $cmd}" EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}

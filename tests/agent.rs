@@ -251,6 +251,23 @@ async fn run_inspects_first_then_serves_plain_http() {
         .as_array()
         .is_some_and(|m| !m.is_empty()));
     assert_eq!(insp[0].header("x-openstack-ironic-api-version"), None);
+    // IPA's default collectors are `default,logs`: the logs are a base64 tar.gz.
+    assert_eq!(
+        payload["configuration"]["collectors"],
+        json!(["default", "logs"])
+    );
+    let logs = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        payload["logs"].as_str().expect("logs collector output"),
+    )
+    .unwrap();
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&logs[..]));
+    let names: Vec<String> = archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().any(|n| n == "inventory.json"), "{names:?}");
 
     let l = &fake.requests_to(Route::Lookup)[0];
     assert!(l.at > insp[0].at);

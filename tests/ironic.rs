@@ -146,6 +146,23 @@ async fn failed_discovery_falls_back_and_is_retried() {
     assert_eq!(fake.requests_to(Route::Root).len(), 3);
 }
 
+#[tokio::test]
+async fn no_lookup_is_sent_without_a_discovered_version() {
+    // Below 1.62 Ironic hands out no token, so a lookup at the fallback would leave the
+    // agent undrivable: the attempt fails instead, and the next one discovers again.
+    let fake = FakeConductor::start().await;
+    fake.script(Route::Root, [Reply::Raw(503, "starting".into())]);
+    let c = client(vec![fake.url()]);
+    let err = lookup::lookup_once(&c, &macs(), None).await.unwrap_err();
+    assert!(err.to_string().contains("discovery"), "{err}");
+    assert!(fake.requests_to(Route::Lookup).is_empty());
+    let answer = lookup::lookup_once(&c, &macs(), None).await.unwrap();
+    assert_eq!(answer.uuid, NODE_UUID);
+    let l = fake.requests_to(Route::Lookup);
+    assert_eq!(l.len(), 1);
+    assert_eq!(l[0].header("x-openstack-ironic-api-version"), Some("1.62"));
+}
+
 // ---- lookup -----------------------------------------------------------------------
 
 #[tokio::test]

@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 use crate::blockdev::AllowList;
+use crate::commands::log::{build_archive, LogLimits};
 use crate::commands::Commands;
 use crate::config::Config;
 use crate::hardware::{BuiltinOptions, Registry};
@@ -373,7 +374,20 @@ async fn inspect(
     }
     let phase = Instant::now();
     let collectors = inspection::collectors(config);
-    let payload = inspection::payload(inventory, &collectors, &registry.manager_versions());
+    let mut payload = inspection::payload(inventory, &collectors, &registry.manager_versions());
+    if collectors.iter().any(|c| c == "logs") {
+        let root = config.sysroot.clone();
+        let inventory_json = serde_json::to_vec_pretty(inventory).unwrap_or_default();
+        let built = tokio::task::spawn_blocking(move || {
+            build_archive(&root, &inventory_json, &LogLimits::inspection())
+        })
+        .await;
+        match built {
+            Ok(Ok(archive)) => inspection::add_logs(&mut payload, &archive),
+            Ok(Err(e)) => tracing::warn!(error = %e, "inspection logs not collected"),
+            Err(e) => tracing::warn!(error = %e, "inspection logs not collected"),
+        }
+    }
     match inspection::send(client, &urls, &payload, &policy.inspection).await {
         Ok(uuid) => {
             tracing::info!(

@@ -51,6 +51,17 @@ pub struct LogLimits {
     pub udev_entries: usize,
 }
 
+impl LogLimits {
+    /// Bounds for the inspection `logs` collector: Ironic refuses inspection bodies over
+    /// 16 MiB (`[api]max_json_body_size_inspection`), and base64 adds a third.
+    pub fn inspection() -> Self {
+        Self {
+            total: 8 * 1024 * 1024,
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for LogLimits {
     fn default() -> Self {
         Self {

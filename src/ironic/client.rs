@@ -105,6 +105,9 @@ pub enum ClientError {
     /// reqwest refused the client settings.
     #[error("building the HTTP client: {0}")]
     Build(#[source] reqwest::Error),
+    /// `GET /` gave no usable version document.
+    #[error("Ironic API version discovery failed: {0}")]
+    Discovery(String),
 }
 
 /// An HTTP answer: status and bounded body.
@@ -293,25 +296,8 @@ impl IronicClient {
     /// The API's maximum microversion: the forced one, the cached discovery, or a fresh
     /// `GET /`; 1.31 with a warning when discovery fails (not cached, so it is retried).
     pub async fn api_version(&self) -> ApiVersion {
-        if let Some(v) = self.forced_version {
-            return v;
-        }
-        if let Some(v) = *self.discovered.lock().expect("version lock poisoned") {
-            return v;
-        }
-        let found = match self.request(Method::GET, "/", None, None).await {
-            Ok(r) if (200..300).contains(&r.status) => {
-                wire::parse_root_document(&r.body).map_err(|e| e.to_string())
-            }
-            Ok(r) => Err(format!("HTTP {}: {}", r.status, wire::error_text(&r.body))),
-            Err(e) => Err(e.to_string()),
-        };
-        match found {
-            Ok(v) => {
-                tracing::info!(version = %v, "Ironic API version discovered");
-                *self.discovered.lock().expect("version lock poisoned") = Some(v);
-                v
-            }
+        match self.discover().await {
+            Ok(v) => v,
             Err(e) => {
                 tracing::warn!(
                     error = %e,
@@ -323,13 +309,37 @@ impl IronicClient {
         }
     }
 
-    /// One `GET /v1/lookup` with the version header `min(discovered, 1.62)`.
+    /// The forced or discovered maximum version; only a success is cached (IPA retries).
+    pub async fn discover(&self) -> Result<ApiVersion, ClientError> {
+        if let Some(v) = self.forced_version {
+            return Ok(v);
+        }
+        if let Some(v) = *self.discovered.lock().expect("version lock poisoned") {
+            return Ok(v);
+        }
+        // A connection-level error is returned as it is; an answer that is not a version
+        // document becomes `Discovery`.
+        let r = self.request(Method::GET, "/", None, None).await?;
+        let found = if (200..300).contains(&r.status) {
+            wire::parse_root_document(&r.body).map_err(|e| e.to_string())
+        } else {
+            Err(format!("HTTP {}: {}", r.status, wire::error_text(&r.body)))
+        };
+        let v = found.map_err(ClientError::Discovery)?;
+        tracing::info!(version = %v, "Ironic API version discovered");
+        *self.discovered.lock().expect("version lock poisoned") = Some(v);
+        Ok(v)
+    }
+
     pub async fn lookup_request(
         &self,
         addresses: &[String],
         node_uuid: Option<&str>,
     ) -> Result<Response, ClientError> {
-        let version = self.api_version().await.min(ApiVersion::AGENT_TOKEN);
+        // Unlike IPA, no lookup goes out at the 1.31 fallback after a failed discovery:
+        // below 1.62 Ironic hands out no token, and an agent without one can never be
+        // driven. A failed discovery fails the attempt and lookup retries.
+        let version = self.discover().await?.min(ApiVersion::AGENT_TOKEN);
         let mut path = format!("/v1/lookup?addresses={}", encode(&addresses.join(",")));
         if let Some(uuid) = node_uuid {
             path.push_str("&node_uuid=");

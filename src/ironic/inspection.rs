@@ -2,8 +2,8 @@
 //! inspection callback before lookup, and hand the node UUID Ironic answers to lookup.
 //!
 //! Collectors: `default` (inventory, root disk, boot interface, configuration) is built
-//! here. The `logs` collector needs the system-log archive of `log.collect_system_logs`,
-//! which the commands layer produces; until it is wired in, `logs` is skipped with a
+//! here; `logs` adds the base64 tar.gz that `log.collect_system_logs` also returns (the
+//! agent builds it, [`add_logs`] puts it in). Other collectors are skipped with a
 //! warning and not listed in `configuration.collectors`. Failure never stops the agent.
 
 use serde_json::{json, Value};
@@ -19,7 +19,7 @@ const MIN_ROOT_DISK: u64 = 4 << 30;
 /// Collectors used when `inspection_collectors` is empty.
 const DEFAULT_COLLECTORS: &[&str] = &["default", "logs"];
 /// Collectors this agent can run.
-const SUPPORTED_COLLECTORS: &[&str] = &["default"];
+const SUPPORTED_COLLECTORS: &[&str] = &["default", "logs"];
 
 /// The inspection callback was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +118,12 @@ pub fn payload(inventory: &Inventory, collectors: &[String], managers: &[Manager
     })
 }
 
+/// Collector `logs`: the system-log archive (gzip-compressed tar), base64-encoded.
+pub fn add_logs(payload: &mut Value, archive: &[u8]) {
+    use base64::Engine as _;
+    payload["logs"] = Value::String(base64::engine::general_purpose::STANDARD.encode(archive));
+}
+
 /// Posts `payload`, retrying connection errors, 5xx and 409 up to `policy.attempts`
 /// times; several URLs are tried in order within one attempt. Returns the node UUID
 /// from the answer, if it carried one.
@@ -213,7 +219,7 @@ mod tests {
     #[test]
     fn collectors_skip_unsupported() {
         let mut c = Config::default();
-        assert_eq!(collectors(&c), ["default"]);
+        assert_eq!(collectors(&c), ["default", "logs"]);
         c.inspection_collectors = vec!["default".into(), "pci-devices".into()];
         assert_eq!(collectors(&c), ["default"]);
     }

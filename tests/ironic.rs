@@ -676,6 +676,41 @@ async fn failed_heartbeats_retry_on_the_error_interval() {
 }
 
 #[tokio::test]
+async fn a_forced_heartbeat_is_followed_up_soon() {
+    // If the conductor held the node lock, it skipped the forced heartbeat; the
+    // follow-up makes it see the finished command without waiting a full interval.
+    let fake = FakeConductor::start().await;
+    let st = state();
+    st.lookup.lock().unwrap().heartbeat_timeout = 100_000;
+    let policy = HeartbeatPolicy {
+        after_forced: Duration::from_millis(250),
+        ..ms_policy()
+    };
+    let task = tokio::spawn(
+        heartbeater(&fake, &st, policy)
+            .await
+            .run(StdRng::seed_from_u64(7)),
+    );
+    fake.wait_for(Route::Heartbeat, 1, Duration::from_secs(5))
+        .await;
+    st.request_heartbeat();
+    let hbs = fake
+        .wait_for(Route::Heartbeat, 3, Duration::from_secs(5))
+        .await;
+    let gap = hbs[2].at - hbs[1].at;
+    assert!(gap >= Duration::from_millis(230), "too soon: {gap:?}");
+    assert!(gap < Duration::from_millis(1000), "too late: {gap:?}");
+    // The follow-up was not forced: after it, the long interval applies again.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(fake.requests_to(Route::Heartbeat).len(), 3);
+    st.stop_serving.send_replace(true);
+    tokio::time::timeout(Duration::from_secs(1), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
 async fn forced_heartbeat_respects_the_minimum_gap() {
     let fake = FakeConductor::start().await;
     let st = state();

@@ -73,7 +73,7 @@ impl Heartbeater {
                 t + backoff::heartbeat_due(&self.policy, interval, forced)
             });
             if now >= due {
-                forced = false;
+                let was_forced = std::mem::take(&mut forced);
                 last = Some(now);
                 let started = Instant::now();
                 interval = match self.beat().await {
@@ -85,8 +85,11 @@ impl Heartbeater {
                             .lock()
                             .expect("lookup lock poisoned")
                             .heartbeat_timeout;
-                        let next =
+                        let mut next =
                             backoff::heartbeat_after_success(&self.policy, timeout, &mut rng);
+                        if was_forced {
+                            next = backoff::interval_after_forced(&self.policy, next);
+                        }
                         if sent == 1 {
                             tracing::info!(
                                 callback_url = %self.callback_url,

@@ -16,9 +16,7 @@ Prints one line per check and a final "N passed, M failed" line; exit 1 on any f
 """
 
 import argparse
-import gzip
 import hashlib
-import io
 import json
 import os
 import re
@@ -27,8 +25,8 @@ import subprocess
 import sys
 import tarfile
 import time
-import urllib.error
-import urllib.request
+
+from ironic_api import Ironic
 
 NO_DISK = "/dev/ira-test-no-such-disk"
 RESULTS = []
@@ -39,51 +37,6 @@ def check(name, ok, detail=""):
     print(("PASS " if ok else "FAIL ") + name + (f": {detail}" if detail and not ok else ""),
           flush=True)
     return ok
-
-
-class Ironic:
-    def __init__(self, url):
-        self.url = url.rstrip("/")
-
-    def call(self, method, path, body=None, ok=(200, 201, 202, 204)):
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.url + path, data=data, method=method, headers={
-            "X-OpenStack-Ironic-API-Version": "latest",
-            "Content-Type": "application/json", "Accept": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                raw = r.read()
-                status = r.status
-        except urllib.error.HTTPError as e:
-            raw, status = e.read(), e.code
-        if status not in ok:
-            raise RuntimeError(f"{method} {path}: HTTP {status}: {raw[:500]!r}")
-        return json.loads(raw) if raw else None
-
-    def node(self, uuid):
-        return self.call("GET", f"/v1/nodes/{uuid}")
-
-    def provision(self, uuid, target):
-        self.call("PUT", f"/v1/nodes/{uuid}/states/provision", {"target": target})
-
-    def wait_state(self, uuid, wanted, timeout, transitions):
-        """Polls every 0.2 s; records each provision-state change with its time."""
-        deadline = time.monotonic() + timeout
-        start = time.monotonic()
-        last = None
-        while time.monotonic() < deadline:
-            n = self.node(uuid)
-            st = n["provision_state"]
-            if st != last:
-                transitions.append((round(time.monotonic() - start, 1), st))
-                print(f"     {time.monotonic() - start:6.1f} s  {st}", flush=True)
-                last = st
-            if st == wanted:
-                return n
-            if st.endswith("failed") and not wanted.endswith("failed"):
-                return n
-            time.sleep(0.2)
-        return self.node(uuid)
 
 
 class Agent:
@@ -134,17 +87,6 @@ def ira_inventory(ira):
     return json.loads(out)
 
 
-def create_node(ironic, name, mac, **extra):
-    body = {"driver": "fake-hardware", "name": name, "boot_interface": "fake",
-            "inspect_interface": "agent", "network_interface": "noop",
-            "deploy_interface": "direct",
-            "properties": {"cpu_arch": "x86_64", "vendor": "lenovo"}}
-    body.update(extra)
-    node = ironic.call("POST", "/v1/nodes", body)
-    ironic.call("POST", "/v1/ports", {"address": mac, "node_uuid": node["uuid"]})
-    return node["uuid"]
-
-
 def tail(path, n=40):
     try:
         with open(path, errors="replace") as f:
@@ -156,9 +98,9 @@ def tail(path, n=40):
 def scenario_inspection(ironic, args, inv):
     print("== scenario: agent inspection", flush=True)
     mac = inv["interfaces"][0]["mac_address"]
-    uuid = create_node(ironic, f"ira-inspect-{int(time.time())}", mac)
+    uuid = ironic.create_node(f"ira-inspect-{int(time.time())}", mac)
     ironic.provision(uuid, "manage")
-    ironic.wait_state(uuid, "manageable", 60, [])
+    ironic.wait_state(uuid, "manageable", 60)
     ironic.provision(uuid, "inspect")
     transitions = []
     n = ironic.wait_state(uuid, "inspect wait", 30, transitions)
@@ -177,7 +119,7 @@ def scenario_inspection(ironic, args, inv):
                f"state {n['provision_state']}, last_error {n.get('last_error')}")
     if ok:
         print(f"     agent start -> manageable: {took:.1f} s", flush=True)
-    stored = ironic.call("GET", f"/v1/nodes/{uuid}/inventory", ok=(200, 404))
+    stored = ironic.inventory(uuid)
     inv_stored = (stored or {}).get("inventory", {})
     check("inspection: stored inventory has the agent's interfaces (names, MACs)",
           [(i["name"], i["mac_address"]) for i in inv_stored.get("interfaces", [])] ==
@@ -215,16 +157,12 @@ def scenario_deploy(ironic, args, inv):
         f.write(os.urandom(1 << 20))
     with open(image, "rb") as f:
         sha = hashlib.sha256(f.read()).hexdigest()
-    uuid = create_node(ironic, f"ira-deploy-{int(time.time())}", mac)
+    uuid = ironic.create_node(f"ira-deploy-{int(time.time())}", mac)
     ironic.provision(uuid, "manage")
-    ironic.wait_state(uuid, "manageable", 60, [])
+    ironic.wait_state(uuid, "manageable", 60)
     ironic.provision(uuid, "provide")
-    ironic.wait_state(uuid, "available", 60, [])
-    for k, v in (("image_source", f"http://127.0.0.1:{args.http_port}/img.raw"),
-                 ("image_os_hash_algo", "sha256"), ("image_os_hash_value", sha),
-                 ("image_disk_format", "raw")):
-        ironic.call("PATCH", f"/v1/nodes/{uuid}",
-                    [{"op": "add", "path": f"/instance_info/{k}", "value": v}])
+    ironic.wait_state(uuid, "available", 60)
+    ironic.set_image(uuid, f"http://127.0.0.1:{args.http_port}/img.raw", sha)
     ironic.provision(uuid, "active")
     transitions = []
     n = ironic.wait_state(uuid, "wait call-back", 60, transitions)

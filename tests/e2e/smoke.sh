@@ -36,6 +36,7 @@ info() { echo "      $*"; }
 
 VM_SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/ira-smoke.XXXXXX")
 API_PID=""
+# shellcheck disable=SC2317 # called by the trap
 cleanup() {
     vm_stop_all
     if [ -n "$API_PID" ] && kill -0 "$API_PID" 2>/dev/null; then
@@ -247,7 +248,7 @@ fi
 
 # --- report ---------------------------------------------------------------------------------
 mem=$(first_line 'memory: total' | sed 's/.*memory: //')
-rss=$(vm_rss_kib)
+rss=$(vm_rss_kib smoke)
 echo
 echo "timings, seconds after QEMU started ($(vm_accel), ${SMOKE_MEM} MiB; guest uptime in brackets):"
 printf '  %-28s %6s  [%s]\n' "/init runs" "${T[init]:--}" "$(uptime_of 'init started')"

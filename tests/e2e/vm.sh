@@ -25,6 +25,10 @@
 #                 decompression: ~3 s under TCG); bzimage boots images/out/ira.kernel
 #                 exactly as a PXE/iPXE firmware would load it
 #   VM_KERNEL / VM_INITRD   override the kernel file / images/out/ira.initramfs
+#   VM_FIRMWARE   bios | uefi (default bios): uefi boots the bzImage through OVMF
+#                 (VM_OVMF_CODE / VM_OVMF_VARS, default /usr/share/OVMF/OVMF_{CODE,VARS}_4M.fd;
+#                 the VARS copy lives in the VM's directory), so the guest sees EFI
+#                 variables; OVMF adds several seconds under TCG
 #   VM_DISK_SIZE  size of each sparse scratch disk (default 1G); existing disk files of
 #                 the same VM name are kept, so a second boot sees what the first wrote
 #   VM_ACCEL      kvm | tcg (default: kvm only with kvm_intel/kvm_amd, else tcg)
@@ -82,27 +86,46 @@ vm_boot() {
     local name=${1:?vm_boot NAME}
     [ -n "${VM_SCRATCH:-}" ] || { _vm_log "VM_SCRATCH is not set"; return 1; }
     local dir=$VM_SCRATCH/$name
-    local kernel=${VM_KERNEL:-}
+    local kernel=${VM_KERNEL:-} firmware=${VM_FIRMWARE:-bios} fw=()
     if [ -z "$kernel" ]; then
         kernel=$VM_REPO/images/out/ira.kernel
-        if [ "${VM_BOOT:-pvh}" = pvh ] && [ -f "$VM_REPO/images/out/ira.vmlinux" ]; then
+        # (OVMF boots the bzImage's EFI stub; the PVH entry is for SeaBIOS only)
+        if [ "${VM_BOOT:-pvh}" = pvh ] && [ "$firmware" = bios ] && [ -f "$VM_REPO/images/out/ira.vmlinux" ]; then
             kernel=$VM_REPO/images/out/ira.vmlinux
         fi
     fi
     local initrd=${VM_INITRD:-$VM_REPO/images/out/ira.initramfs}
     local mem=${VM_MEM:-256} smp=${VM_SMP:-2} mac=${VM_MAC:-52:54:00:12:34:56}
     local size=${VM_DISK_SIZE:-1G} accel append machine cpu
-    [ -f "$kernel" ] && [ -f "$initrd" ] || { _vm_log "no kernel/initramfs (images/build.sh)"; return 1; }
+    mkdir -p "$dir"
+    if [ ! -f "$kernel" ] || [ ! -f "$initrd" ]; then
+        _vm_log "no $kernel or $initrd (run images/build.sh)"
+        return 1
+    fi
     if [ -f "$dir/qemu.pid" ] && kill -0 "$(cat "$dir/qemu.pid")" 2>/dev/null; then
         _vm_log "VM $name is already running"
         return 1
     fi
-    mkdir -p "$dir"
     accel=$(vm_accel)
     case $accel in
         kvm) machine=q35,accel=kvm cpu=host ;;
         tcg) machine=q35,accel=tcg cpu=max ;;
         *) _vm_log "VM_ACCEL must be kvm or tcg"; return 1 ;;
+    esac
+    case $firmware in
+        bios) ;;
+        uefi)
+            local code=${VM_OVMF_CODE:-/usr/share/OVMF/OVMF_CODE_4M.fd}
+            local vars=${VM_OVMF_VARS:-/usr/share/OVMF/OVMF_VARS_4M.fd}
+            if [ ! -f "$code" ] || [ ! -f "$vars" ]; then
+                _vm_log "no OVMF ($code, $vars): apt-get install ovmf"
+                return 1
+            fi
+            [ -f "$dir/efivars.fd" ] || cp "$vars" "$dir/efivars.fd"
+            fw=(-drive "if=pflash,format=raw,readonly=on,file=$code"
+                -drive "if=pflash,format=raw,file=$dir/efivars.fd")
+            ;;
+        *) _vm_log "VM_FIRMWARE must be bios or uefi"; return 1 ;;
     esac
     VM_HOSTPORT=${VM_HOSTPORT:-$(vm_free_port)}
     append="console=ttyS0 panic=-1"
@@ -117,7 +140,7 @@ vm_boot() {
     local extra=(${VM_QEMU_ARGS:-})
     VM_START_US=$(_vm_now_us)
     qemu-system-x86_64 \
-        -name "ira-$name" -nodefaults -machine "$machine" -cpu "$cpu" -smp "$smp" -m "$mem" \
+        -name "ira-$name" -nodefaults -machine "$machine" -cpu "$cpu" -smp "$smp" -m "$mem" "${fw[@]}" \
         -kernel "$kernel" -initrd "$initrd" -append "$append" \
         -nic "user,model=virtio-net-pci,mac=$mac,hostfwd=tcp:127.0.0.1:$VM_HOSTPORT-:9999" \
         -drive "file=$dir/vd0.img,if=none,id=vd0,format=raw" \
@@ -133,6 +156,7 @@ vm_boot() {
     echo "$VM_PID" > "$dir/qemu.pid"
     echo "$VM_START_US" > "$dir/start_us"
     echo "$VM_HOSTPORT" > "$dir/hostport"
+    # shellcheck disable=SC2034 # for the caller
     VM_NAME=$name VM_DIR=$dir VM_CONSOLE=$dir/console.log
     VM_STARTED+=("$name")
     VM_PIDS[$name]=$VM_PID

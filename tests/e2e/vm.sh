@@ -9,15 +9,16 @@
 #
 # vm_boot runs QEMU in the background and records its PID; every VM is stopped by that
 # PID only. Call vm_boot in the current shell (not inside $(...)), so the variables it
-# sets (VM_NAME VM_DIR VM_CONSOLE VM_PID VM_HOSTPORT VM_START_US) and the list of started
-# VMs stay visible to vm_stop_all.
+# sets (VM_NAME VM_DIR VM_CONSOLE VM_PID VM_PORT VM_START_US, all about the VM just
+# booted) and the list of started VMs stay visible to vm_stop_all.
 #
 # Settings read by vm_boot (environment or shell variables):
 #   VM_SCRATCH    scratch directory (required)
 #   VM_MEM        guest RAM in MiB (default 256)
 #   VM_SMP        vCPUs (default 2)
 #   VM_MAC        NIC MAC (default 52:54:00:12:34:56)
-#   VM_HOSTPORT   host port (on 127.0.0.1) forwarded to guest :9999 (default: a free one)
+#   VM_HOSTPORT   host port (on 127.0.0.1) forwarded to guest :9999 (default: a free one
+#                 for each VM; the port used is in VM_PORT and `vm_hostport NAME`)
 #   VM_APPEND     extra kernel parameters (ipa-*, ira.*)
 #   VM_QUIET      1 = kernel parameter `quiet` (default 1)
 #   VM_BOOT       pvh | bzimage (default pvh): pvh boots images/out/ira.vmlinux, the same
@@ -127,7 +128,8 @@ vm_boot() {
             ;;
         *) _vm_log "VM_FIRMWARE must be bios or uefi"; return 1 ;;
     esac
-    VM_HOSTPORT=${VM_HOSTPORT:-$(vm_free_port)}
+    local hostport=${VM_HOSTPORT:-}
+    [ -n "$hostport" ] || hostport=$(vm_free_port)
     append="console=ttyS0 panic=-1"
     [ "${VM_QUIET:-1}" = 1 ] && append="$append quiet"
     append="$append ${VM_APPEND:-}"
@@ -142,7 +144,7 @@ vm_boot() {
     qemu-system-x86_64 \
         -name "ira-$name" -nodefaults -machine "$machine" -cpu "$cpu" -smp "$smp" -m "$mem" "${fw[@]}" \
         -kernel "$kernel" -initrd "$initrd" -append "$append" \
-        -nic "user,model=virtio-net-pci,mac=$mac,hostfwd=tcp:127.0.0.1:$VM_HOSTPORT-:9999" \
+        -nic "user,model=virtio-net-pci,mac=$mac,hostfwd=tcp:127.0.0.1:$hostport-:9999" \
         -drive "file=$dir/vd0.img,if=none,id=vd0,format=raw" \
         -device virtio-blk-pci,drive=vd0,serial=ira-vd0 \
         -drive "file=$dir/nvme0.img,if=none,id=nvme0,format=raw" \
@@ -155,12 +157,12 @@ vm_boot() {
     VM_PID=$!
     echo "$VM_PID" > "$dir/qemu.pid"
     echo "$VM_START_US" > "$dir/start_us"
-    echo "$VM_HOSTPORT" > "$dir/hostport"
+    echo "$hostport" > "$dir/hostport"
     # shellcheck disable=SC2034 # for the caller
-    VM_NAME=$name VM_DIR=$dir VM_CONSOLE=$dir/console.log
+    VM_NAME=$name VM_DIR=$dir VM_CONSOLE=$dir/console.log VM_PORT=$hostport
     VM_STARTED+=("$name")
     VM_PIDS[$name]=$VM_PID
-    _vm_log "booted $name: pid $VM_PID, $accel, ${kernel##*/}, ${mem} MiB, mac $mac, 127.0.0.1:$VM_HOSTPORT -> :9999, console $VM_CONSOLE"
+    _vm_log "booted $name: pid $VM_PID, $accel, ${kernel##*/}, ${mem} MiB, mac $mac, 127.0.0.1:$hostport -> :9999, console $VM_CONSOLE"
 }
 
 # vm_alive [NAME]: true while the VM's QEMU runs.
@@ -168,6 +170,13 @@ vm_alive() {
     local dir
     dir=$(_vm_dir "${1:-}") || return 1
     [ -f "$dir/qemu.pid" ] && kill -0 "$(cat "$dir/qemu.pid")" 2>/dev/null
+}
+
+# vm_hostport [NAME]: prints the host port forwarded to the VM's :9999.
+vm_hostport() {
+    local dir
+    dir=$(_vm_dir "${1:-}") || return 1
+    cat "$dir/hostport"
 }
 
 # vm_elapsed [NAME]: prints seconds since the VM's QEMU was started.

@@ -177,8 +177,9 @@ fn init_tracing(debug: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_writer(io::stderr)
-        // Colour codes only for a terminal, not for journald or a serial console log.
-        .with_ansi(io::stderr().is_terminal())
+        // Colour codes only for a terminal, not for journald or a serial console log
+        // (a serial console is a terminal too: ramdisks set NO_COLOR, see no-color.org).
+        .with_ansi(io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_env_filter(filter)
         .init();
 }

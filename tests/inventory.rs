@@ -352,8 +352,8 @@ fn missing_optional_files_give_nulls_not_errors() {
     assert_eq!(sda["name"], "/dev/sda");
     assert_eq!(sda["serial"], Value::Null);
     assert_eq!(sda["by_path"], Value::Null);
-    // Without udev, the WWN falls back to sysfs device/wwid.
-    assert_eq!(sda["wwn"], "naa.55cd2e415123abcd");
+    // Without udev, the WWN comes from sysfs device/wwid, in udev's form.
+    assert_eq!(sda["wwn"], "0x55cd2e415123abcd");
     assert_eq!(
         v["disks"][0]["serial"], "S64GNE0R602354",
         "NVMe serial from sysfs"

@@ -24,7 +24,7 @@ use crate::blockdev::AllowList;
 use crate::hw::BlockDevice;
 
 use super::read::{
-    list_dir, list_dir_opt, read_attr, read_opt, read_opt_nonempty, read_u64, under,
+    list_dir, list_dir_opt, read_attr, read_opt, read_opt_nonempty, read_prefix, read_u64, under,
 };
 use super::udev::{read_block_record, unescape_hex, UdevRecord};
 use super::InventoryError;
@@ -134,8 +134,11 @@ fn read_disk(root: &Path, dir: &Path, name: &str) -> Result<Option<BlockDevice>,
         rotational,
         wwn: udev
             .first(&["ID_WWN_WITH_EXTENSION", "ID_WWN", "DM_WWN"])
-            .or_else(|| sysfs("device/wwid"))
-            .or_else(|| sysfs("wwid")),
+            .or_else(|| {
+                sysfs("device/wwid")
+                    .or_else(|| sysfs("wwid"))
+                    .and_then(|w| wwn_from_wwid(&w))
+            }),
         serial: udev
             .first(&[
                 "ID_SCSI_SERIAL",
@@ -144,7 +147,12 @@ fn read_disk(root: &Path, dir: &Path, name: &str) -> Result<Option<BlockDevice>,
                 "DM_SERIAL",
             ])
             .or_else(|| sysfs("device/serial"))
-            .or_else(|| sysfs("serial")),
+            .or_else(|| sysfs("serial"))
+            .or_else(|| {
+                read_prefix(&dir.join("device/vpd_pg80"), 4096)
+                    .ok()
+                    .and_then(|page| parse_vpd_serial(&page))
+            }),
         vendor: sysfs("device/vendor"),
         wwn_with_extension: udev.first(&["ID_WWN_WITH_EXTENSION", "DM_WWN_WITH_EXTENSION"]),
         wwn_vendor_extension: udev.first(&["ID_WWN_VENDOR_EXTENSION", "DM_WWN_VENDOR_EXTENSION"]),
@@ -154,6 +162,34 @@ fn read_disk(root: &Path, dir: &Path, name: &str) -> Result<Option<BlockDevice>,
         physical_sectors,
         tran,
     }))
+}
+
+/// The WWN udev would report, from the kernel's `wwid` when there is no udev database
+/// (our own ramdisk runs no udevd): SCSI `naa.<hex>` is udev's `0x<hex>`; NVMe
+/// identifiers (`eui.`, `nvme.`, `uuid.`) are udev's `ID_WWN` as they are; a SCSI
+/// `t10.` vendor/model/serial string is no WWN (udev sets none for it).
+pub fn wwn_from_wwid(wwid: &str) -> Option<String> {
+    let wwid = wwid.trim();
+    if let Some(hex) = wwid.strip_prefix("naa.") {
+        return Some(format!("0x{}", hex.to_ascii_lowercase()));
+    }
+    if wwid.starts_with("t10.") || wwid.is_empty() {
+        return None;
+    }
+    Some(wwid.to_owned())
+}
+
+/// The unit serial number of a SCSI VPD page 0x80 (`device/vpd_pg80`; libata fills it
+/// with the ATA serial): a 4-byte header whose byte 3 is the length, then the serial.
+pub fn parse_vpd_serial(page: &[u8]) -> Option<String> {
+    if page.len() < 4 || page[1] != 0x80 {
+        return None;
+    }
+    let len = usize::from(page[3]);
+    let raw = page.get(4..4 + len).unwrap_or(&page[4..]);
+    let text = String::from_utf8_lossy(raw);
+    let serial = text.trim_matches(|c: char| c == '\0' || c.is_whitespace());
+    (!serial.is_empty()).then(|| serial.to_owned())
 }
 
 fn read_u32(path: &Path) -> Result<u32, InventoryError> {
@@ -232,4 +268,39 @@ fn sysfs_path_contains(root: &Path, dir: &Path, needle: &str) -> bool {
     };
     real.strip_prefix(&real_root)
         .is_ok_and(|rel| format!("/{}", rel.to_string_lossy()).contains(needle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wwid_to_wwn_as_udev_reports_it() {
+        assert_eq!(
+            wwn_from_wwid("naa.5000C500A1B2C3D4\n").as_deref(),
+            Some("0x5000c500a1b2c3d4")
+        );
+        assert_eq!(
+            wwn_from_wwid("eui.36344830526023540025384500000001").as_deref(),
+            Some("eui.36344830526023540025384500000001")
+        );
+        assert_eq!(wwn_from_wwid("t10.ATA     QEMU HARDDISK   ira-sata0"), None);
+        assert_eq!(wwn_from_wwid(""), None);
+    }
+
+    #[test]
+    fn vpd_page_80_serial() {
+        let mut page = vec![0x00, 0x80, 0x00, 20];
+        page.extend_from_slice(b"      ira-sata0     ");
+        assert_eq!(parse_vpd_serial(&page).as_deref(), Some("ira-sata0"));
+        // Wrong page code, short page, blank serial: nothing.
+        assert_eq!(parse_vpd_serial(&[0, 0x83, 0, 2, b'a', b'b']), None);
+        assert_eq!(parse_vpd_serial(&[0, 0x80]), None);
+        assert_eq!(parse_vpd_serial(&[0, 0x80, 0, 3, b' ', 0, b' ']), None);
+        // A length past the end keeps what is there.
+        assert_eq!(
+            parse_vpd_serial(&[0, 0x80, 0, 9, b'x', b'y']).as_deref(),
+            Some("xy")
+        );
+    }
 }

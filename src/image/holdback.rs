@@ -1,0 +1,218 @@
+//! The hold-back: nothing unverified is ever bootable (INVARIANTS 2).
+//!
+//! The first [`HOLD_BACK`] bytes of an image (partition table, boot code) are kept in
+//! memory while the rest streams to the target, and written only by [`HoldBack::commit`]
+//! after the checksum has been verified. Before any image byte is written,
+//! [`HoldBack::invalidate`] zeroes the start of the target (and, on a block device, its
+//! last MiB, where a backup GPT of an earlier install would let firmware or `sgdisk`
+//! revive the old table), so even a crash mid-stream leaves nothing that boots. On any
+//! failure the caller logs the cause first, then calls [`HoldBack::wipe`] (the same
+//! zeroing again, plus a sync), then reports: the cause survives a wipe that fails too.
+//!
+//! On regular files (tests, cache files) only the bytes that exist are zeroed, so a file
+//! never grows past the image, and `commit` cuts it to the image's length.
+
+use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use super::aligned::AlignedBuf;
+use super::error::ImageError;
+use super::sink::{DiskSink, PositionalSink};
+
+/// Bytes held back from the start of the image: 1 MiB, the usual alignment of the
+/// first partition, so the partition table and boot code are all inside.
+pub const HOLD_BACK: u64 = 1 << 20;
+
+/// A [`DiskSink`] whose first MiB is kept in memory until commit.
+#[derive(Debug)]
+pub struct HoldBack<F> {
+    sink: DiskSink<F>,
+    head: Mutex<Head>,
+    end: AtomicU64,
+    written: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Head {
+    buf: AlignedBuf,
+    /// Highest end offset written into the head.
+    len: usize,
+}
+
+impl<F: FileExt + AsFd + Send + Sync> HoldBack<F> {
+    /// Wraps `sink`; call [`Self::invalidate`] before the first write.
+    pub fn new(sink: DiskSink<F>) -> Self {
+        Self {
+            sink,
+            head: Mutex::new(Head {
+                buf: AlignedBuf::new(HOLD_BACK as usize),
+                len: 0,
+            }),
+            end: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+        }
+    }
+
+    /// The target.
+    pub fn sink(&self) -> &DiskSink<F> {
+        &self.sink
+    }
+
+    /// One past the highest byte of the image seen so far (held back or written).
+    pub fn image_end(&self) -> u64 {
+        self.end.load(Ordering::Acquire)
+    }
+
+    /// Bytes written to the target past the hold-back so far.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    fn regions(&self) -> Result<Vec<(u64, u64)>, ImageError> {
+        let len = self.sink.current_len()?;
+        let mut r = vec![(0, len.min(HOLD_BACK))];
+        if self.sink.is_block_device() && len > HOLD_BACK {
+            let tail = len.saturating_sub(HOLD_BACK).max(HOLD_BACK);
+            r.push((tail, len - tail));
+        }
+        Ok(r)
+    }
+
+    fn zero_regions(&self) -> Result<(), ImageError> {
+        let zeros = AlignedBuf::new(HOLD_BACK as usize);
+        for (off, len) in self.regions()? {
+            let len = usize::try_from(len)
+                .unwrap_or(usize::MAX)
+                .min(zeros.capacity());
+            self.sink.write_at(&zeros.full()[..len], off)?;
+        }
+        Ok(())
+    }
+
+    /// Forgets what a failed attempt put into the hold-back, before a new attempt.
+    pub fn reset(&self) {
+        let mut head = self.head.lock().expect("head lock poisoned");
+        head.buf.full_mut().fill(0);
+        head.len = 0;
+        self.end.store(0, Ordering::Release);
+        self.written.store(0, Ordering::Relaxed);
+    }
+
+    /// Zeroes the start (and a block device's last MiB) before the image is written.
+    pub fn invalidate(&self) -> Result<(), ImageError> {
+        self.zero_regions()
+    }
+
+    /// Writes `data` at `offset`: the part inside the first MiB goes to memory, the rest
+    /// to the target.
+    pub fn write_at(&self, data: &[u8], offset: u64) -> Result<(), ImageError> {
+        let end = offset + data.len() as u64;
+        self.end.fetch_max(end, Ordering::AcqRel);
+        let mut rest = data;
+        let mut off = offset;
+        if off < HOLD_BACK {
+            let n = usize::try_from(HOLD_BACK - off)
+                .unwrap_or(usize::MAX)
+                .min(rest.len());
+            let start = off as usize;
+            let mut head = self.head.lock().expect("head lock poisoned");
+            head.buf.full_mut()[start..start + n].copy_from_slice(&rest[..n]);
+            head.len = head.len.max(start + n);
+            rest = &rest[n..];
+            off += n as u64;
+        }
+        if !rest.is_empty() {
+            self.sink.write_at(rest, off)?;
+            self.written.fetch_add(rest.len() as u64, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// After verification: writes the held-back start, fits a regular file to the
+    /// image's length, and syncs. Only then is the image on the target.
+    pub fn commit(&self) -> Result<(), ImageError> {
+        {
+            let head = self.head.lock().expect("head lock poisoned");
+            self.sink.write_at(&head.buf.full()[..head.len], 0)?;
+        }
+        self.sink.truncate(self.image_end())?;
+        self.sink.sync()
+    }
+
+    /// After a failure (already logged by the caller): zeroes the start again (and a
+    /// block device's last MiB) and syncs.
+    pub fn wipe(&self) -> Result<(), ImageError> {
+        self.zero_regions()?;
+        self.sink.sync()
+    }
+}
+
+impl<F: FileExt + AsFd + Send + Sync> PositionalSink for HoldBack<F> {
+    fn write_at(&mut self, data: &[u8], offset: u64) -> Result<(), ImageError> {
+        HoldBack::write_at(self, data, offset)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs::File;
+
+    fn image(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i % 253) as u8 + 1).collect()
+    }
+
+    fn read_all(f: &File) -> Vec<u8> {
+        let mut v = vec![0u8; f.metadata().unwrap().len() as usize];
+        f.read_exact_at(&mut v, 0).unwrap();
+        v
+    }
+
+    #[test]
+    fn start_is_written_only_on_commit() {
+        let tmp = tempfile::tempfile().unwrap();
+        let hb = HoldBack::new(DiskSink::new(tmp.try_clone().unwrap(), "t").unwrap());
+        hb.invalidate().unwrap();
+        let img = image(3 << 20);
+        for (i, c) in img.chunks(300_000).enumerate() {
+            hb.write_at(c, (i * 300_000) as u64).unwrap();
+        }
+        let before = read_all(&tmp);
+        assert!(before[..HOLD_BACK as usize].iter().all(|&b| b == 0));
+        assert_eq!(&before[HOLD_BACK as usize..], &img[HOLD_BACK as usize..]);
+        hb.commit().unwrap();
+        assert_eq!(read_all(&tmp), img);
+    }
+
+    #[test]
+    fn wipe_zeroes_the_start_of_an_old_install() {
+        let tmp = tempfile::tempfile().unwrap();
+        tmp.write_all_at(&[0xAA; 3 << 20], 0).unwrap();
+        let hb = HoldBack::new(DiskSink::new(tmp.try_clone().unwrap(), "t").unwrap());
+        hb.write_at(&image(2 << 20), 0).unwrap();
+        hb.wipe().unwrap();
+        let after = read_all(&tmp);
+        assert!(after[..HOLD_BACK as usize].iter().all(|&b| b == 0));
+        assert_eq!(
+            &after[HOLD_BACK as usize..2 << 20],
+            &image(2 << 20)[HOLD_BACK as usize..]
+        );
+    }
+
+    #[test]
+    fn small_image_in_a_fresh_file_keeps_its_size() {
+        let tmp = tempfile::tempfile().unwrap();
+        let hb = HoldBack::new(DiskSink::new(tmp.try_clone().unwrap(), "t").unwrap());
+        hb.invalidate().unwrap();
+        hb.write_at(b"tiny image", 0).unwrap();
+        assert_eq!(
+            tmp.metadata().unwrap().len(),
+            0,
+            "nothing written before commit"
+        );
+        hb.commit().unwrap();
+        assert_eq!(read_all(&tmp), b"tiny image");
+    }
+}

@@ -1,0 +1,695 @@
+//! The streaming pipeline: HTTP source → hash → (decompress) → (decoder) → hold-back →
+//! disk, with network on tokio and every CPU or disk stage on its own blocking thread.
+//!
+//! ```text
+//!  [task]  HttpSource::stream   fills pool buffers from the body (resume, retries)
+//!     │ Chunk (bounded channel)
+//!  [thread] hash                digest of the bytes exactly as received
+//!     │ Chunk
+//!  [thread] decode              raw: forward; compressed: Decompressor into a 2nd pool;
+//!     │ Chunk                   Decode::Custom: a format reader writing QueueSink
+//!  [threads] write ×N           HoldBack (first MiB to memory) → DiskSink (O_DIRECT)
+//! ```
+//!
+//! Memory is fixed: `buffers` aligned buffers of `chunk_size` for the stream (plus as
+//! many for decompressed data), the 1 MiB hold-back, and the decoders' bounded state.
+//! Buffers are recycled, never allocated per chunk; a full channel stops the stage before
+//! it, down to the socket (backpressure).
+//!
+//! An attempt ends when every stage has ended. The first real error in stream order is
+//! the cause ([`ImageError::Aborted`] only says a later stage stopped first). With no
+//! error the digest is compared, and only a match commits the hold-back and syncs. A
+//! transient failure that the source could not absorb itself (a checksum mismatch, a
+//! source that changed) starts a new attempt with fresh stages within the same
+//! [`RetryBudget`]; the target keeps its zeroed start meanwhile. On a final failure the
+//! cause is logged, the start of the target wiped, and only then the error returned.
+//! Nothing touches the target before the checksum to verify against is known.
+
+use std::fs::File;
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::checksum::{self, Expected, HashAlgo, Hasher};
+use super::decompress::{Compression, Decompressor};
+use super::error::ImageError;
+use super::holdback::{HoldBack, HOLD_BACK};
+use super::info::ImageInfo;
+use super::pool::{Buf, BufPool, ChannelReader, Chunk};
+use super::sink::{DiskSink, PositionalSink};
+use super::source::{HttpSource, RedactedUrl, RetryBudget, SourceOptions, SourceReport};
+
+/// Shared counters of a running write, read by logs and the heartbeat status.
+#[derive(Debug, Default)]
+pub struct Progress {
+    downloaded: AtomicU64,
+    written: AtomicU64,
+    total: AtomicU64,
+}
+
+impl Progress {
+    /// Counters at zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds bytes received from the network.
+    pub fn add_downloaded(&self, n: u64) {
+        self.downloaded.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds bytes written to the target.
+    pub fn add_written(&self, n: u64) {
+        self.written.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Records the size the server announced.
+    pub fn set_total(&self, n: u64) {
+        self.total.store(n, Ordering::Relaxed);
+    }
+
+    /// Bytes received so far (re-sent bytes included).
+    pub fn downloaded(&self) -> u64 {
+        self.downloaded.load(Ordering::Relaxed)
+    }
+
+    /// Bytes written so far (the held-back start counts once committed).
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// The announced download size, if the server sent one.
+    pub fn total(&self) -> Option<u64> {
+        Some(self.total.load(Ordering::Relaxed)).filter(|&t| t > 0)
+    }
+
+    /// One line for logs and status messages.
+    pub fn summary(&self) -> String {
+        let mib = |b: u64| b as f64 / f64::from(1 << 20);
+        match self.total() {
+            Some(t) => format!(
+                "{:.0} of {:.0} MiB downloaded, {:.0} MiB written",
+                mib(self.downloaded()),
+                mib(t),
+                mib(self.written())
+            ),
+            None => format!(
+                "{:.0} MiB downloaded, {:.0} MiB written",
+                mib(self.downloaded()),
+                mib(self.written())
+            ),
+        }
+    }
+}
+
+/// How to write an image.
+#[derive(Debug, Clone)]
+pub struct WriteOptions {
+    /// md5 checksums allowed (lookup `agent_md5_checksum_enable`).
+    pub md5_enabled: bool,
+    /// Timeouts, retries and TLS of the download.
+    pub source: SourceOptions,
+    /// Bytes per buffer.
+    pub chunk_size: usize,
+    /// Buffers in the stream pool (and in the decompressed pool).
+    pub buffers: usize,
+    /// Writer threads, i.e. writes in flight.
+    pub writers: usize,
+    /// Decompress gzip/xz/zstd recognised by magic (IPA writes such images as they are).
+    pub decompress: bool,
+    /// Try `O_DIRECT` on the target.
+    pub direct_io: bool,
+    /// Bound on the image size after decompression; a block device also bounds it by its size.
+    pub max_size: Option<u64>,
+    /// The target's name in messages (its device path).
+    pub target_name: PathBuf,
+    /// Counters the caller can watch.
+    pub progress: Arc<Progress>,
+    /// Time between progress log lines.
+    pub progress_interval: Duration,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        Self {
+            md5_enabled: false,
+            source: SourceOptions::default(),
+            chunk_size: 1 << 20,
+            buffers: 6,
+            writers: 1,
+            decompress: true,
+            direct_io: true,
+            max_size: None,
+            target_name: PathBuf::from("target"),
+            progress: Arc::new(Progress::new()),
+            progress_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What a successful write did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteReport {
+    /// Bytes of image on the target (after decompression/decoding).
+    pub image_size: u64,
+    /// Length of the downloaded stream.
+    pub stream_size: u64,
+    /// Bytes received in all attempts and requests.
+    pub downloaded: u64,
+    /// The compression found, if any.
+    pub compression: Option<Compression>,
+    /// The algorithm verified.
+    pub algo: HashAlgo,
+    /// The verified digest (lower-case hex).
+    pub digest: String,
+    /// HTTP requests for the image (checksum files not counted).
+    pub requests: u32,
+    /// Resumptions served with a 206.
+    pub resumed: u32,
+    /// Resumptions that read from byte 0 again.
+    pub restarted: u32,
+    /// Pipeline attempts (1 unless a mismatch or changed source forced a new one).
+    pub attempts: u32,
+    /// Whether the data bypassed the page cache to the end.
+    pub direct_io: bool,
+    /// Wall time from start to the final sync.
+    pub elapsed: Duration,
+}
+
+/// A format reader plugged in after decompression: reads the plain image stream and
+/// writes guest bytes at their offsets. Called again for each attempt.
+pub type DecodeFn =
+    Arc<dyn Fn(&mut dyn BufRead, &mut QueueSink) -> Result<(), ImageError> + Send + Sync>;
+
+/// What the stage after hashing (and decompression) does with the stream.
+#[derive(Clone)]
+pub enum Decode {
+    /// Copy the bytes to the same offsets (raw images, IPA's `stream_raw_images`).
+    Raw,
+    /// Hand the stream to a format reader (the qcow2 decoder behind the format gate).
+    Custom(DecodeFn),
+}
+
+impl std::fmt::Debug for Decode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Raw => "Raw",
+            Self::Custom(_) => "Custom",
+        })
+    }
+}
+
+/// A [`PositionalSink`] for decoder stages: copies writes into pool buffers, merging
+/// contiguous ones, and queues them for the writer threads.
+pub struct QueueSink {
+    tx: mpsc::Sender<Chunk>,
+    pool: BufPool,
+    cur: Option<Chunk>,
+    limit: u64,
+    limit_what: &'static str,
+    end: u64,
+}
+
+impl QueueSink {
+    fn new(tx: mpsc::Sender<Chunk>, pool: BufPool, limit: (u64, &'static str)) -> Self {
+        Self {
+            tx,
+            pool,
+            cur: None,
+            limit: limit.0,
+            limit_what: limit.1,
+            end: 0,
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), ImageError> {
+        match self.cur.take() {
+            Some(c) if !c.buf.is_empty() => {
+                self.tx.blocking_send(c).map_err(|_| ImageError::Aborted)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Queues `len` zero bytes at `offset` (a range the image marks as zero).
+    pub fn write_zeros(&mut self, offset: u64, len: u64) -> Result<(), ImageError> {
+        let zeros = [0u8; 64 << 10];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(zeros.len() as u64) as usize;
+            self.write_at(&zeros[..n], offset + done)?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+
+    /// One past the highest byte written.
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+
+    fn finish(mut self) -> Result<u64, ImageError> {
+        self.flush()?;
+        Ok(self.end)
+    }
+}
+
+impl PositionalSink for QueueSink {
+    fn write_at(&mut self, mut data: &[u8], mut offset: u64) -> Result<(), ImageError> {
+        let end = offset + data.len() as u64;
+        if end > self.limit {
+            return Err(ImageError::TooLarge {
+                limit: self.limit,
+                what: self.limit_what,
+            });
+        }
+        self.end = self.end.max(end);
+        while !data.is_empty() {
+            let fits = self
+                .cur
+                .as_ref()
+                .is_some_and(|c| c.offset + c.buf.len() as u64 == offset && !c.buf.is_full());
+            if !fits {
+                self.flush()?;
+                let buf = self.pool.blocking_get();
+                self.cur = Some(Chunk { offset, buf });
+            }
+            let c = self.cur.as_mut().expect("set above");
+            let n = c.buf.extend_from_slice(data);
+            data = &data[n..];
+            offset += n as u64;
+            if c.buf.is_full() {
+                self.flush()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Streams a raw (possibly gzip/xz/zstd-compressed) image from `info`'s URLs onto
+/// `target`, verified against `info`'s checksum; the first MiB is written only after
+/// the checksum matched, and success is reported only after a sync.
+pub async fn write_raw_image(
+    info: &ImageInfo,
+    target: File,
+    opts: &WriteOptions,
+) -> Result<WriteReport, ImageError> {
+    write_image(info, target, opts, Decode::Raw).await
+}
+
+/// [`write_raw_image`] with any [`Decode`] stage.
+pub async fn write_image(
+    info: &ImageInfo,
+    target: File,
+    opts: &WriteOptions,
+    decode: Decode,
+) -> Result<WriteReport, ImageError> {
+    let started = Instant::now();
+    let source = Arc::new(HttpSource::new(info, &opts.source)?);
+    let budget = Arc::new(RetryBudget::new(
+        opts.source.retries,
+        opts.source.retry_interval,
+    ));
+    let expected = resolve_checksum(info, opts.md5_enabled, &source, &budget).await?;
+    let url = RedactedUrl::parse(&info.urls[0])?;
+    tracing::info!(image = %info.id, %url, target = %opts.target_name.display(),
+        algo = %expected.algo, "streaming image");
+
+    let name = opts.target_name.clone();
+    let direct = opts.direct_io;
+    let hb = blocking(move || {
+        let sink = if direct {
+            DiskSink::new(target, name)?
+        } else {
+            DiskSink::buffered(target, name)?
+        };
+        let hb = HoldBack::new(sink);
+        hb.invalidate()?;
+        Ok(Arc::new(hb))
+    })
+    .await?;
+
+    let logger = {
+        let p = opts.progress.clone();
+        let every = opts.progress_interval;
+        let id = info.id.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                tracing::info!(image = %id, "{}", p.summary());
+            }
+        })
+    };
+    let result = attempts(info, opts, &decode, &source, &budget, &expected, &hb).await;
+    logger.abort();
+
+    match result {
+        Ok(mut report) => {
+            let hb2 = hb.clone();
+            let committed = blocking(move || hb2.commit()).await;
+            if let Err(e) = committed {
+                return Err(fail(&hb, e).await);
+            }
+            opts.progress.add_written(report.image_size.min(HOLD_BACK));
+            report.direct_io = hb.sink().is_direct();
+            report.elapsed = started.elapsed();
+            let secs = report.elapsed.as_secs_f64().max(1e-9);
+            tracing::info!(image = %info.id, bytes = report.image_size,
+                seconds = format!("{secs:.2}"),
+                mb_per_s = format!("{:.0}", report.image_size as f64 / secs / 1e6),
+                requests = report.requests, "image written and verified");
+            Ok(report)
+        }
+        Err(e) => Err(fail(&hb, e).await),
+    }
+}
+
+/// Logs the cause, then wipes the target's start, then hands the cause back.
+async fn fail(hb: &Arc<HoldBack<File>>, err: ImageError) -> ImageError {
+    tracing::error!(error = %err, target = %hb.sink().path().display(),
+        "writing the image failed; wiping the start of the target");
+    let hb = hb.clone();
+    if let Err(w) = blocking(move || hb.wipe()).await {
+        tracing::error!(error = %w, "wiping the start of the target failed too");
+    }
+    err
+}
+
+async fn resolve_checksum(
+    info: &ImageInfo,
+    md5_enabled: bool,
+    source: &HttpSource,
+    budget: &RetryBudget,
+) -> Result<Expected, ImageError> {
+    match checksum::select(info, md5_enabled)? {
+        checksum::ChecksumSource::Digest(e) => Ok(e),
+        checksum::ChecksumSource::Url { url, algo } => {
+            let body = source
+                .fetch_bounded_with(&url, checksum::CHECKSUM_FILE_LIMIT, budget)
+                .await?;
+            checksum::expected_from_file(info, &url, algo, &body, md5_enabled)
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ImageError> + Send + 'static,
+) -> Result<T, ImageError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ImageError::Internal(format!("pipeline thread: {e}")))?
+}
+
+async fn attempts(
+    info: &ImageInfo,
+    opts: &WriteOptions,
+    decode: &Decode,
+    source: &Arc<HttpSource>,
+    budget: &RetryBudget,
+    expected: &Expected,
+    hb: &Arc<HoldBack<File>>,
+) -> Result<WriteReport, ImageError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        hb.reset();
+        let res = run_attempt(info, opts, decode, source, budget, expected, hb).await;
+        match res {
+            Ok(mut r) => {
+                r.attempts = attempt;
+                return Ok(r);
+            }
+            Err(e) if budget.retry(&e).await => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The bound on the image size, and its name for messages.
+fn size_limit(opts: &WriteOptions, hb: &HoldBack<File>) -> (u64, &'static str) {
+    match (hb.sink().size(), opts.max_size) {
+        (Some(dev), Some(max)) if max < dev => (max, "configured maximum image size"),
+        (Some(dev), _) => (dev, "size of the target device"),
+        (None, Some(max)) => (max, "configured maximum image size"),
+        (None, None) => (u64::MAX, "no bound"),
+    }
+}
+
+async fn run_attempt(
+    info: &ImageInfo,
+    opts: &WriteOptions,
+    decode: &Decode,
+    source: &Arc<HttpSource>,
+    budget: &RetryBudget,
+    expected: &Expected,
+    hb: &Arc<HoldBack<File>>,
+) -> Result<WriteReport, ImageError> {
+    let depth = opts.buffers.max(2);
+    let (tx_h, rx_h) = mpsc::channel::<Chunk>(depth);
+    let (tx_d, rx_d) = mpsc::channel::<Chunk>(depth);
+    let (tx_w, rx_w) = mpsc::channel::<Chunk>(depth);
+    let mut pool = BufPool::new(depth, opts.chunk_size);
+
+    let algo = expected.algo;
+    let hash = tokio::task::spawn_blocking(move || hash_stage(algo, rx_h, tx_d));
+    let cfg = DecodeCfg {
+        decompress: opts.decompress,
+        limit: size_limit(opts, hb),
+        chunk_size: opts.chunk_size,
+        buffers: depth,
+        progress: opts.progress.clone(),
+        decode: decode.clone(),
+    };
+    let dec = tokio::task::spawn_blocking(move || decode_stage(cfg, rx_d, tx_w));
+    let (hb_w, progress_w, writers) = (hb.clone(), opts.progress.clone(), opts.writers.max(1));
+    let write = tokio::task::spawn_blocking(move || write_stage(&hb_w, rx_w, writers, &progress_w));
+
+    let src = async {
+        let r = source
+            .stream(&mut pool, &tx_h, budget, &opts.progress)
+            .await;
+        drop(tx_h);
+        r
+    };
+    let (s, h, d, w) = tokio::join!(src, hash, dec, write);
+    let (s, h, d, w) = (s, join(h), join(d), join(w));
+    if s.is_err() || h.is_err() || d.is_err() || w.is_err() {
+        // The cause is the first real error in stream order.
+        return Err(pick_error(s.err(), h.err(), d.err(), w.err()));
+    }
+    let (src, digest, (compression, image_size)) = (s?, h?, d?);
+    w?;
+    if !expected.matches(&digest) {
+        return Err(ImageError::Checksum {
+            location: opts.target_name.display().to_string(),
+            id: info.id.clone(),
+            expected: expected.hex.clone(),
+            actual: digest,
+            algo: expected.algo,
+        });
+    }
+    Ok(report(src, digest, compression, image_size, expected.algo))
+}
+
+fn join<T>(r: Result<Result<T, ImageError>, tokio::task::JoinError>) -> Result<T, ImageError> {
+    r.map_err(|e| ImageError::Internal(format!("pipeline thread: {e}")))
+        .and_then(|r| r)
+}
+
+fn pick_error(
+    s: Option<ImageError>,
+    h: Option<ImageError>,
+    d: Option<ImageError>,
+    w: Option<ImageError>,
+) -> ImageError {
+    [s, h, d, w]
+        .into_iter()
+        .flatten()
+        .find(|e| !matches!(e, ImageError::Aborted))
+        .unwrap_or(ImageError::Aborted)
+}
+
+fn report(
+    src: SourceReport,
+    digest: String,
+    compression: Option<Compression>,
+    image_size: u64,
+    algo: HashAlgo,
+) -> WriteReport {
+    WriteReport {
+        image_size,
+        stream_size: src.bytes,
+        downloaded: src.downloaded,
+        compression,
+        algo,
+        digest,
+        requests: src.requests,
+        resumed: src.resumed,
+        restarted: src.restarted,
+        attempts: 1,
+        direct_io: false,
+        elapsed: Duration::ZERO,
+    }
+}
+
+fn hash_stage(
+    algo: HashAlgo,
+    mut rx: mpsc::Receiver<Chunk>,
+    tx: mpsc::Sender<Chunk>,
+) -> Result<String, ImageError> {
+    let mut h = Hasher::new(algo);
+    while let Some(c) = rx.blocking_recv() {
+        h.update(c.buf.as_slice());
+        tx.blocking_send(c).map_err(|_| ImageError::Aborted)?;
+    }
+    Ok(h.finish_hex())
+}
+
+struct DecodeCfg {
+    decompress: bool,
+    limit: (u64, &'static str),
+    chunk_size: usize,
+    buffers: usize,
+    progress: Arc<Progress>,
+    decode: Decode,
+}
+
+fn too_large(limit: (u64, &'static str)) -> ImageError {
+    ImageError::TooLarge {
+        limit: limit.0,
+        what: limit.1,
+    }
+}
+
+/// Returns the compression found and the image's size on the target.
+fn decode_stage(
+    cfg: DecodeCfg,
+    mut rx: mpsc::Receiver<Chunk>,
+    tx: mpsc::Sender<Chunk>,
+) -> Result<(Option<Compression>, u64), ImageError> {
+    let Some(first) = rx.blocking_recv() else {
+        return Ok((None, 0));
+    };
+    let kind = if cfg.decompress {
+        Compression::sniff(first.buf.as_slice())
+    } else {
+        None
+    };
+    if let Some(k) = kind {
+        tracing::info!(compression = k.name(), "image is compressed; decompressing");
+    }
+    match (&cfg.decode, kind) {
+        (Decode::Raw, None) => {
+            // Refuse before writing anything when the announced size cannot fit.
+            if cfg.progress.total().is_some_and(|t| t > cfg.limit.0) {
+                return Err(too_large(cfg.limit));
+            }
+            let mut end = 0;
+            let mut next = Some(first);
+            while let Some(c) = next.take().or_else(|| rx.blocking_recv()) {
+                end = c.offset + c.buf.len() as u64;
+                if end > cfg.limit.0 {
+                    return Err(too_large(cfg.limit));
+                }
+                tx.blocking_send(c).map_err(|_| ImageError::Aborted)?;
+            }
+            Ok((None, end))
+        }
+        (Decode::Raw, Some(k)) => {
+            let mut reader = ChannelReader::new(Some(first), rx);
+            let mut dec = Decompressor::new(k, &mut reader, cfg.limit.0)?;
+            let mut out = BufPool::new(cfg.buffers, cfg.chunk_size);
+            let mut off = 0u64;
+            loop {
+                let mut buf: Buf = out.blocking_get();
+                let mut eof = false;
+                while !buf.is_full() {
+                    let n = dec
+                        .read_checked(buf.spare_mut())
+                        .map_err(|e| limit_name(e, cfg.limit))?;
+                    if n == 0 {
+                        eof = true;
+                        break;
+                    }
+                    buf.advance(n);
+                }
+                let len = buf.len() as u64;
+                if len > 0 {
+                    tx.blocking_send(Chunk { offset: off, buf })
+                        .map_err(|_| ImageError::Aborted)?;
+                    off += len;
+                }
+                if eof {
+                    return Ok((Some(k), off));
+                }
+            }
+        }
+        (Decode::Custom(f), kind) => {
+            let mut reader = ChannelReader::new(Some(first), rx);
+            let mut sink = QueueSink::new(tx, BufPool::new(cfg.buffers, cfg.chunk_size), cfg.limit);
+            match kind {
+                Some(k) => {
+                    let dec = Decompressor::new(k, &mut reader, cfg.limit.0)?;
+                    let mut dec = std::io::BufReader::with_capacity(256 << 10, dec);
+                    f(&mut dec, &mut sink).map_err(|e| limit_name(e, cfg.limit))?;
+                }
+                None => f(&mut reader, &mut sink)?,
+            }
+            Ok((kind, sink.finish()?))
+        }
+    }
+}
+
+/// Names the real bound in a decompressor's size error.
+fn limit_name(e: ImageError, limit: (u64, &'static str)) -> ImageError {
+    match e {
+        ImageError::TooLarge { .. } => too_large(limit),
+        other => other,
+    }
+}
+
+fn write_stage(
+    hb: &HoldBack<File>,
+    rx: mpsc::Receiver<Chunk>,
+    writers: usize,
+    progress: &Progress,
+) -> Result<(), ImageError> {
+    let rx = Mutex::new(rx);
+    let failed = AtomicBool::new(false);
+    let first_err: Mutex<Option<ImageError>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..writers {
+            s.spawn(|| loop {
+                let next = rx.lock().expect("writer lock poisoned").blocking_recv();
+                let Some(c) = next else { break };
+                if failed.load(Ordering::Acquire) {
+                    break;
+                }
+                match hb.write_at(c.buf.as_slice(), c.offset) {
+                    Ok(()) => {
+                        let end = c.offset + c.buf.len() as u64;
+                        progress.add_written(end.saturating_sub(c.offset.max(HOLD_BACK)));
+                    }
+                    Err(e) => {
+                        failed.store(true, Ordering::Release);
+                        first_err
+                            .lock()
+                            .expect("error lock poisoned")
+                            .get_or_insert(e);
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    match first_err.into_inner().expect("error lock poisoned") {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}

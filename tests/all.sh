@@ -3,6 +3,7 @@
 #   1. format and lint   2. unit + integration tests (fixtures, loop-free, fake conductor)
 #   3. the static musl release binary (static, size, --help/--version)
 #   4. ira against the real Ironic on 127.0.0.1 (tests/ironic/run.sh)
+#   5. ira's ramdisk in QEMU driven by the real Ironic (tests/e2e/run.sh)
 # Ends with one line "all: N passed, M failed" (tests and checks added up).
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -47,13 +48,20 @@ release() {
 }
 stage "static musl release binary" release
 
-echo "==== real Ironic end to end (tests/ironic/run.sh)"
-bash tests/ironic/run.sh 2>&1 | tee /tmp/ira-e2e.$$.log
-e2e_rc=${PIPESTATUS[0]}
-read -r ep ef < <(sed -n 's/^ironic-e2e: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' /tmp/ira-e2e.$$.log | tail -n 1)
-rm -f /tmp/ira-e2e.$$.log
-passed=$((passed + ${ep:-0})); failed=$((failed + ${ef:-0}))
-if [ "$e2e_rc" != 0 ] && [ "${ef:-0}" = 0 ]; then failed=$((failed + 1)); fi
+# counted <script> <summary prefix>: runs a suite that ends with "<prefix>: N passed, M failed"
+counted() {
+    local script=$1 prefix=$2 log rc p f
+    log=$(mktemp)
+    echo "==== $script"
+    bash "$script" 2>&1 | tee "$log"
+    rc=${PIPESTATUS[0]}
+    read -r p f < <(sed -n "s/^$prefix: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p" "$log" | tail -n 1)
+    rm -f "$log"
+    passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
+    if [ "$rc" != 0 ] && [ "${f:-0}" = 0 ]; then failed=$((failed + 1)); fi
+}
+counted tests/ironic/run.sh ironic-e2e
+counted tests/e2e/run.sh vm-e2e
 
 echo
 echo "all: $passed passed, $failed failed"

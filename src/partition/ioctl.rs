@@ -1,0 +1,110 @@
+//! The block-device ioctls the partition code needs: size (BLKGETSIZE64), logical sector
+//! size (BLKSSZGET) and re-reading the partition table (BLKRRPART). The only `unsafe` in
+//! `partition`; callers see safe functions taking a `&File`.
+#![allow(unsafe_code)]
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileTypeExt;
+use std::time::Duration;
+
+use nix::errno::Errno;
+
+// <linux/fs.h>: BLKRRPART _IO(0x12,95), BLKSSZGET _IO(0x12,104),
+// BLKGETSIZE64 _IOR(0x12,114,size_t).
+nix::ioctl_none!(blkrrpart, 0x12, 95);
+nix::ioctl_read_bad!(blksszget, nix::request_code_none!(0x12, 104), libc::c_int);
+nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);
+
+/// BLKRRPART answers EBUSY while udev or a prober still holds a partition; partprobe
+/// retries too (IPA: `[disk_utils]partprobe_attempts` = 10).
+const REREAD_ATTEMPTS: u32 = 10;
+const REREAD_DELAY: Duration = Duration::from_millis(100);
+
+/// A failed ioctl, named after the request.
+#[derive(Debug, thiserror::Error)]
+pub enum IoctlError {
+    /// BLKGETSIZE64 failed.
+    #[error("BLKGETSIZE64: {0}")]
+    Size(Errno),
+    /// BLKSSZGET failed or returned a nonsense value.
+    #[error("BLKSSZGET: {0}")]
+    SectorSize(Errno),
+    /// BLKRRPART failed (EBUSY: a partition is in use; EINVAL: the device has no
+    /// partition support, e.g. a loop device without partscan).
+    #[error("BLKRRPART: {0}")]
+    Reread(Errno),
+    /// fsync before the re-read failed.
+    #[error("fsync: {0}")]
+    Sync(std::io::Error),
+}
+
+/// Size of a block device in bytes.
+pub fn device_size(dev: &File) -> Result<u64, IoctlError> {
+    let mut size: u64 = 0;
+    // SAFETY: the fd is open for the lifetime of `dev`; BLKGETSIZE64 writes one u64
+    // (size_t on 64-bit Linux) into `size`, which lives across the call.
+    unsafe { blkgetsize64(dev.as_raw_fd(), &mut size) }.map_err(IoctlError::Size)?;
+    Ok(size)
+}
+
+/// Logical sector size of a block device in bytes.
+pub fn logical_sector_size(dev: &File) -> Result<u32, IoctlError> {
+    let mut size: libc::c_int = 0;
+    // SAFETY: the fd is open for the lifetime of `dev`; BLKSSZGET writes one int into
+    // `size`, which lives across the call.
+    unsafe { blksszget(dev.as_raw_fd(), &mut size) }.map_err(IoctlError::SectorSize)?;
+    u32::try_from(size).map_err(|_| IoctlError::SectorSize(Errno::EINVAL))
+}
+
+/// Asks the kernel to re-read the partition table of a block device (once).
+pub fn reread_partition_table(dev: &File) -> Result<(), IoctlError> {
+    // SAFETY: the fd is open for the lifetime of `dev`; BLKRRPART takes no argument.
+    unsafe { blkrrpart(dev.as_raw_fd()) }.map_err(IoctlError::Reread)?;
+    Ok(())
+}
+
+/// Flushes what was written to `dev` and, for a block device, makes the kernel re-read
+/// its partition table, retrying while it is busy. A regular file is only flushed.
+pub fn rescan(dev: &File) -> Result<(), IoctlError> {
+    dev.sync_all().map_err(IoctlError::Sync)?;
+    let is_block = dev
+        .metadata()
+        .map_err(IoctlError::Sync)?
+        .file_type()
+        .is_block_device();
+    if !is_block {
+        return Ok(());
+    }
+    let mut attempt = 1;
+    loop {
+        match reread_partition_table(dev) {
+            Err(IoctlError::Reread(Errno::EBUSY)) if attempt < REREAD_ATTEMPTS => {
+                tracing::debug!(attempt, "partition table busy, retrying the re-read");
+                attempt += 1;
+                std::thread::sleep(REREAD_DELAY);
+            }
+            other => return other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ioctls_on_a_regular_file_fail_with_enotty() {
+        let f = tempfile::tempfile().unwrap();
+        assert!(matches!(
+            device_size(&f),
+            Err(IoctlError::Size(Errno::ENOTTY))
+        ));
+        assert!(matches!(
+            logical_sector_size(&f),
+            Err(IoctlError::SectorSize(Errno::ENOTTY))
+        ));
+        // rescan of a regular file only flushes.
+        rescan(&f).unwrap();
+    }
+}

@@ -16,6 +16,7 @@ pub mod config;
 pub mod hardware;
 pub mod inventory;
 pub mod ironic;
+pub mod partition;
 
 pub use ira_hw as hw;
 

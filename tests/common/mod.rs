@@ -4,6 +4,7 @@
 
 pub mod fake_conductor;
 pub mod loopdev;
+pub mod misbehaving_http;
 
 use std::time::Duration;
 

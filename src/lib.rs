@@ -14,6 +14,7 @@ pub mod blockdev;
 pub mod commands;
 pub mod config;
 pub mod hardware;
+pub mod image;
 pub mod inventory;
 pub mod ironic;
 pub mod partition;

@@ -429,7 +429,8 @@ fn create_partition<D: Disk + ?Sized>(
                     count,
                 });
             }
-            let (first, sectors) = mbr_range(geometry);
+            let (first, sectors) = mbr_range(geometry)
+                .ok_or_else(|| failed("the disk is smaller than 64 MiB".to_owned()))?;
             let n = mbr
                 .add_primary(first, sectors, kinds::FAT32_LBA, geometry)
                 .map_err(|e| failed(e.to_string()))?;
@@ -454,7 +455,8 @@ fn create_partition<D: Disk + ?Sized>(
     })
 }
 
-/// The sectors of a new MBR config drive partition (first, count).
+/// The sectors of a new MBR config drive partition (first, count); `None` when the
+/// disk is smaller than 64 MiB.
 ///
 /// Normally the last 64 MiB of the disk (`parted mkpart primary fat32 -64MiB -0`), start
 /// aligned down to 1 MiB. When the disk is larger than an MBR can address (2^32
@@ -462,17 +464,17 @@ fn create_partition<D: Disk + ?Sized>(
 /// parted reads unit-less numbers as decimal MB (open question 9). We place it where
 /// IPA's code intends: 64 MiB ending 1 MiB below the addressable limit, which for
 /// 512-byte sectors is exactly MiB 2097087-2097151.
-pub fn mbr_range(geometry: Geometry) -> (u64, u64) {
+pub fn mbr_range(geometry: Geometry) -> Option<(u64, u64)> {
     let spm = geometry.sectors_per_mib();
     let size = MAX_SIZE / geometry.sector_size();
     let limit = 1u64 << 32;
     if geometry.sectors() > limit {
         let end = limit - spm; // exclusive, 1 MiB below the limit
-        (end - size, size)
+        Some((end - size, size))
     } else {
         let end = geometry.sectors(); // exclusive
-        let first = (end - size) / spm * spm;
-        (first, end - first)
+        let first = end.checked_sub(size)? / spm * spm;
+        (first > 0).then_some((first, end - first))
     }
 }
 
@@ -545,15 +547,16 @@ mod tests {
     #[test]
     fn mbr_range_at_end_and_below_the_limit() {
         let g = Geometry::new(2 << 30, 512).unwrap();
-        assert_eq!(mbr_range(g), (4063232, 131072)); // what parted chose on a 2 GiB disk
+        assert_eq!(mbr_range(g), Some((4063232, 131072))); // what parted chose on a 2 GiB disk
         let big = Geometry::new(3 << 40, 512).unwrap();
-        let (first, n) = mbr_range(big);
+        let (first, n) = mbr_range(big).unwrap();
         assert_eq!(
             (first * 512 / MIB, (first + n) * 512 / MIB),
             (2097087, 2097151)
         );
         let big4k = Geometry::new(3 << 40, 4096).unwrap();
-        let (first, n) = mbr_range(big4k);
+        let (first, n) = mbr_range(big4k).unwrap();
+        assert_eq!(mbr_range(Geometry::new(32 * MIB, 512).unwrap()), None);
         assert_eq!(first + n, big4k.sectors());
     }
 }

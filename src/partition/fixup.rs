@@ -66,7 +66,11 @@ pub fn fix_gpt_partition<D: Disk + ?Sized>(
     gpt.write(disk, geometry).map_err(wrap)?;
     mbr::grow_protective(disk, geometry).map_err(|e| wrap(e.into()))?;
     let ss = geometry.sector_size();
-    if from_lba < geometry.sectors() - 1 && from_lba > gpt.header().first_usable_lba {
+    let covered = gpt
+        .partitions()
+        .iter()
+        .any(|(_, e)| (e.first_lba..=e.last_lba).contains(&from_lba));
+    if from_lba < geometry.sectors() - 1 && from_lba > gpt.header().first_usable_lba && !covered {
         zero_range(disk, from_lba * ss..(from_lba + 1) * ss).map_err(|e| wrap(e.into()))?;
     }
     disk.flush().map_err(|e| wrap(e.into()))?;

@@ -466,12 +466,12 @@ impl Gpt {
         if h.alternate_lba >= geometry.sectors() {
             return Err(GptError::Layout("backup header beyond the end of the disk"));
         }
-        if h.entries_lba + array_sectors > h.first_usable_lba {
+        if h.entries_lba.saturating_add(array_sectors) > h.first_usable_lba {
             return Err(GptError::Layout(
                 "primary entry array overlaps the usable area",
             ));
         }
-        if h.last_usable_lba + array_sectors >= h.alternate_lba {
+        if h.last_usable_lba.saturating_add(array_sectors) >= h.alternate_lba {
             return Err(GptError::Layout(
                 "backup entry array overlaps the usable area",
             ));

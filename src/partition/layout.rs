@@ -5,7 +5,8 @@
 //! `plan` is pure: the same request and geometry always give the same layout, so the
 //! `preserve_ephemeral` path (IPA's `commit=False`) can recompute the paths without
 //! writing. `write` lays the table down on a disk whose metadata was destroyed first.
-//! Filesystems are not created here (`swap` makes swap; mkfs is the caller's).
+//! Filesystems are not created here: `swap` and `fat` make swap and the ESP; the
+//! ephemeral filesystem (any `ephemeral_format`) is the caller's.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,8 @@ pub const DEFAULT_ESP_MIB: u64 = 550;
 pub const DEFAULT_BIOS_BOOT_MIB: u64 = 1;
 /// Size of the PowerPC PReP partition, MiB.
 pub const PREP_MIB: u64 = 8;
+/// The label IPA gives the ephemeral filesystem (`mkfs -L ephemeral0`; made by the caller).
+pub const EPHEMERAL_LABEL: &str = "ephemeral0";
 /// GPT partition name parted gives `mkpart primary ...`.
 const GPT_NAME: &str = "primary";
 
@@ -295,10 +298,14 @@ impl Layout {
         if msdos && wanted.len() > 4 {
             return Err(LayoutError::TooManyPartitions(wanted.len()));
         }
-        let mut start = 1;
+        let mut start: u64 = 1;
         let mut partitions = Vec::with_capacity(wanted.len());
         for (i, (role, size, gpt_type, mbr_type, bootable)) in wanted.into_iter().enumerate() {
-            let end = start + size;
+            // Sizes come from the conductor: an absurd one must fail, not overflow.
+            let end = start.checked_add(size).ok_or(LayoutError::DoesNotFit {
+                needed_mib: u64::MAX,
+                usable_mib: geometry.size() / MIB,
+            })?;
             partitions.push(PlannedPartition {
                 number: i as u32 + 1,
                 role,

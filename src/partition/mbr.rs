@@ -239,7 +239,10 @@ impl Mbr {
         kind: u8,
         geometry: Geometry,
     ) -> Result<u32, MbrError> {
-        let last = first_lba + sectors - 1;
+        if sectors == 0 {
+            return Err(MbrError::NoSpace("empty partition".to_owned()));
+        }
+        let last = first_lba.saturating_add(sectors - 1);
         if first_lba == 0 || last >= geometry.sectors() {
             return Err(MbrError::NoSpace(format!(
                 "sectors {first_lba}-{last} are outside the disk"

@@ -6,7 +6,8 @@
 //!   `table` picks whichever a disk carries, the way parted does.
 //! - `fsprobe`: the filesystem signatures, labels and UUIDs we need (ISO 9660, vfat,
 //!   ext2/3/4, XFS, btrfs, swap); `find` maps a UUID or label to a partition.
-//! - `layout`: the partition-image layout (IPA's `make_partitions`); `swap`: `mkswap`.
+//! - `layout`: the partition-image layout (IPA's `make_partitions`); `swap`: `mkswap`;
+//!   `fat`: `mkfs.vfat` for the ESP.
 //! - `configdrive`: decode the config drive and place it on a whole-disk image.
 //! - `fixup`: after writing, move the backup GPT to the end, validate the table, read the
 //!   MBR disk signature. `wipe`: `destroy_disk_metadata` as exact byte ranges.
@@ -19,6 +20,7 @@
 //! To support another filesystem in label/UUID lookups, add a probe to `fsprobe`.
 
 pub mod configdrive;
+pub mod fat;
 pub mod find;
 pub mod fixup;
 pub mod fsprobe;

@@ -112,7 +112,8 @@ impl PartitionTable {
                 .map(|(number, e)| PartitionInfo {
                     number,
                     start: e.first_lba.saturating_mul(ss),
-                    size: (e.last_lba.saturating_sub(e.first_lba) + 1).saturating_mul(ss),
+                    size: (e.last_lba.saturating_sub(e.first_lba).saturating_add(1))
+                        .saturating_mul(ss),
                     part_uuid: e.unique_guid.hyphenated().to_string(),
                 })
                 .collect(),

@@ -117,7 +117,7 @@ pub fn declared_gpt_ranges<R: Read + Seek + ?Sized>(
             let other = if lba == 1 {
                 alternate.saturating_sub(array_sectors)
             } else {
-                alternate + 1
+                alternate.saturating_add(1)
             };
             if let Some(o) = other.checked_mul(ss) {
                 out.push(o..o.saturating_add(array));

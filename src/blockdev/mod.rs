@@ -8,6 +8,8 @@
 
 mod allowlist;
 mod device;
+pub mod hints;
+pub mod install_device;
 
 pub use allowlist::{glob_match, AllowList};
 pub use device::{

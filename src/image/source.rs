@@ -460,7 +460,11 @@ impl HttpSource {
             match res {
                 Ok(()) => break,
                 Err(e) => {
-                    if !budget.retry(&e).await {
+                    let retry = tokio::select! {
+                        r = budget.retry(&e) => r,
+                        _ = tx_closed.closed() => false,
+                    };
+                    if !retry {
                         return Err(e);
                     }
                     if st.pos == 0 {

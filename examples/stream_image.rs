@@ -1,0 +1,14 @@
+//! Streams one image through ira's pipeline onto a target, for `bench/stream.sh`.
+//!
+//! usage: stream_image URL TARGET (sha256|sha512|md5) HEX [--writers N] [--buffers N]
+//!        [--chunk-kib N] [--buffered] [--no-decompress]
+//!
+//! TARGET is opened through the allow-listed write door with an allow-list naming only
+//! TARGET. Prints one JSON line: seconds, MB/s, bytes, peak RSS (VmHWM) and the report.
+
+#[path = "support/stream_run.rs"]
+mod stream_run;
+
+fn main() -> std::process::ExitCode {
+    stream_run::main()
+}

@@ -27,6 +27,7 @@
 
 mod decompress;
 pub mod header;
+mod output;
 mod reader;
 mod spill;
 

@@ -6,6 +6,7 @@ use std::ops::Bound::{Excluded, Unbounded};
 
 use super::decompress::ClusterDecoder;
 use super::header::{self, Header, HEADER_PREFIX};
+use super::output::{feed_data, Fill, Fills};
 use super::spill::{Missing, Spill};
 use super::{GuestSink, Limits, Qcow2Error, Summary};
 
@@ -77,13 +78,6 @@ impl Want {
             stream_from: u64::MAX,
         }
     }
-}
-
-/// Which fill callback a guest range goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fill {
-    Zero,
-    Unallocated,
 }
 
 /// A push-style qcow2 reader: `feed` it the image in file order, then `finish`.
@@ -551,100 +545,6 @@ fn feed_want(
             w.buf.extend_from_slice(data);
             Ok(())
         }
-    }
-}
-
-/// Writes a data run's bytes in whole sectors; `carry` holds a partial sector between
-/// calls (its length is always `rel % 512`).
-fn feed_data(
-    guest: u64,
-    guest_len: u64,
-    mut rel: u64,
-    carry: &mut Vec<u8>,
-    mut data: &[u8],
-    sink: &mut dyn GuestSink,
-    summary: &mut Summary,
-) -> Result<(), Qcow2Error> {
-    const S: usize = SECTOR as usize;
-    if !carry.is_empty() {
-        let take = (S - carry.len()).min(data.len());
-        carry.extend_from_slice(&data[..take]);
-        data = &data[take..];
-        rel += take as u64;
-        if carry.len() < S {
-            return Ok(());
-        }
-        emit(guest, guest_len, rel - SECTOR, carry, sink, summary)?;
-        carry.clear();
-    }
-    let whole = data.len() / S * S;
-    emit(guest, guest_len, rel, &data[..whole], sink, summary)?;
-    carry.extend_from_slice(&data[whole..]);
-    Ok(())
-}
-
-/// Writes run bytes at run offset `rel`, clipped to the virtual disk.
-fn emit(
-    guest: u64,
-    guest_len: u64,
-    rel: u64,
-    bytes: &[u8],
-    sink: &mut dyn GuestSink,
-    summary: &mut Summary,
-) -> Result<(), Qcow2Error> {
-    if bytes.is_empty() || rel >= guest_len {
-        return Ok(());
-    }
-    let n = (bytes.len() as u64).min(guest_len - rel);
-    let offset = guest + rel;
-    // n is at most bytes.len().
-    sink.write_at(offset, &bytes[..n as usize])
-        .map_err(|source| Qcow2Error::Sink { offset, source })?;
-    summary.data_bytes += n;
-    Ok(())
-}
-
-/// Coalesces adjacent zero or unallocated guest ranges into one sink call.
-#[derive(Debug, Default)]
-struct Fills {
-    cur: Option<(Fill, u64, u64)>,
-}
-
-impl Fills {
-    fn add(
-        &mut self,
-        kind: Fill,
-        off: u64,
-        len: u64,
-        sink: &mut dyn GuestSink,
-        summary: &mut Summary,
-    ) -> Result<(), Qcow2Error> {
-        if let Some((k, o, l)) = &mut self.cur {
-            if *k == kind && *o + *l == off {
-                *l += len;
-                return Ok(());
-            }
-        }
-        self.flush(sink, summary)?;
-        self.cur = Some((kind, off, len));
-        Ok(())
-    }
-
-    fn flush(&mut self, sink: &mut dyn GuestSink, summary: &mut Summary) -> Result<(), Qcow2Error> {
-        let Some((kind, offset, len)) = self.cur.take() else {
-            return Ok(());
-        };
-        let r = match kind {
-            Fill::Zero => {
-                summary.zero_bytes += len;
-                sink.zero(offset, len)
-            }
-            Fill::Unallocated => {
-                summary.unallocated_bytes += len;
-                sink.unallocated(offset, len)
-            }
-        };
-        r.map_err(|source| Qcow2Error::Sink { offset, source })
     }
 }
 

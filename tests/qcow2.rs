@@ -595,7 +595,7 @@ fn refuses_encryption_and_extended_l2() {
             "-f",
             "qcow2",
             "-o",
-            "encrypt.format=luks,encrypt.key-secret=s0",
+            "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10",
             p(&enc),
             "1M",
         ],

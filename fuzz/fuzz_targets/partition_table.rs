@@ -1,5 +1,11 @@
 //! GPT/MBR parsing and the fix-ups that write back, on arbitrary disk contents: never a
 //! panic, never a write outside the disk, whatever the tenant's image holds.
+//!
+//! Input: one flag byte (bit 0: 4096-byte sectors; bit 1: run the GPT fix-up; bit 2:
+//! place a config drive), then the disk's first bytes. Random bytes rarely pass the GPT
+//! CRCs, so seed the corpus with real tables, e.g.
+//! `truncate -s 256K d && sgdisk -n 1:34:100 -n 2:101:400 d && (printf '\x06'; cat d) > seed`
+//! (and the same with `sfdisk` for MBR, extended and logical partitions).
 #![no_main]
 
 use std::io::Cursor;

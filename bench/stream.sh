@@ -3,6 +3,8 @@
 # musl release build) beside each stage measured alone and beside IPA's own streaming code.
 #   ROUNDS=3 SIZE_MIB=2048 bash bench/stream.sh        (as root: losetup)
 #   IRA_ARGS="--writers 2" adds pipeline options to the ira runs.
+#   EXTRA="name|/path/to/stream_image|--args ..." (';'-separated) adds variants measured in
+#   the same rounds, e.g. a build with --features openssl-sha512 or the mimalloc example.
 # Stages alone: dd to the loop device (O_DIRECT + fsync), openssl dgst sha256/sha512 of the
 # image from page cache, curl of the image from the same HTTP server. Target: a loop device
 # with --direct-io=on over a sparse file under $WORK (IPA's driver refuses anything else).
@@ -16,6 +18,7 @@ WORK=${WORK:-/var/tmp/ira-bench}
 ROUNDS=${ROUNDS:-3}
 SIZE_MIB=${SIZE_MIB:-2048}
 IRA_ARGS=${IRA_ARGS:-}
+EXTRA=${EXTRA:-}
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 SHARED=${SHARED:-$REPO/../shared}
 DRIVER=$SHARED/bench-baselines/ipa_stream_driver.py
@@ -88,6 +91,14 @@ for r in $(seq "$ROUNDS"); do
     cmp -n $((SIZE_MIB << 20)) "$IMG" "$LOOP" || { echo "ira wrote a wrong image" >&2; exit 1; }
     # shellcheck disable=SC2086
     measure "$r" "ira_sha512" "$BIN" "$URL" "$LOOP" sha512 "$SHA512" $IRA_ARGS
+    IFS=';' read -ra variants <<<"$EXTRA"
+    for v in "${variants[@]}"; do
+        IFS='|' read -r vname vbin vargs <<<"$v"
+        # shellcheck disable=SC2086
+        measure "$r" "ira_${vname}_sha256" "$vbin" "$URL" "$LOOP" sha256 "$SHA256" $vargs
+        # shellcheck disable=SC2086
+        measure "$r" "ira_${vname}_sha512" "$vbin" "$URL" "$LOOP" sha512 "$SHA512" $vargs
+    done
     measure "$r" "ipa_sha256" env IPA_BENCH_SAFE_ROOT="$WORK/" "$IRA_CACHE/ipa-venv/bin/python" "$DRIVER" "$URL" "$SHA256" "$LOOP" --no-post
     measure "$r" "ipa_sha512" env IPA_BENCH_SAFE_ROOT="$WORK/" "$IRA_CACHE/ipa-venv/bin/python" "$DRIVER" "$URL" "$SHA512" "$LOOP" --no-post
 done

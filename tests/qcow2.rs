@@ -154,12 +154,20 @@ fn make_raw(path: &Path, size: u64, seed: u64) {
 }
 
 fn run(cmd: &str, args: &[&str]) {
-    let out = Command::new(cmd).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // qemu-img times its LUKS key derivation with getrusage; on a busy machine that
+    // measurement fails now and then ("Unable to get accurate CPU usage"): try again.
+    for _ in 0..10 {
+        let out = Command::new(cmd).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            return;
+        }
+        assert!(
+            stderr.contains("Unable to get accurate CPU usage"),
+            "{cmd} {args:?}: {stderr}"
+        );
+    }
+    panic!("{cmd} {args:?}: CPU usage never measurable");
 }
 
 fn tmp() -> tempfile::TempDir {

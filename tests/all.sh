@@ -27,7 +27,7 @@ stage "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 
 # Unit and integration tests; their counts join the total.
 echo "==== cargo test"
-cargo test --workspace 2>&1 | tee /tmp/ira-cargo-test.$$.log
+cargo test --workspace --no-fail-fast 2>&1 | tee /tmp/ira-cargo-test.$$.log
 test_rc=${PIPESTATUS[0]}
 read -r tp tf < <(awk '/^test result:/ {for (i = 1; i <= NF; i++) {if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i}} END {print p + 0, f + 0}' /tmp/ira-cargo-test.$$.log)
 rm -f /tmp/ira-cargo-test.$$.log

@@ -139,6 +139,16 @@ if [ ! -x "$BIN" ]; then
     (cd "$REPO" && cargo build --release --target x86_64-unknown-linux-musl) || { fail "cargo build"; finish; }
 fi
 
+mkdir -p "$CACHE"
+exec 9>"$CACHE/.lock"
+# One run at a time per cache: the build output and the venv are shared.
+flock -n 9 || { log "waiting for another run to release $CACHE/.lock"; flock 9; }
+# The binary is copied first: a cargo build elsewhere must not change it between the
+# hash, the build and the checks.
+install -m 0755 "$BIN" "$SCRATCH/ira"
+BIN_SRC=$BIN
+BIN=$SCRATCH/ira
+
 # The cached venv: diskimage-builder, and ironic-python-agent-builder for its elements
 # (ironic-ramdisk-base). A marker names the pins it was made with.
 VENV=$CACHE/venv
@@ -228,7 +238,7 @@ else
     echo "$KEY" > "$OUT/$NAME.key"
     rm -rf "$OUT/.new"
     pass "disk-image-create $ELEMENTS: built in ${BUILD_S} s"
-    grep -a 'ira-agent: staged' "$CACHE/last-build.log" | head -n 1 | sed 's/^.*ira-agent: /      /'
+    echo "      agent: $BIN_SRC ($("$BIN" --version 2>/dev/null))"
 fi
 INITRD_BYTES=$(stat -c %s "$OUT/$NAME.initramfs")
 KERNEL_BYTES=$(stat -c %s "$OUT/$NAME.kernel")
@@ -251,7 +261,7 @@ fi
 if cmp -s "$ROOT/usr/local/bin/ira" "$BIN"; then
     pass "/usr/local/bin/ira is the agent binary ($(stat -c %s "$BIN") bytes)"
 else
-    fail "/usr/local/bin/ira differs from $BIN or is missing"
+    fail "/usr/local/bin/ira differs from $BIN_SRC (as hashed) or is missing"
 fi
 enabled=() not_enabled=()
 for u in multi-user.target.wants/ira-agent.service multi-user.target.wants/ira-agent-rescue-user.path \

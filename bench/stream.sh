@@ -23,8 +23,10 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 SHARED=${SHARED:-$REPO/../shared}
 DRIVER=$SHARED/bench-baselines/ipa_stream_driver.py
 
-cargo build -q --release --target x86_64-unknown-linux-musl --example stream_image
-BIN=$TARGET_DIR/x86_64-unknown-linux-musl/release/examples/stream_image
+if [ -z "${BIN:-}" ]; then # BIN=path measures a prebuilt binary instead
+    cargo build -q --release --target x86_64-unknown-linux-musl --example stream_image
+    BIN=$TARGET_DIR/x86_64-unknown-linux-musl/release/examples/stream_image
+fi
 if [ ! -x "$IRA_CACHE/ipa-venv/bin/python" ] ||
     ! "$IRA_CACHE/ipa-venv/bin/python" -c 'import ironic_python_agent' 2>/dev/null; then
     python3 -m venv "$IRA_CACHE/ipa-venv"

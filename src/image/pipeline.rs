@@ -292,6 +292,18 @@ impl PositionalSink for QueueSink {
     }
 }
 
+/// The qcow2 reader's sink: guest writes and zero ranges go through the same queue (an
+/// unallocated range is written as zeros too, since a disk may hold old data there).
+impl super::qcow2::GuestSink for QueueSink {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        PositionalSink::write_at(self, data, offset).map_err(std::io::Error::other)
+    }
+
+    fn zero(&mut self, offset: u64, len: u64) -> std::io::Result<()> {
+        self.write_zeros(offset, len).map_err(std::io::Error::other)
+    }
+}
+
 /// Streams a raw (possibly gzip/xz/zstd-compressed) image from `info`'s URLs onto
 /// `target`, verified against `info`'s checksum; the first MiB is written only after
 /// the checksum matched, and success is reported only after a sync.

@@ -425,6 +425,26 @@ async fn too_many_bytes_is_fatal() {
     assert!(matches!(err, ImageError::TooManyBytes { .. }), "{err}");
     assert_eq!(srv.count("/disk.img"), 2, "fatal: not retried");
     assert!(all(&read_back(dev.path(), MIB), 0));
+    // A first answer without a length (chunked) learns it from the 206's Content-Range.
+    let srv = serve(
+        &data,
+        Behaviour {
+            chunked: true,
+            cut_after: vec![2 * MIB as u64],
+            overlong_206: 5000,
+            ..Behaviour::default()
+        },
+    )
+    .await;
+    let err = write_raw_image(
+        &raw_info(&srv.url("/disk.img"), &data),
+        open_target(dev.path()),
+        &opts(dev.path(), 5),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, ImageError::TooManyBytes { .. }), "{err}");
+    assert_eq!(srv.count("/disk.img"), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

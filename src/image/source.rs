@@ -538,6 +538,14 @@ impl HttpSource {
                     skip = st.pos;
                     st.report.restarted += 1;
                 } else {
+                    // A first answer without a length (chunked) learns it here, so a body
+                    // running past it is caught from now on.
+                    if st.total.is_none() {
+                        st.total = headers
+                            .get(CONTENT_RANGE)
+                            .and_then(content_range)
+                            .map(|r| r.2);
+                    }
                     st.report.resumed += 1;
                     tracing::info!(url = %redacted, from = st.pos, "download resumed");
                 }

@@ -140,8 +140,8 @@ impl Default for WriteOptions {
             source: SourceOptions::default(),
             chunk_size: 1 << 20,
             buffers: 6,
-            // Two writes in flight: 1.5-1.8x the throughput of one on a loop device with
-            // direct I/O (bench/stream.sh), for no extra memory.
+            // Two writes in flight: 1.56x one (sha256) in one bench/stream.sh run on a
+            // direct-I/O loop device, equal within noise in two others; no extra memory.
             writers: 2,
             decompress: true,
             direct_io: true,

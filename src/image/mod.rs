@@ -24,3 +24,4 @@ pub mod pipeline;
 pub mod pool;
 pub mod sink;
 pub mod source;
+pub mod stages;

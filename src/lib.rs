@@ -13,6 +13,7 @@ pub mod api;
 pub mod blockdev;
 pub mod commands;
 pub mod config;
+pub mod deploy;
 pub mod hardware;
 pub mod image;
 pub mod inventory;

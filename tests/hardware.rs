@@ -186,6 +186,7 @@ fn run(registry: &Registry, step: &str) -> Result<Value, DispatchError> {
             ports: &[],
             args: &args,
             inventory: &inv,
+            host: &ira::hw::NoHost,
         })
     })
 }
@@ -383,6 +384,7 @@ fn dispatch_all_collects_answers_and_skips_decliners() {
                 ports: &[],
                 args: &args,
                 inventory: &inv,
+                host: &ira::hw::NoHost,
             })
         })
         .unwrap();

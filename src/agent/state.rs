@@ -98,6 +98,8 @@ pub struct AgentState {
     pub lookup: Mutex<LookupSettings>,
     /// Progress text of long work, sent as `agent_status_message` where supported.
     pub status_message: Mutex<Option<String>>,
+    /// What the last image write left on the disk (image cache, partition UUIDs).
+    pub deploy: crate::deploy::DeployState,
     /// Unix time the agent's main run began (`/v1/status` `started_at`).
     pub started_at: f64,
     /// Wakes the heartbeat loop for a forced heartbeat.
@@ -121,6 +123,7 @@ impl AgentState {
             node: Mutex::new(None),
             lookup: Mutex::new(LookupSettings::default()),
             status_message: Mutex::new(None),
+            deploy: crate::deploy::DeployState::default(),
             started_at,
             heartbeat_now: Notify::new(),
             stop_serving: watch::channel(false).0,

@@ -15,6 +15,7 @@
 pub mod clean;
 pub mod deploy;
 pub mod history;
+pub mod image;
 pub mod log;
 pub mod poll;
 pub mod registry;
@@ -40,6 +41,7 @@ pub fn builtin() -> Vec<Extension> {
     vec![
         clean::extension(),
         deploy::extension(),
+        image::extension(),
         service::extension(),
         standby::extension(),
         system::extension(),

@@ -86,8 +86,18 @@ async fn execute_step(kind: StepKind, ctx: Context, params: Params) -> Result<Va
     let inventory = ctx.state.inventory();
     let managers = Arc::clone(&ctx.state.managers);
     let echoed = step.clone();
+    let host =
+        crate::deploy::host::Host::new(Arc::clone(&ctx.state), tokio::runtime::Handle::current());
     let ran = blocking(move || {
-        managers.execute_step(kind, &step, &node, &ports, version.as_ref(), &inventory)
+        managers.execute_step_with(
+            &host,
+            kind,
+            &step,
+            &node,
+            ports.as_slice(),
+            version.as_ref(),
+            &inventory,
+        )
     })
     .await?;
     match ran {

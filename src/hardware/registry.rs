@@ -12,8 +12,8 @@ use super::generic::GenericHardwareManager;
 use super::merge::{deduplicate_steps, Candidate};
 use crate::config::Config;
 use crate::hw::{
-    BlockDevice, HardwareManager, HwResult, Inventory, ManagerVersion, StepCall, StepKind,
-    SupportLevel,
+    AgentHost, BlockDevice, HardwareManager, HwResult, Inventory, ManagerVersion, StepCall,
+    StepKind, SupportLevel,
 };
 
 /// Vendor string the example vendor manager looks for by default.
@@ -275,6 +275,29 @@ impl Registry {
         version: Option<&Value>,
         inventory: &Inventory,
     ) -> Result<Value, StepError> {
+        self.execute_step_with(
+            &crate::hw::NoHost,
+            kind,
+            step,
+            node,
+            ports,
+            version,
+            inventory,
+        )
+    }
+
+    /// [`Self::execute_step`] with the agent's services for the step.
+    #[allow(clippy::too_many_arguments)]
+    pub fn execute_step_with(
+        &self,
+        host: &dyn AgentHost,
+        kind: StepKind,
+        step: &Value,
+        node: &Value,
+        ports: &[Value],
+        version: Option<&Value>,
+        inventory: &Inventory,
+    ) -> Result<Value, StepError> {
         self.check_versions(version)?;
         let name = step.get("step").and_then(Value::as_str).ok_or_else(|| {
             StepError::InvalidParams(format!("Malformed {}, no \"step\" key", kind.step_key()))
@@ -299,6 +322,7 @@ impl Registry {
             ports,
             args,
             inventory,
+            host,
         };
         let result = self
             .dispatch(name, |m| m.execute_step(&call))

@@ -25,3 +25,5 @@ pub mod pool;
 pub mod sink;
 pub mod source;
 pub mod stages;
+pub use error::ImageError;
+pub use info::ImageInfo;

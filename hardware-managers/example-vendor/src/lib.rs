@@ -193,6 +193,7 @@ mod tests {
             ports: &[],
             args,
             inventory: inv,
+            host: &ira_hw::NoHost,
         }
     }
 

@@ -10,8 +10,10 @@
 //! supports (every default means "not mine"), and register it in the agent's registry
 //! behind a cargo feature (see `hardware-managers/example-vendor`).
 
+mod host;
 pub mod inventory;
 mod manager;
 
+pub use host::*;
 pub use inventory::*;
 pub use manager::*;

@@ -171,6 +171,8 @@ pub struct StepCall<'a> {
     pub args: &'a Map<String, Value>,
     /// The agent's inventory snapshot.
     pub inventory: &'a Inventory,
+    /// The agent's services (image writing, instance root, status line).
+    pub host: &'a dyn crate::AgentHost,
 }
 
 /// Errors a manager returns; [`HwError::NotMine`] passes the call to the next manager.

@@ -65,10 +65,28 @@ impl HardwareManager for GenericHardwareManager {
         if !steps::ALL_STEP_NAMES.contains(&call.step) {
             return Err(HwError::NotMine);
         }
+        if call.step == "write_image" {
+            return write_image(call);
+        }
         tracing::warn!(step = call.step, kind = %call.kind, "generic step has no implementation");
         Err(HwError::Failed(format!(
             "step {} is not implemented by this agent yet",
             call.step
         )))
     }
+}
+
+/// `write_image` (deploy, priority 0 until the conductor asks): hands `image_info` and
+/// `configdrive` to the agent's `standby.prepare_image`, as IPA does, and returns its
+/// result object.
+fn write_image(call: &StepCall<'_>) -> HwResult<Value> {
+    let image_info = call
+        .args
+        .get("image_info")
+        .filter(|v| v.is_object())
+        .ok_or_else(|| {
+            HwError::InvalidParams("write_image requires an image_info object".to_owned())
+        })?;
+    call.host
+        .prepare_image(image_info, call.args.get("configdrive"))
 }

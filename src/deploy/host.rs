@@ -1,0 +1,61 @@
+//! The agent's services for steps ([`AgentHost`]): a step runs on a blocking thread, so
+//! async services are driven with the runtime handle captured when the step started.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use tokio::runtime::Handle;
+
+use crate::agent::AgentState;
+use crate::api::error::CommandError;
+use crate::hw::{AgentHost, HwError, HwResult};
+
+/// [`AgentHost`] backed by the running agent.
+#[derive(Debug, Clone)]
+pub struct Host {
+    state: Arc<AgentState>,
+    runtime: Handle,
+}
+
+impl Host {
+    /// A host for steps started on `runtime`.
+    pub fn new(state: Arc<AgentState>, runtime: Handle) -> Self {
+        Self { state, runtime }
+    }
+}
+
+/// A command error as a step error that keeps its text (the conductor shows it).
+pub fn step_error(e: CommandError) -> HwError {
+    match e {
+        CommandError::InvalidCommandParams(m) => HwError::InvalidParams(m),
+        other => HwError::Failed(other.to_string()),
+    }
+}
+
+impl AgentHost for Host {
+    fn prepare_image(&self, image_info: &Value, configdrive: Option<&Value>) -> HwResult<Value> {
+        let state = Arc::clone(&self.state);
+        let msg = self
+            .runtime
+            .block_on(super::prepare::prepare_image(
+                &state,
+                image_info,
+                configdrive,
+            ))
+            .map_err(step_error)?;
+        Ok(json!({ "result": format!("prepare_image: {msg}") }))
+    }
+
+    fn with_instance_root(
+        &self,
+        partition: Option<&str>,
+        f: &mut dyn FnMut(&Path) -> HwResult<()>,
+    ) -> HwResult<()> {
+        super::instance_root::with_instance_root(&self.state, partition, f)
+    }
+
+    fn set_status(&self, message: Option<&str>) {
+        super::status::set(&self.state, message.map(str::to_owned));
+    }
+}

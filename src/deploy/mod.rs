@@ -1,0 +1,67 @@
+//! Deploy: puts an image on the install device and tells the conductor what it wrote.
+//!
+//! - `target`: the install device (IPA's `get_os_install_device`) and opening it.
+//! - `prepare`: `standby.prepare_image` / `cache_image`, shared by the `write_image`
+//!   deploy step; `whole_disk` and `partition_image` do the two kinds of image.
+//! - `decode`: which stage turns the downloaded stream into disk bytes (raw copy or the
+//!   qcow2 reader behind the format gate).
+//! - `configdrive`: fetch and decode the config drive, place it on a whole-disk image.
+//! - `uuids`: what `standby.get_partition_uuids` answers.
+//! - `status`: download/write progress into the heartbeat's status message.
+//! - `host`: the [`crate::hw::AgentHost`] steps receive.
+//! - `bootmode`: the node's boot mode as IPA derives it.
+//! - `bootloader`: `image.install_bootloader`; `instance_root`: mounting the written root.
+
+pub mod bootloader;
+pub mod bootmode;
+pub mod configdrive;
+pub mod decode;
+pub mod host;
+pub mod instance_root;
+pub mod partition_image;
+pub mod prepare;
+pub mod status;
+pub mod target;
+pub mod uuids;
+pub mod whole_disk;
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+pub use uuids::PartitionUuids;
+
+/// What the last successful write put where; `get_partition_uuids` and the image cache
+/// read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// `image_info.id` of the image.
+    pub image_id: String,
+    /// The install device it went to.
+    pub device: PathBuf,
+    /// The identifiers `get_partition_uuids` returns.
+    pub uuids: PartitionUuids,
+}
+
+/// Deploy state kept for the life of the agent process (IPA keeps it in the standby
+/// extension: `cached_image_id`, `partition_uuids`).
+#[derive(Debug, Default)]
+pub struct DeployState {
+    written: Mutex<Option<Written>>,
+}
+
+impl DeployState {
+    /// The last write, if any.
+    pub fn written(&self) -> Option<Written> {
+        self.written.lock().expect("deploy state poisoned").clone()
+    }
+
+    /// Records a successful write.
+    pub fn record(&self, written: Written) {
+        *self.written.lock().expect("deploy state poisoned") = Some(written);
+    }
+
+    /// Forgets the last write (the disk no longer holds a verified image).
+    pub fn forget(&self) {
+        *self.written.lock().expect("deploy state poisoned") = None;
+    }
+}

@@ -1,0 +1,135 @@
+//! A whole-disk image onto the install device (hardware spec 8.3-8.5): streamed through
+//! the pipeline (verified, first MiB held back), then the kernel re-reads the table, the
+//! backup GPT moves to the disk's end, the table is validated, the config drive is
+//! placed, and the MBR disk signature becomes `root uuid`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::agent::AgentState;
+use crate::api::error::CommandError;
+use crate::commands::registry::blocking;
+use crate::image::pipeline::{self, WriteReport};
+use crate::image::ImageInfo;
+use crate::partition::configdrive::ConfigDriveImage;
+use crate::partition::fixup::{fix_gpt_partition, validate_partitioning, whole_disk_root_uuid};
+use crate::partition::table::read_table;
+use crate::partition::{ioctl, partition_path, Geometry};
+
+use super::prepare::{write_options, Writing};
+use super::target::{open_target, rooted};
+use super::PartitionUuids;
+
+/// How long partition device nodes may take to appear after a re-read.
+const PARTITION_WAIT: Duration = Duration::from_secs(3);
+
+/// Streams `info` onto `device` and finishes the disk; returns what
+/// `get_partition_uuids` will report.
+pub async fn write(
+    state: &Arc<AgentState>,
+    device: &Path,
+    info: &ImageInfo,
+    configdrive: Option<ConfigDriveImage>,
+) -> Result<PartitionUuids, CommandError> {
+    let report = stream(state, device, info).await?;
+    tracing::info!(image = %info.id, device = %device.display(),
+        bytes = report.image_size, seconds = report.elapsed.as_secs_f64(),
+        "image written and verified");
+    let st = Arc::clone(state);
+    let dev = device.to_path_buf();
+    let node_uuid = info.node_uuid.clone().unwrap_or_else(|| "local".to_owned());
+    blocking(move || finish(&st, &dev, &node_uuid, configdrive.as_ref())).await?
+}
+
+/// Streams `info` onto `target` (a disk or a partition) with progress in the status line.
+pub async fn stream(
+    state: &Arc<AgentState>,
+    target: &Path,
+    info: &ImageInfo,
+) -> Result<WriteReport, CommandError> {
+    let file = open_target(state, target)?;
+    let writing = Writing::start(state, target, "write_image");
+    let settings = state.lookup.lock().expect("lookup lock poisoned").clone();
+    let opts = write_options(state, target, &writing, &settings)?;
+    let decode = super::decode::stage_for(info, &settings);
+    pipeline::write_image(info, file, &opts, decode)
+        .await
+        .map_err(|e| e.to_command_error(&info.id))
+}
+
+/// The post-write work for an image this process already wrote (cache hit): config
+/// drive and identifiers only.
+pub fn finish_cached(
+    state: &AgentState,
+    device: &Path,
+    node_uuid: &str,
+    configdrive: Option<&ConfigDriveImage>,
+) -> Result<PartitionUuids, CommandError> {
+    finish(state, device, node_uuid, configdrive)
+}
+
+/// The post-write work on the whole disk (runs on a blocking thread).
+fn finish(
+    state: &AgentState,
+    device: &Path,
+    node_uuid: &str,
+    configdrive: Option<&ConfigDriveImage>,
+) -> Result<PartitionUuids, CommandError> {
+    let mut disk = open_target(state, device)?;
+    let geometry = Geometry::of_file(&disk)
+        .map_err(|e| CommandError::Deployment(format!("{}: {e}", device.display())))?;
+    reread(&disk, device);
+    match fix_gpt_partition(&mut disk, geometry, device, Some(node_uuid)) {
+        Ok(fix) => tracing::debug!(?fix, "backup GPT checked"),
+        // IPA ignores a failure here too: the table is validated next.
+        Err(e) => tracing::warn!(error = %e, "could not move the backup GPT to the disk end"),
+    }
+    validate_partitioning(&mut disk, geometry, device)
+        .map_err(|e| CommandError::Deployment(e.to_string()))?;
+    if let Some(image) = configdrive {
+        super::configdrive::place(&mut disk, device, node_uuid, image)?;
+    }
+    reread(&disk, device);
+    wait_for_partitions(state, &mut disk, geometry, device);
+    let root_uuid = whole_disk_root_uuid(&mut disk).map_err(|e| {
+        CommandError::Deployment(format!(
+            "reading the disk signature of {}: {e}",
+            device.display()
+        ))
+    })?;
+    Ok(PartitionUuids::WholeDisk { root_uuid })
+}
+
+/// Flushes and asks the kernel to re-read the table; a failure is logged, as IPA only
+/// warns when `partprobe` fails (the validation reads the disk itself).
+pub fn reread(disk: &std::fs::File, device: &Path) {
+    if let Err(e) = ioctl::rescan(disk) {
+        tracing::warn!(device = %device.display(), error = %e, "re-reading the partition table failed");
+    }
+}
+
+/// Waits (bounded) until every partition of the table has its device node, as IPA
+/// waits for udev; a missing node is logged, not fatal, for a whole-disk image.
+pub fn wait_for_partitions(
+    state: &AgentState,
+    disk: &mut std::fs::File,
+    geometry: Geometry,
+    device: &Path,
+) {
+    let Ok(Some(table)) = read_table(disk, geometry) else {
+        return;
+    };
+    let paths: Vec<_> = table
+        .partitions(geometry)
+        .iter()
+        .map(|p| rooted(state, &partition_path(device, p.number)))
+        .collect();
+    let until = Instant::now() + PARTITION_WAIT;
+    while paths.iter().any(|p| !p.exists()) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for p in paths.iter().filter(|p| !p.exists()) {
+        tracing::warn!(partition = %p.display(), "partition device node did not appear");
+    }
+}

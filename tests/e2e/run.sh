@@ -7,10 +7,14 @@
 #   inspection  node in `inspect wait`; the VM boots with ipa-inspection-callback-url;
 #               Ironic stores the inventory: the VM's three disks (names, sizes, serials,
 #               rotational) and its NIC (MAC) must be in it; node -> manageable
-#   deploy      node in `wait call-back`; the VM boots with ipa-api-url; the conductor
-#               drives lookup, heartbeat (auto-TLS), get_deploy_steps and write_image
-#               SCENARIO_DEPLOY_END tells how it must end (default: `deploy failed`,
-#               with the agent's write_image error in last_error)
+#   deploy-*    node in `wait call-back` with a root device hint (the virtio disk's
+#               serial); the VM boots with ipa-api-url; the conductor drives lookup,
+#               heartbeat (auto-TLS), get_deploy_steps, write_image, get_partition_uuids,
+#               install_bootloader and power off:
+#               raw (1 GiB, DEPLOY_RAW_MIB), qcow2 (format from the bytes), zstd -> active
+#               with the disk checked byte for byte; a checksum mismatch and a qcow2 with a
+#               backing file -> `deploy failed` with the agent's error in last_error and
+#               nothing bootable (or nothing at all) on the disk
 #
 # Every process started here (Ironic, the image server, QEMU) is stopped by its PID, and
 # the scratch directory is removed, also on failure (KEEP=1 keeps it). On a failure the
@@ -131,60 +135,133 @@ EOF
 }
 
 # --- deploy up to write_image ------------------------------------------------------------
-scenario_deploy() {
-    echo "== scenario: deploy driven by the conductor in the VM"
-    local mac uuid sha end=${SCENARIO_DEPLOY_END:-deploy failed} t_lookup t_hb
-    head -c $((8 << 20)) /dev/urandom > "$HTTP_ROOT/img.raw"
-    sha=$(sha256sum "$HTTP_ROOT/img.raw" | cut -d' ' -f1)
+# --- deploy -------------------------------------------------------------------------------
+# deploy_node LABEL IMAGE DISK_FORMAT END [SHA256]: creates a node whose root device hint is
+# the virtio disk's serial, deploys http://.../IMAGE (checksum SHA256, default the image's)
+# in a fresh VM, and waits for END (`active` or `deploy failed`). Leaves NODE_UUID, the VM
+# (stopped) and its disks for the caller's checks. Prints QEMU start -> END.
+deploy_node() {
+    local label=$1 image=$2 format=$3 end=$4 sha=${5:-} mac port rc=0
+    [ -n "$sha" ] || sha=$(sha256sum "$HTTP_ROOT/$image" | cut -d' ' -f1)
     mac=$(random_mac)
-    uuid=$(api create-node "ira-vm-deploy-$$" "$mac") || { fail "deploy: node created"; return; }
-    api provision "$uuid" manage && api wait "$uuid" manageable 60 &&
-        api provision "$uuid" provide && api wait "$uuid" available 60 || { fail "deploy: available"; return; }
-    api set-image "$uuid" "http://127.0.0.1:$HTTP_PORT/img.raw" "$sha"
-    api provision "$uuid" active
-    check "deploy: node waits in 'wait call-back'" api wait "$uuid" "wait call-back" 60
-    local port
+    NODE_UUID=$(api create-node "ira-vm-$label-$$" "$mac") || { fail "$label: node created"; return 1; }
+    api patch "$NODE_UUID" /properties/root_device '{"serial": "ira-vd0"}'
+    api provision "$NODE_UUID" manage && api wait "$NODE_UUID" manageable 60 &&
+        api provision "$NODE_UUID" provide && api wait "$NODE_UUID" available 60 ||
+        { fail "$label: node available"; return 1; }
+    api set-image "$NODE_UUID" "http://127.0.0.1:$HTTP_PORT/$image" "$sha" "$format"
+    api provision "$NODE_UUID" active ${DEPLOY_EXTRA:+"$DEPLOY_EXTRA"}
+    api wait "$NODE_UUID" "wait call-back" 60 >/dev/null 2>&1 || { fail "$label: node waits in 'wait call-back'"; return 1; }
     port=$(vm_free_port)
-    VM_MAC=$mac VM_HOSTPORT=$port \
+    VM_DISK_SIZE=2G VM_MAC=$mac VM_HOSTPORT=$port \
         VM_APPEND="ipa-api-url=$IRONIC_URL ira.fwd=$IRONIC_API_PORT,$HTTP_PORT ipa-advertise-host=127.0.0.1 ipa-advertise-port=$port" \
-        vm_boot deploy
-    if t_lookup=$(vm_wait_console 'lookup succeeded' 120 deploy); then
-        pass "deploy: the agent in the VM looked the node up"
-        echo "     QEMU start -> lookup answered: $t_lookup s"
+        vm_boot "$label"
+    if api wait "$NODE_UUID" "$end" 300; then
+        pass "$label: node ends in '$end'"
+        echo "     QEMU start -> $end: $(vm_elapsed "$label") s"
     else
-        fail "deploy: the agent in the VM looked the node up"
+        fail "$label: node ends in '$end'"
+        echo "     last_error: $(api field "$NODE_UUID" last_error)"
+        rc=1
     fi
-    if t_hb=$(vm_wait_console 'first heartbeat accepted' 60 deploy); then
-        pass "deploy: the conductor accepted the agent's heartbeat"
-        echo "     QEMU start -> first heartbeat accepted: $t_hb s"
-    else
-        fail "deploy: the conductor accepted the agent's heartbeat"
-    fi
-    check "deploy: callback URL is https (auto-TLS)" \
-        grep -aq "callback_url=https://127.0.0.1:$port" "$VM_DIR/console.log"
-    if api wait "$uuid" "$end" 300; then
-        pass "deploy: node ends in '$end'"
-        echo "     QEMU start -> $end: $(vm_elapsed deploy) s"
-    else
-        fail "deploy: node ends in '$end'"
-    fi
-    check "deploy: the conductor fetched the deploy steps from the agent" \
-        grep -aq 'command=deploy.get_deploy_steps' "$VM_DIR/console.log"
-    check "deploy: the conductor ran write_image on the agent" \
-        grep -aqE 'command=deploy.execute_deploy_step' "$VM_DIR/console.log"
-    if [ "$end" = "deploy failed" ]; then
-        local err
-        err=$(api field "$uuid" last_error)
-        echo "     last_error: $err"
-        check "deploy: last_error carries the agent's write_image error" \
-            grep -q 'write_image' <<<"$err"
-    fi
-    echo "     QEMU peak RSS: $(($(vm_rss_kib deploy) / 1024)) MiB (guest RAM $VM_MEM MiB)"
-    vm_stop deploy
+    # The agent powers the VM off at the end of a deploy; a failed one keeps it running.
+    vm_stop "$label"
+    return $rc
 }
 
-VM_DISK_BYTES=$((1 << 30))
-scenario_inspection
-scenario_deploy
+# disk_holds_image DISK IMAGE: the written disk equals the image from the partition
+# entries (LBA 2) to the image's old backup GPT, and its GPT is valid with the backup
+# header moved to the disk's end (the agent rewrites LBA 0/1 when it moves it).
+disk_holds_image() {
+    local disk=$1 img=$2 size
+    size=$(stat -c %s "$img")
+    cmp -s -i 1024 -n $((size - 1024 - 33 * 512)) "$img" "$disk" &&
+        sgdisk -v "$disk" 2>&1 | grep -q 'No problems found'
+}
+
+# make_gpt_image FILE MIB: a GPT disk image of MIB MiB: one Linux partition, half random
+# and half zero runs (realistic content for compression and throughput).
+make_gpt_image() {
+    local f=$1 mib=$2
+    rm -f "$f"
+    truncate -s "${mib}M" "$f"
+    sgdisk -q -n 1:2048:0 -t 1:8300 "$f" >/dev/null
+    local half=$(((mib - 2) / 2)) i=0
+    while [ $i -lt "$half" ]; do
+        dd if=/dev/urandom of="$f" bs=1M seek=$((1 + 2 * i)) count=1 conv=notrunc status=none
+        i=$((i + 1))
+    done
+}
+
+scenario_deploy_raw() {
+    echo "== scenario: whole-disk raw image (1 GiB) to 'active'"
+    make_gpt_image "$HTTP_ROOT/img.raw" "${DEPLOY_RAW_MIB:-1024}"
+    deploy_node deploy-raw img.raw raw active || return
+    local con=$VM_SCRATCH/deploy-raw/console.log
+    check "deploy-raw: lookup, then heartbeats with an https callback (auto-TLS)" \
+        grep -aq "callback_url=https://127.0.0.1:" "$con"
+    check "deploy-raw: the conductor fetched the deploy steps from the agent" \
+        grep -aq 'command=deploy.get_deploy_steps' "$con"
+    check "deploy-raw: the conductor ran write_image, get_partition_uuids, install_bootloader" \
+        bash -c "grep -aq 'command=deploy.execute_deploy_step' '$con' &&
+                 grep -aq 'command=standby.get_partition_uuids' '$con' &&
+                 grep -aq 'command=image.install_bootloader' '$con'"
+    check "deploy-raw: the disk holds the image byte for byte, backup GPT at the disk end" \
+        disk_holds_image "$VM_SCRATCH/deploy-raw/vd0.img" "$HTTP_ROOT/img.raw"
+    check "deploy-raw: the other disks were not touched" \
+        bash -c "! grep -qa . <(head -c 4194304 '$VM_SCRATCH/deploy-raw/nvme0.img' | tr -d '\0')"
+    local rd
+    rd=$(api field "$NODE_UUID" driver_internal_info.root_uuid_or_disk_id)
+    echo "     root_uuid_or_disk_id: $rd"
+    check "deploy-raw: the conductor stored the disk signature as root uuid" \
+        test "$rd" = '"0x00000000"'
+    local rate
+    rate=$(grep -aoE 'image written and verified.*seconds=[0-9.]+' "$con" | grep -oE '[0-9.]+$' | tail -1)
+    [ -n "$rate" ] && echo "     agent: ${DEPLOY_RAW_MIB:-1024} MiB written and verified in $rate s"
+    rm -f "$HTTP_ROOT/img.raw"
+}
+
+scenario_deploy_formats() {
+    echo "== scenario: qcow2 and zstd-compressed raw images to 'active'"
+    make_gpt_image "$SCRATCH/small.raw" 96
+    qemu-img convert -q -c -f raw -O qcow2 "$SCRATCH/small.raw" "$HTTP_ROOT/img.qcow2"
+    zstd -q -f -3 "$SCRATCH/small.raw" -o "$HTTP_ROOT/img.raw.zst"
+    if deploy_node deploy-qcow2 img.qcow2 - active; then
+        check "deploy-qcow2: format detected from the bytes; the disk holds the guest image" \
+            disk_holds_image "$VM_SCRATCH/deploy-qcow2/vd0.img" "$SCRATCH/small.raw"
+    fi
+    if deploy_node deploy-zstd img.raw.zst raw active; then
+        check "deploy-zstd: decompressed while streaming; the disk holds the image" \
+            disk_holds_image "$VM_SCRATCH/deploy-zstd/vd0.img" "$SCRATCH/small.raw"
+    fi
+}
+
+scenario_deploy_refused() {
+    echo "== scenario: a checksum mismatch and a qcow2 with a backing file end in 'deploy failed'"
+    make_gpt_image "$HTTP_ROOT/bad.raw" 16
+    local wrong err
+    wrong=$(printf 'not the image' | sha256sum | cut -d' ' -f1)
+    if deploy_node deploy-mismatch bad.raw raw "deploy failed" "$wrong"; then
+        err=$(api field "$NODE_UUID" last_error)
+        echo "     last_error: $err"
+        check "deploy-mismatch: last_error carries the agent's checksum error" \
+            grep -qi 'checksum' <<<"$err"
+        check "deploy-mismatch: nothing bootable on the disk (no GPT header at LBA 1)" \
+            bash -c "! dd if='$VM_SCRATCH/deploy-mismatch/vd0.img' bs=512 skip=1 count=1 status=none | grep -aq 'EFI PART'"
+    fi
+    qemu-img create -q -f qcow2 -b "$SCRATCH/small.raw" -F raw "$HTTP_ROOT/backed.qcow2"
+    if deploy_node deploy-backing backed.qcow2 qcow2 "deploy failed"; then
+        err=$(api field "$NODE_UUID" last_error)
+        echo "     last_error: $err"
+        check "deploy-backing: last_error says the image failed the safety check" \
+            grep -q 'Security' <<<"$err"
+        check "deploy-backing: not a byte reached the disk" \
+            bash -c "! grep -qa . <(head -c 4194304 '$VM_SCRATCH/deploy-backing/vd0.img' | tr -d '\0')"
+    fi
+}
+
+scenario_deploy_raw
+scenario_deploy_formats
+scenario_deploy_refused
 echo "vm-e2e: $passed passed, $failed failed"
 [ "$failed" = 0 ]

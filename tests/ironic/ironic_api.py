@@ -5,11 +5,13 @@ Standard library only. Used as a module (class Ironic) and as a command line:
 
   ironic_api.py URL create-node NAME MAC          prints the node UUID (fake-hardware,
                                                   direct deploy, agent inspection)
-  ironic_api.py URL provision UUID TARGET         manage | provide | inspect | active | deleted
+  ironic_api.py URL provision UUID TARGET [JSON]  manage | provide | inspect | active | deleted;
+                                                  JSON: extra body keys (configdrive, deploy_steps)
+  ironic_api.py URL patch UUID /PATH JSON-VALUE   adds or replaces one node field
   ironic_api.py URL wait UUID STATE TIMEOUT       polls every 0.2 s, prints each state change
                                                   with its time; exit 1 on timeout or on an
                                                   unexpected *failed state
-  ironic_api.py URL set-image UUID URL SHA256 [FORMAT]
+  ironic_api.py URL set-image UUID URL SHA256 [FORMAT]   FORMAT "-" leaves disk_format unset
   ironic_api.py URL field UUID KEY[.KEY...]       prints one field of the node as JSON
   ironic_api.py URL inventory UUID                prints the stored inventory as JSON
   ironic_api.py URL delete UUID
@@ -57,12 +59,15 @@ class Ironic:
         self.call("POST", "/v1/ports", {"address": mac, "node_uuid": node["uuid"]})
         return node["uuid"]
 
-    def provision(self, uuid, target):
-        self.call("PUT", f"/v1/nodes/{uuid}/states/provision", {"target": target})
+    def provision(self, uuid, target, **extra):
+        self.call("PUT", f"/v1/nodes/{uuid}/states/provision", {"target": target, **extra})
 
     def set_image(self, uuid, url, sha256, disk_format="raw"):
-        for k, v in (("image_source", url), ("image_os_hash_algo", "sha256"),
-                     ("image_os_hash_value", sha256), ("image_disk_format", disk_format)):
+        fields = [("image_source", url), ("image_os_hash_algo", "sha256"),
+                  ("image_os_hash_value", sha256)]
+        if disk_format != "-":
+            fields.append(("image_disk_format", disk_format))
+        for k, v in fields:
             self.call("PATCH", f"/v1/nodes/{uuid}",
                       [{"op": "add", "path": f"/instance_info/{k}", "value": v}])
 
@@ -100,8 +105,11 @@ def main(argv):
     ironic, cmd, args = Ironic(argv[1]), argv[2], argv[3:]
     if cmd == "create-node":
         print(ironic.create_node(args[0], args[1]))
-    elif cmd == "provision":
-        ironic.provision(args[0], args[1])
+    elif cmd == "provision":  # provision UUID TARGET [JSON object of extra body keys]
+        ironic.provision(args[0], args[1], **(json.loads(args[2]) if len(args) > 2 else {}))
+    elif cmd == "patch":  # patch UUID /json/pointer JSON-VALUE  (op add)
+        ironic.call("PATCH", f"/v1/nodes/{args[0]}",
+                    [{"op": "add", "path": args[1], "value": json.loads(args[2])}])
     elif cmd == "wait":
         n = ironic.wait_state(args[0], args[1], float(args[2]), out=sys.stderr)
         if n["provision_state"] != args[1]:

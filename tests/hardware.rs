@@ -963,7 +963,7 @@ mod vendor {
         let versions = vendor_registry().versions();
         assert_eq!(
             Value::Object(versions),
-            json!({"generic_hardware_manager": "1.2", "example_vendor_hardware_manager": "1.0"})
+            json!({"generic_hardware_manager": "1.2", "example_vendor_hardware_manager": "1.1"})
         );
     }
 
@@ -994,7 +994,7 @@ mod vendor {
         assert_eq!(generic.len(), CLEAN.len() - 1);
         assert_eq!(
             clean["hardware_manager_version"],
-            json!({"generic_hardware_manager": "1.2", "example_vendor_hardware_manager": "1.0"})
+            json!({"generic_hardware_manager": "1.2", "example_vendor_hardware_manager": "1.1"})
         );
 
         let service = registry
@@ -1007,9 +1007,10 @@ mod vendor {
         let deploy = registry
             .get_steps(StepKind::Deploy, &json!({}), &[])
             .unwrap();
-        assert!(deploy["deploy_steps"]
-            .get("ExampleVendorHardwareManager")
-            .is_none());
+        assert_eq!(
+            deploy["deploy_steps"]["ExampleVendorHardwareManager"][0]["step"],
+            "example_write_files"
+        );
     }
 
     #[test]

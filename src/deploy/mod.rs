@@ -10,13 +10,15 @@
 //! - `status`: download/write progress into the heartbeat's status message.
 //! - `host`: the [`crate::hw::AgentHost`] steps receive.
 //! - `bootmode`: the node's boot mode as IPA derives it.
-//! - `bootloader`: `image.install_bootloader`; `instance_root`: mounting the written root.
+//! - `bootloader`: `image.install_bootloader`; `instance_root`: mounting the written root;
+//!   `inject`: the `inject_files` step that writes files into it.
 
 pub mod bootloader;
 pub mod bootmode;
 pub mod configdrive;
 pub mod decode;
 pub mod host;
+pub mod inject;
 pub mod instance_root;
 pub mod partition_image;
 pub mod prepare;

@@ -13,7 +13,11 @@
 //!   priority: the erase still runs in automated cleaning, only later (after any
 //!   conductor-side step of priority 6 to 9). It does not implement the step, so
 //!   when the conductor runs `erase_devices` this manager answers "not mine" and the
-//!   generic manager does the work.
+//!   generic manager does the work;
+//! * adds the deploy step `example_write_files` (interface `deploy`, priority 0), an
+//!   in-band deploy step that writes files into the instance just written: the agent
+//!   mounts the instance's root filesystem for it and every write stays inside that
+//!   mount (see [`write_files`]).
 //!
 //! # Writing a manager
 //!
@@ -45,6 +49,37 @@
 //! Managers are synchronous and run on a blocking thread; keep them free of global
 //! state and read hardware facts from the [`Inventory`] or under a root path you are
 //! given, so they can be tested with fixtures.
+//!
+//! # A custom in-band deploy step
+//!
+//! A deploy step runs on the agent between the conductor's own steps (`write_image` is
+//! priority 80, `prepare_instance_boot` 60), so a step at priority 61-79 sees the image
+//! on disk before the node boots from it. To write one:
+//!
+//! 1. List it from `get_steps(StepKind::Deploy, ..)` with interface `deploy`. Priority
+//!    0 means it runs only when an operator asks for it; declare its arguments with
+//!    [`Step::arg`] (`required: true` makes the conductor refuse a request without it).
+//! 2. In `execute_step`, validate `call.args` completely before touching anything and
+//!    answer [`HwError::InvalidParams`] on bad input.
+//! 3. To change files in the instance, call `call.host.with_instance_root(None, &mut
+//!    |root| ..)` (or name a partition: device path, filesystem UUID, PARTUUID or
+//!    label). The agent mounts the filesystem `nosuid,nodev,noexec` after the same
+//!    device checks as a write and unmounts it when the closure returns. Treat the
+//!    tenant's files as hostile: open the root with [`ira_hw::safe_path::RootDir`] and
+//!    write through it, never with `root.join(path)`, so `etc -> /etc` or `../..` in
+//!    the image cannot send a write outside the mount. Do not run programs from it.
+//! 4. Return a JSON value; it becomes the step's `deploy_result`. Bump `version`.
+//!
+//! An operator runs it with the deploy, for example
+//!
+//! ```text
+//! baremetal node deploy <node> --deploy-steps '[{"interface": "deploy",
+//!     "step": "example_write_files", "priority": 75,
+//!     "args": {"files": [{"path": "/etc/motd", "content": "hello\n", "mode": 420}]}}]'
+//! ```
+//!
+//! or puts the same step into a deploy template (`baremetal deploy template create
+//! CUSTOM_VENDOR_FILES --steps '[...]'`) matched by a trait of the instance's flavor.
 
 use ira_hw::{
     HardwareManager, HwError, HwResult, Inventory, ManagerVersion, Step, StepCall, StepKind,
@@ -52,12 +87,14 @@ use ira_hw::{
 };
 use serde_json::{json, Value};
 
+pub mod write_files;
+
 /// Class-like name grouping this manager's steps in `get_*_steps` results.
 pub const NAME: &str = "ExampleVendorHardwareManager";
 /// `hardware_manager_version` name.
 pub const VERSION_NAME: &str = "example_vendor_hardware_manager";
 /// `hardware_manager_version` value; bump it whenever the steps change.
-pub const VERSION: &str = "1.0";
+pub const VERSION: &str = "1.1";
 /// Manufacturer string claimed when none is configured.
 pub const DEFAULT_VENDOR: &str = "Example Corp";
 /// This manager's own step.
@@ -137,13 +174,14 @@ impl HardwareManager for ExampleVendorManager {
                 Step::new("erase_devices", "deploy", ERASE_DEVICES_PRIORITY).abortable(true),
             ],
             StepKind::Service => vec![report],
-            StepKind::Deploy => Vec::new(),
+            StepKind::Deploy => vec![write_files::descriptor()],
         })
     }
 
     fn execute_step(&self, call: &StepCall<'_>) -> HwResult<Value> {
         match call.step {
             FIRMWARE_REPORT_STEP => self.firmware_report(call),
+            write_files::STEP => write_files::execute(call),
             // erase_devices included: only its priority is ours, the work is generic.
             _ => Err(HwError::NotMine),
         }
@@ -230,7 +268,7 @@ mod tests {
         let v = m.version();
         assert_eq!(
             (v.name.as_str(), v.version.as_str()),
-            ("example_vendor_hardware_manager", "1.0")
+            ("example_vendor_hardware_manager", "1.1")
         );
     }
 
@@ -255,7 +293,10 @@ mod tests {
             names(StepKind::Service),
             [("example_firmware_report".to_owned(), 0)]
         );
-        assert!(names(StepKind::Deploy).is_empty());
+        assert_eq!(
+            names(StepKind::Deploy),
+            [("example_write_files".to_owned(), 0)]
+        );
     }
 
     #[test]

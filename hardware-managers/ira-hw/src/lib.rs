@@ -13,6 +13,7 @@
 mod host;
 pub mod inventory;
 mod manager;
+pub mod safe_path;
 
 pub use host::*;
 pub use inventory::*;

@@ -68,6 +68,9 @@ impl HardwareManager for GenericHardwareManager {
         if call.step == "write_image" {
             return write_image(call);
         }
+        if call.step == "inject_files" {
+            return crate::deploy::inject::inject_files(call);
+        }
         tracing::warn!(step = call.step, kind = %call.kind, "generic step has no implementation");
         Err(HwError::Failed(format!(
             "step {} is not implemented by this agent yet",

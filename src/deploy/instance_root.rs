@@ -289,6 +289,9 @@ fn named_device(state: &AgentState, path: &Path) -> Result<Candidate, InstanceRo
         path: path.to_path_buf(),
         reason,
     };
+    let disk = parent_disk(state, path);
+    // Not even read before the allow-list agrees.
+    check_allowed(state, path, disk.as_deref())?;
     let mut file = File::open(rooted(state, path)).map_err(|e| read(e.to_string()))?;
     let size = match ioctl::device_size(&file) {
         Ok(size) => size,
@@ -298,7 +301,7 @@ fn named_device(state: &AgentState, path: &Path) -> Result<Candidate, InstanceRo
     let kind = mountable(path, fs.map(|f| f.kind))?;
     Ok(Candidate {
         path: path.to_path_buf(),
-        disk: parent_disk(state, path),
+        disk,
         kind,
         size,
     })
@@ -319,14 +322,7 @@ fn parent_disk(state: &AgentState, path: &Path) -> Option<PathBuf> {
 /// The write-path checks for a partition: allow-list (the partition or its disk) and
 /// the running-system check of the one write door.
 fn check_device(state: &AgentState, c: &Candidate) -> Result<(), InstanceRootError> {
-    let allow = allowlist(state);
-    let listed = |p: &Path| allow.permits(p) || allow.permits(&rooted(state, p));
-    if !(listed(&c.path) || c.disk.as_deref().is_some_and(listed)) {
-        return Err(InstanceRootError::Refused {
-            path: c.path.clone(),
-            reason: "neither it nor its disk is in the device allow-list".to_owned(),
-        });
-    }
+    check_allowed(state, &c.path, c.disk.as_deref())?;
     // The allow-list was applied above (with the disk rule); the door adds the
     // running-system and device-kind checks.
     open_for_write(&rooted(state, &c.path), &AllowList::default())
@@ -335,6 +331,24 @@ fn check_device(state: &AgentState, c: &Candidate) -> Result<(), InstanceRootErr
             path: c.path.clone(),
             reason: e.to_string(),
         })
+}
+
+/// The allow-list part of the checks: the partition or its disk must be listed.
+fn check_allowed(
+    state: &AgentState,
+    path: &Path,
+    disk: Option<&Path>,
+) -> Result<(), InstanceRootError> {
+    let allow = allowlist(state);
+    let listed = |p: &Path| allow.permits(p) || allow.permits(&rooted(state, p));
+    if listed(path) || disk.is_some_and(listed) {
+        Ok(())
+    } else {
+        Err(InstanceRootError::Refused {
+            path: path.to_path_buf(),
+            reason: "neither it nor its disk is in the device allow-list".to_owned(),
+        })
+    }
 }
 
 /// A mounted partition; unmounted and its directory removed on drop at the latest.

@@ -572,3 +572,70 @@ async fn missing_or_stale_partition_nodes_stop_the_deploy() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Reads through the disk's page cache as any later reader of the disk would.
+fn read_cached(dev: &Path, offset: u64, len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    File::open(dev)
+        .unwrap()
+        .read_exact_at(&mut v, offset)
+        .unwrap();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn later_reads_of_the_disk_see_the_root_image() {
+    // The root starts at 1 MiB, where the metadata wipe zeroed a block through the disk
+    // node while the image went through the partition node. (The loop rig shares one
+    // cache between the two nodes, so this checks the result, not the agent's drop of the
+    // disk's cache, which matters where partitions have caches of their own.)
+    let node = json!({"instance_info": {"deploy_boot_mode": "bios"}});
+    let rig = Rig::new(32, &[(1, 16)], node);
+    let image = ext4_image(12);
+    let srv = serve("/root.img", &image).await;
+    let info = image_info(&srv.url("/root.img"), "raw", &image, json!({}));
+    rig.write(&info, None).await.expect("deploy");
+    assert!(
+        read_cached(rig.dev(), MIB, image.len()) == image,
+        "the disk's cache shows the image"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preserve_ephemeral_keeps_the_table_and_the_ephemeral_filesystem() {
+    let node = json!({"instance_info": {"deploy_boot_mode": "bios"}});
+    let rig = Rig::new(32, &[(1, 8), (9, 16)], node);
+    let first = ext4_image(12);
+    let second = ext4_image(12);
+    let srv = serve("/first.img", &first).await;
+    srv.add("/second.img", second.clone());
+    let eph = json!({"ephemeral_mb": 8, "ephemeral_format": "ext4"});
+    let info = image_info(&srv.url("/first.img"), "raw", &first, eph);
+    rig.write(&info, None).await.expect("first deploy");
+    let eph_uuid = blkid(rig.part(1))["UUID"].clone();
+    let table = sfdisk_json(rig.dev());
+
+    // A rebuild: no mkfs for the ephemeral partition, so not even its tool is needed.
+    let keep = json!({"ephemeral_mb": 8, "ephemeral_format": "nosuchfs",
+                      "preserve_ephemeral": true});
+    let info = image_info(&srv.url("/second.img"), "raw", &second, keep);
+    let uuids = rig.write(&info, None).await.expect("rebuild");
+    assert_eq!(blkid(rig.part(1))["UUID"], eph_uuid, "ephemeral kept");
+    assert_eq!(sfdisk_json(rig.dev()), table, "table kept");
+    assert_eq!(read_at(rig.dev(), 9 * MIB, second.len()), second);
+    assert_eq!(uuids.root_uuid(), blkid(rig.part(2))["UUID"]);
+
+    // A rebuild whose layout differs from the disk is refused before writing.
+    let other = json!({"ephemeral_mb": 4, "preserve_ephemeral": true});
+    let info = image_info(&srv.url("/first.img"), "raw", &first, other);
+    match rig.write(&info, None).await {
+        Err(CommandError::Deployment(m)) => {
+            assert!(
+                m.contains("preserve_ephemeral is set but partition 1"),
+                "{m}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(read_at(rig.dev(), 9 * MIB, second.len()), second);
+}

@@ -27,6 +27,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use nix::fcntl::PosixFadviseAdvice;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -101,7 +102,12 @@ pub async fn write(
         bytes = report.image_size, "root image written and verified");
 
     let st = Arc::clone(state);
-    let root_uuid = blocking(move || root_uuid(&st, &root)).await??;
+    let dev = device.to_path_buf();
+    let root_uuid = blocking(move || {
+        drop_disk_cache(&st, &dev);
+        root_uuid(&st, &root)
+    })
+    .await??;
     let partitions: BTreeMap<String, String> = laid
         .layout
         .partitions_map()
@@ -438,6 +444,23 @@ fn wait_for_nodes(state: &AgentState, layout: &WrittenLayout) -> Result<(), Comm
         }
     }
     Ok(())
+}
+
+/// Drops the whole disk's cached pages. The layout went through the disk node and the
+/// root image through the partition node, and the kernel caches the two apart: without
+/// this, a later read through the disk (a partition lookup by UUID) could be served the
+/// blocks the metadata wipe zeroed inside what is now the root filesystem.
+fn drop_disk_cache(state: &AgentState, device: &Path) {
+    let dropped = File::open(rooted(state, device))
+        .map_err(|e| e.to_string())
+        .and_then(|disk| {
+            nix::fcntl::posix_fadvise(&disk, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED)
+                .map_err(|e| e.to_string())
+        });
+    if let Err(e) = dropped {
+        tracing::warn!(device = %device.display(), error = %e,
+            "could not drop the disk's page cache");
+    }
 }
 
 /// `root uuid`: the root filesystem's UUID, else the partition's PARTUUID (IPA: lsblk

@@ -3,7 +3,7 @@
 # nothing that is already done. Needs root (apt) or the packages already present.
 set -euo pipefail
 need_apt=()
-for pkg in musl-tools python3-venv curl file cpio qemu-system-x86 qemu-utils ovmf zstd genisoimage fdisk gdisk dosfstools e2fsprogs kmod hyperfine; do
+for pkg in musl-tools python3-venv curl file cpio qemu-system-x86 qemu-utils ovmf zstd genisoimage fdisk gdisk dosfstools mtools e2fsprogs kmod hyperfine; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

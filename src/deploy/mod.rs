@@ -20,6 +20,7 @@ pub mod decode;
 pub mod host;
 pub mod inject;
 pub mod instance_root;
+pub mod mount;
 pub mod partition_image;
 pub mod prepare;
 pub mod status;

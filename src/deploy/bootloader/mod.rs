@@ -1,20 +1,238 @@
-//! `image.install_bootloader` (hardware spec 9): UEFI boot entries written natively
-//! through efivarfs; GRUB in a chroot of the written root only when allowed.
+//! `image.install_bootloader` (hardware spec 9, protocol spec 2.5): UEFI boot entries
+//! written natively through efivarfs; GRUB in a chroot of the written root only when
+//! the conductor allows it (`enable_bios_bootloader_install`).
+//!
+//! - `efivar`: `EFI_LOAD_OPTION` and device path bytes; `efivars`: the efivarfs store.
+//! - `esp`: finding the ESP or a partition by UUID with our table readers.
+//! - `loaders`: which loaders an ESP offers and their labels; `uefi`: `manage_uefi`.
+//! - `grub`: the GRUB chroot path; `sys`: the two ioctls (immutable flag, BLKPG).
+//!
+//! The flow ([`run`]) is IPA's `install_bootloader`: the UEFI path when the ramdisk
+//! booted UEFI; success if it configured an entry; nothing more for a whole-disk image
+//! without a root UUID (success, as in IPA); else GRUB, refused with `InvalidImage`
+//! unless enabled. `ignore_bootloader_failure` turns a failure of either path into a
+//! logged error and lets the flow go on, as IPA does; the logs say what was not done.
 
+pub mod efivar;
+pub mod efivars;
+pub mod esp;
+pub mod grub;
+pub mod loaders;
+mod sys;
+pub mod uefi;
+
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::Value;
 
 use crate::agent::AgentState;
 use crate::api::error::CommandError;
-use crate::commands::registry::Params;
+use crate::commands::registry::{join_failure, Params};
+use crate::deploy::mount::{MountKind, Mounter, SysMounter};
+use crate::deploy::target::{install_device, sysroot};
+
+use efivars::EfiVars;
+use uefi::{manage_uefi, UefiEnv};
+
+/// The message IPA refuses a BIOS bootloader install with.
+pub const BIOS_INSTALL_DISABLED: &str = "Install of legacy BIOS bootloaders disabled by \
+     CONF.enable_bios_bootloader_install as part of CVE-2026-43003 mitigation.";
+
+/// The command's parameters (spec 9.1) with the failure policy resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Request {
+    /// The root filesystem's UUID; `None` for `null` or `0x00000000`.
+    pub root_uuid: Option<String>,
+    /// The ESP's UUID (partition images in UEFI mode).
+    pub efi_system_part_uuid: Option<String>,
+    /// The PReP partition's UUID (ppc64).
+    pub prep_boot_part_uuid: Option<String>,
+    /// `bios` or `uefi` (default `bios`).
+    pub target_boot_mode: String,
+    /// Failures become warnings.
+    pub ignore_failure: bool,
+}
+
+impl Request {
+    /// Reads the parameters; `ignore_bootloader_failure` null or absent falls back to
+    /// `default_ignore` (the agent option).
+    pub fn from_params(params: &Params, default_ignore: bool) -> Result<Self, CommandError> {
+        let text = |key: &str| -> Result<Option<String>, CommandError> {
+            match params.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) if s.is_empty() => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(other) => Err(CommandError::InvalidCommandParams(format!(
+                    "{key} must be a string or null, got {other}"
+                ))),
+            }
+        };
+        let ignore_failure = match params.get("ignore_bootloader_failure") {
+            None | Some(Value::Null) => default_ignore,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                return Err(CommandError::InvalidCommandParams(format!(
+                    "ignore_bootloader_failure must be a boolean or null, got {other}"
+                )))
+            }
+        };
+        Ok(Self {
+            root_uuid: text("root_uuid")?.filter(|u| u != "0x00000000"),
+            efi_system_part_uuid: text("efi_system_part_uuid")?,
+            prep_boot_part_uuid: text("prep_boot_part_uuid")?,
+            target_boot_mode: text("target_boot_mode")?.unwrap_or_else(|| "bios".to_owned()),
+            ignore_failure,
+        })
+    }
+}
+
+/// Where and how the command works.
+pub struct BootEnv<'a> {
+    /// The agent's filesystem root (`sys/firmware/efi`, `/dev` names resolve under it).
+    pub sysroot: &'a Path,
+    /// The install device.
+    pub device: &'a Path,
+    /// Mounts filesystems.
+    pub mounter: &'a dyn Mounter,
+    /// The conductor's `enable_bios_bootloader_install`.
+    pub enable_bios_bootloader_install: bool,
+}
+
+impl std::fmt::Debug for BootEnv<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BootEnv")
+            .field("sysroot", &self.sysroot)
+            .field("device", &self.device)
+            .field(
+                "enable_bios_bootloader_install",
+                &self.enable_bios_bootloader_install,
+            )
+            .finish_non_exhaustive()
+    }
+}
 
 /// Runs `install_bootloader` with the conductor's parameters.
 pub async fn install_bootloader(
-    _state: &Arc<AgentState>,
-    _params: &Params,
+    state: &Arc<AgentState>,
+    params: &Params,
 ) -> Result<Value, CommandError> {
-    Err(CommandError::CommandExecution(
-        "install_bootloader is not supported by this agent yet".to_owned(),
-    ))
+    let request = Request::from_params(
+        params,
+        state.config.ignore_bootloader_failure.unwrap_or(false),
+    )?;
+    let enable_bios = state
+        .lookup
+        .lock()
+        .expect("lookup settings poisoned")
+        .enable_bios_bootloader_install;
+    let st = Arc::clone(state);
+    tokio::task::spawn_blocking(move || -> Result<(), CommandError> {
+        let device = install_device(&st)?;
+        let env = BootEnv {
+            sysroot: sysroot(&st),
+            device: &device,
+            mounter: &SysMounter,
+            enable_bios_bootloader_install: enable_bios,
+        };
+        run(&env, &request)
+    })
+    .await
+    .map_err(join_failure)??;
+    Ok(Value::Null)
+}
+
+/// The command's flow once the install device is known (IPA: `install_bootloader`).
+pub fn run(env: &BootEnv<'_>, req: &Request) -> Result<(), CommandError> {
+    match efi_boot_setup(env, req) {
+        Ok(true) => return Ok(()),
+        Ok(false) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "Error setting up bootloader");
+            if !req.ignore_failure {
+                return Err(e);
+            }
+            tracing::warn!("ignoring the bootloader failure as configured");
+        }
+    }
+    let Some(root_uuid) = req.root_uuid.as_deref() else {
+        tracing::info!("no root UUID (whole-disk image): nothing more to do after the UEFI step");
+        return Ok(());
+    };
+    let result = if env.enable_bios_bootloader_install {
+        grub::install_grub2(env, root_uuid, req)
+    } else {
+        Err(CommandError::InvalidImage(BIOS_INSTALL_DISABLED.to_owned()))
+    };
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) if req.ignore_failure => {
+            tracing::error!(error = %e, "Error setting up bootloader");
+            tracing::warn!("ignoring the bootloader failure as configured");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The UEFI variable store of the running system, mounting efivarfs if the ramdisk
+/// did not; `None` when the ramdisk did not boot UEFI or the variables are unreachable.
+pub fn system_efivars(sysroot: &Path, mounter: &dyn Mounter) -> Option<EfiVars> {
+    let firmware = sysroot.join("sys/firmware/efi");
+    if !firmware.is_dir() {
+        return None;
+    }
+    let efivars = EfiVars::new(firmware.join("efivars"));
+    if efivars.is_populated() {
+        return Some(efivars);
+    }
+    // A UEFI system always has variables: an empty directory is an unmounted efivarfs.
+    match mounter.mount(
+        Path::new("efivarfs"),
+        efivars.dir(),
+        &MountKind::Fs(Some("efivarfs".to_owned())),
+    ) {
+        Ok(()) if efivars.is_populated() => Some(efivars),
+        Ok(()) => {
+            tracing::warn!("efivarfs mounted but empty: UEFI variables are not available");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, dir = %efivars.dir().display(), "efivarfs is not available");
+            None
+        }
+    }
+}
+
+/// IPA's `_efi_boot_setup`: `Ok(false)` when the ramdisk is not UEFI-booted or cannot
+/// reach the variables (IPA: no efibootmgr), else what `manage_uefi` did.
+fn efi_boot_setup(env: &BootEnv<'_>, req: &Request) -> Result<bool, CommandError> {
+    if !env.sysroot.join("sys/firmware/efi").is_dir() {
+        return Ok(false);
+    }
+    if req.target_boot_mode != "uefi" {
+        tracing::warn!(
+            target_boot_mode = %req.target_boot_mode,
+            "the ramdisk booted in UEFI mode but the target boot mode differs"
+        );
+    }
+    let Some(efivars) = system_efivars(env.sysroot, env.mounter) else {
+        tracing::warn!("UEFI variables cannot be written: skipping the UEFI boot setup");
+        return Ok(false);
+    };
+    let uefi_env = UefiEnv {
+        dev_root: env.sysroot,
+        efivars: &efivars,
+        mounter: env.mounter,
+    };
+    Ok(manage_uefi(
+        &uefi_env,
+        env.device,
+        req.efi_system_part_uuid.as_deref(),
+    )?)
+}
+
+/// `<sysroot>/<device>`.
+fn rooted(env: &BootEnv<'_>, device: &Path) -> PathBuf {
+    uefi::under(env.sysroot, device)
 }

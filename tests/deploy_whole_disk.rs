@@ -236,6 +236,30 @@ impl Scratch {
         bytes
     }
 
+    /// An MBR (msdos) whole-disk image of [`IMAGE_LEN`] with disk identifier [`SIG`]:
+    /// a FAT32 boot partition and a Linux root, both holding data.
+    fn mbr_image(&self, seed: u64) -> Vec<u8> {
+        let path = self.path_str("mbr.raw");
+        File::create(&path).unwrap().set_len(IMAGE_LEN).unwrap();
+        let script = format!("label: dos\nlabel-id: 0x{SIG:08x}\n2048,8192,c,*\n,,83\n");
+        let mut child = Command::new("sfdisk")
+            .args(["-q", &path])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+        let mut bytes = std::fs::read(&path).unwrap();
+        pseudo_random(&mut bytes[MIB as usize..], seed);
+        assert_eq!(u32::from_le_bytes(bytes[440..444].try_into().unwrap()), SIG);
+        bytes
+    }
+
     /// `raw` converted to a compressed qcow2 by qemu-img.
     fn qcow2(&self, raw: &[u8]) -> Vec<u8> {
         let src = self.path_str("qcow-src.raw");
@@ -688,7 +712,8 @@ async fn checksum_mismatch_fails_and_wipes_the_start_of_the_disk() {
         details.contains("checksum") || details.contains("Checksum"),
         "{details}"
     );
-    assert!(srv.count("/disk.img") >= 1);
+    // A mismatch is retried like a download error (retries = 1: two downloads).
+    assert_eq!(srv.count("/disk.img"), 2);
     let head = disk.read(0, MIB);
     assert!(
         head != image[..MIB as usize],
@@ -987,6 +1012,108 @@ async fn config_drive_from_a_url() {
     agent.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redeploy_over_an_install_with_a_config_drive_adds_exactly_one_again() {
+    let disk = Disk::new(DEV_LEN);
+    let scratch = Scratch::new();
+    let first = scratch.gpt_image(20);
+    let iso = scratch.config_drive_iso("#cloud-config\nhostname: first\n");
+    let srv = serve("/first.img", first.clone(), Behaviour::default()).await;
+    let agent = start(&[&disk]).await;
+    let info = image_info("img-first", &srv.url("/first.img"), &first, json!("raw"));
+    let r = agent
+        .write_image(disk.path(), info, json!(b64(&gzip(&iso))))
+        .await;
+    assert_step_succeeded(&r, "img-first", &disk);
+    assert_config_drive(&disk, &iso);
+
+    // Another image and drive: the old table (and its backup GPT at the disk end) must
+    // not come back; one config drive partition again.
+    let second = Scratch::new().gpt_image(21);
+    srv.add("/second.img", second.clone());
+    let iso2 = Scratch::new().config_drive_iso("#cloud-config\nhostname: second\n");
+    let info = image_info("img-second", &srv.url("/second.img"), &second, json!("raw"));
+    let r = agent
+        .write_image(disk.path(), info, json!(b64(&gzip(&iso2))))
+        .await;
+    assert_step_succeeded(&r, "img-second", &disk);
+    assert_whole_disk_written(&disk, &second, 1);
+    assert_config_drive(&disk, &iso2);
+    assert_root_uuid(&agent, &disk).await;
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mbr_image_with_a_config_drive_gets_a_primary_partition_at_the_end() {
+    let disk = Disk::new(DEV_LEN);
+    disk.fill(0xAA, 32 * MIB);
+    let scratch = Scratch::new();
+    let image = scratch.mbr_image(22);
+    let iso = scratch.config_drive_iso("#cloud-config\nhostname: mbr\n");
+    let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
+    let agent = start(&[&disk]).await;
+    let info = image_info("img-mbr", &srv.url("/disk.img"), &image, json!("raw"));
+    let r = agent
+        .write_image(disk.path(), info, json!(b64(&gzip(&iso))))
+        .await;
+    assert_step_succeeded(&r, "img-mbr", &disk);
+
+    let back = disk.read(0, IMAGE_LEN);
+    // Boot code, signature and the image's two entries are kept.
+    assert_eq!(diff(&back[..478], &image[..478]), None);
+    assert_eq!(back[510..512], [0x55, 0xAA]);
+    assert_eq!(diff(&back[512..], &image[512..]), None, "image data");
+    let table = sfdisk_json(&disk.name());
+    assert_eq!(table["label"], "dos", "{table}");
+    assert_eq!(table["id"], format!("0x{SIG:08x}"));
+    let parts = table["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 3, "{table}");
+    let p = &parts[2];
+    assert_eq!(p["node"], format!("{}p3", disk.name()));
+    let (start, size) = (p["start"].as_u64().unwrap(), p["size"].as_u64().unwrap());
+    assert_eq!(start * 512, DEV_LEN - 64 * MIB, "{p}");
+    assert_eq!(size * 512, 64 * MIB, "{p}");
+    assert!(
+        disk.read(start * 512, iso.len() as u64) == iso,
+        "config drive content"
+    );
+    let probe = blkid_at(&disk.name(), start * 512);
+    assert!(probe.lines().any(|l| l == "LABEL=config-2"), "{probe}");
+    assert_root_uuid(&agent, &disk).await;
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_larger_than_the_device_fails_and_wipes_the_start() {
+    let disk = Disk::new(16 * MIB);
+    disk.fill(0xAA, 16 * MIB);
+    let scratch = Scratch::new();
+    let image = scratch.gpt_image(23); // 24 MiB
+    let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
+    let agent = start(&[&disk]).await;
+    let info = image_info("img-big", &srv.url("/disk.img"), &image, json!("raw"));
+    let r = agent
+        .finish(
+            "deploy.get_deploy_steps",
+            json!({"node": node(disk.path()), "ports": []}),
+        )
+        .await;
+    assert_eq!(r["command_status"], "SUCCEEDED");
+    let r = agent
+        .finish("standby.prepare_image", json!({"image_info": info}))
+        .await;
+    let (kind, _) = assert_failed(&r);
+    assert_eq!(kind, "ImageWriteError", "{r}");
+    assert_eq!(
+        srv.count("/disk.img"),
+        1,
+        "a local write error is not retried"
+    );
+    assert!(disk.read(0, MIB).iter().all(|&b| b == 0));
+    assert_eq!(agent.partition_uuids().await, json!({}));
+    agent.stop().await;
+}
+
 // ---------------------------------------------------------------- (7) cache_image
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1075,6 +1202,29 @@ async fn invalid_image_info_is_a_400_and_the_agent_keeps_serving() {
     }
     let (status, _) = agent.run("standby.prepare_image", json!({}), true).await;
     assert_eq!(status, 400);
+    // md5 is not enabled by the lookup here: an md5-only image_info is refused with
+    // InvalidCommandParamsError. The validator before the command runs cannot see the
+    // lookup settings, so it comes as a FAILED command rather than a 400.
+    let md5_only =
+        json!({"id": "a", "urls": [url], "checksum": "0123456789abcdef0123456789abcdef"});
+    let (status, body) = agent
+        .run(
+            "standby.prepare_image",
+            json!({"image_info": md5_only}),
+            true,
+        )
+        .await;
+    if status == 400 {
+        assert!(body["faultstring"]
+            .as_str()
+            .unwrap()
+            .starts_with("Invalid command parameters: "));
+    } else {
+        assert_eq!(status, 200, "{body}");
+        let (kind, details) = assert_failed(&body);
+        assert_eq!(kind, "InvalidCommandParamsError", "{body}");
+        assert!(details.contains("checksum"), "{details}");
+    }
     // Inside the deploy step the same validation fails the step.
     let r = agent
         .write_image(disk.path(), json!({"id": "a", "urls": [url]}), Value::Null)

@@ -74,8 +74,8 @@ fn mtools(cmd: &str, args: &[&str]) {
 #[derive(Default)]
 struct TestMounter {
     log: Mutex<Vec<String>>,
-    /// Fake mounts: the target and the names it held before.
-    vfat: Mutex<Vec<(PathBuf, Vec<String>)>>,
+    /// Fake mounts: the target, the names it held before, the device.
+    vfat: Mutex<Vec<(PathBuf, Vec<String>, PathBuf)>>,
 }
 
 fn dir_names(dir: &Path) -> Vec<String> {
@@ -137,7 +137,7 @@ impl Mounter for TestMounter {
         self.vfat
             .lock()
             .unwrap()
-            .push((target.to_path_buf(), before));
+            .push((target.to_path_buf(), before, source.to_path_buf()));
         Ok(())
     }
 
@@ -147,14 +147,27 @@ impl Mounter for TestMounter {
             .unwrap()
             .push(format!("umount {}", target.display()));
         let mut vfat = self.vfat.lock().unwrap();
-        if let Some(i) = vfat.iter().position(|(t, _)| t == target) {
-            let (_, before) = vfat.remove(i);
+        if let Some(i) = vfat.iter().position(|(t, _, _)| t == target) {
+            let (_, before, source) = vfat.remove(i);
             for e in fs::read_dir(target)? {
                 let e = e?;
                 if before.contains(&e.file_name().to_string_lossy().into_owned()) {
                     continue;
                 }
                 let p = e.path();
+                // Written back (merged, overwriting) so the fake mount is read-write.
+                let out = Command::new("mcopy")
+                    .env("MTOOLS_SKIP_CHECK", "1")
+                    .args(["-s", "-o", "-n", "-i"])
+                    .arg(&source)
+                    .arg(&p)
+                    .arg("::/")
+                    .output()?;
+                if !out.status.success() {
+                    return Err(io::Error::other(
+                        String::from_utf8_lossy(&out.stderr).into_owned(),
+                    ));
+                }
                 if p.is_dir() {
                     fs::remove_dir_all(p)?;
                 } else {
@@ -1061,4 +1074,96 @@ fn a_failing_grub_install_is_a_command_execution_error_and_unmounts() {
         ),
     )
     .unwrap();
+}
+
+fn mtype(node: &str, path: &str) -> String {
+    let out = Command::new("mtype")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .args(["-i", node, &format!("::{path}")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mtype {path}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_partition_images_efi_assets_are_preserved_and_registered_without_grub_install() {
+    let disk = esp_disk(true, &[]);
+    let root_uuid = Uuid::new_v4();
+    let tree = image_root(None);
+    let t = tree.path();
+    // A grub2 image (Red Hat naming) whose ESP content sits in the root filesystem.
+    for name in ["install", "mkconfig"] {
+        fs::rename(
+            t.join(format!("usr/sbin/grub-{name}")),
+            t.join(format!("usr/sbin/grub2-{name}")),
+        )
+        .unwrap();
+    }
+    fs::create_dir_all(t.join("boot/grub2")).unwrap();
+    fs::write(t.join("boot/grub2/grubenv"), "# GRUB Environment Block\n").unwrap();
+    fs::create_dir_all(t.join("boot/efi/EFI/BOOT")).unwrap();
+    fs::create_dir_all(t.join("boot/efi/EFI/fedora")).unwrap();
+    fs::write(t.join("boot/efi/EFI/BOOT/BOOTX64.EFI"), "MZ shim").unwrap();
+    fs::write(t.join("boot/efi/EFI/fedora/grubx64.efi"), "MZ grub").unwrap();
+    fs::write(t.join("boot/efi/EFI/fedora/grub.cfg"), "configfile stub").unwrap();
+    write_root_fs(&disk, tree.path(), root_uuid);
+
+    let sysroot = sysroot(true);
+    let vars = sysroot.path().join("sys/firmware/efi/efivars");
+    let mounter = TestMounter::default();
+    let env = BootEnv {
+        sysroot: sysroot.path(),
+        device: disk.dev.path(),
+        mounter: &mounter,
+        enable_bios_bootloader_install: true,
+    };
+    let esp_uuid = disk.esp_guid.to_string();
+    // The ESP is empty, so the UEFI step finds nothing and GRUB's path takes over.
+    run(
+        &env,
+        &request(
+            json!({"root_uuid": root_uuid.to_string(), "efi_system_part_uuid": esp_uuid,
+                   "target_boot_mode": "uefi"}),
+            false,
+        ),
+    )
+    .unwrap();
+
+    let dev = disk.dev.path().display().to_string();
+    let root_node = format!("{dev}p2");
+    let esp_node = format!("{dev}p1");
+    // GRUB's config regenerated, grub-install never run.
+    assert_eq!(
+        debugfs_cat(&root_node, "/install.log"),
+        "grub-mkconfig -o /boot/grub2/grub.cfg os_prober_disabled=true\n"
+    );
+    // The assets are on the ESP, with grub.cfg and grubenv added where missing.
+    assert_eq!(mtype(&esp_node, "/EFI/BOOT/BOOTX64.EFI"), "MZ shim");
+    assert_eq!(mtype(&esp_node, "/EFI/fedora/grubx64.efi"), "MZ grub");
+    assert_eq!(mtype(&esp_node, "/EFI/fedora/grub.cfg"), "configfile stub");
+    assert_eq!(mtype(&esp_node, "/EFI/BOOT/grub.cfg"), "# generated\n");
+    assert_eq!(
+        mtype(&esp_node, "/EFI/fedora/grubenv"),
+        "# GRUB Environment Block\n"
+    );
+    // Registered natively, first in BootOrder; the ESP recorded in the image's fstab.
+    let entries = EfiVars::new(&vars).boot_entries().unwrap();
+    assert_eq!(entries.len(), 1);
+    let opt = entries[0].option.clone().unwrap();
+    assert_eq!(opt.description, "ironic1");
+    assert_eq!(opt.file(), Some("\\EFI\\BOOT\\BOOTX64.EFI"));
+    assert_eq!(read_var(&vars, "BootOrder").unwrap(), order_bytes(&[0]));
+    assert_eq!(
+        debugfs_cat(&root_node, "/etc/fstab"),
+        format!("UUID=abc / ext4 defaults 0 1\nPARTUUID={esp_uuid}\t/boot/efi\tvfat\tumask=0077\t0\t1\n")
+    );
+    let calls = mounter.log();
+    let n_mounts = calls.iter().filter(|c| c.starts_with("mount ")).count();
+    let n_umounts = calls.iter().filter(|c| c.starts_with("umount ")).count();
+    assert_eq!(n_mounts, n_umounts, "{calls:?}");
 }

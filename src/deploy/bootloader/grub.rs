@@ -19,9 +19,9 @@ use std::process::Command;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::Mode;
 
+use super::efi_assets;
 use super::esp::{DiskView, EspError, Located};
-use super::uefi::{manage_uefi, UefiEnv};
-use super::{rooted, system_efivars, BootEnv, Request};
+use super::{rooted, BootEnv, Request};
 use crate::api::error::CommandError;
 use crate::deploy::mount::{MountKind, MountPoint, Mounts};
 
@@ -70,17 +70,15 @@ pub fn install_grub2(
             Ok(())
         }
         Err(Step::NotFound(e)) => Err(CommandError::DeviceNotFound(e.to_string())),
-        Err(Step::Uefi(e)) => Err(e),
         Err(Step::Grub(e)) => Err(CommandError::CommandExecution(format!(
             "Installing GRUB2 boot loader to device {dev} failed with {e}."
         ))),
     }
 }
 
-/// How a step failed: a partition missing, the UEFI step's own error, or GRUB.
+/// How a step failed: a partition missing, or GRUB.
 enum Step {
     NotFound(EspError),
-    Uefi(CommandError),
     Grub(GrubError),
 }
 
@@ -128,43 +126,48 @@ fn install(env: &BootEnv<'_>, root_uuid: &str, req: &Request) -> Result<(), Step
     let mount_point = MountPoint::new("root").map_err(|e| GrubError::Disk(e.to_string()))?;
     let result = in_root(
         env,
+        req,
         mount_point.path(),
         &root,
         esp.as_ref(),
-        req.efi_system_part_uuid.as_deref(),
         prep.as_ref(),
     );
     drop(mount_point);
-    result?;
+    let outcome = result?;
 
-    let (Some(esp), Some(esp_uuid)) = (esp, req.efi_system_part_uuid.as_deref()) else {
-        return Ok(());
-    };
-    // The loaders are on the ESP now; register them as for a whole-disk image.
-    if let Some(efivars) = system_efivars(env.sysroot, env.mounter) {
-        let uefi_env = UefiEnv {
-            dev_root: env.sysroot,
-            efivars: &efivars,
-            mounter: env.mounter,
-        };
-        let done =
-            manage_uefi(&uefi_env, env.device, Some(esp_uuid)).map_err(|e| Step::Uefi(e.into()))?;
-        if !done {
-            tracing::warn!(partition = %esp.path.display(), "grub-install left no loader on the ESP");
+    if outcome == Outcome::GrubInstalled && esp.is_some() {
+        // grub-install inside the chroot cannot reach the variables; register what it
+        // put on the ESP as for a whole-disk image. IPA leaves this to the firmware's
+        // removable-media fallback, so a failure here is only logged.
+        match super::efi_boot_setup(env, req) {
+            Ok(true) => tracing::info!("UEFI boot entries written for the installed GRUB"),
+            Ok(false) => tracing::info!("no UEFI boot entry written after grub-install"),
+            Err(e) => {
+                tracing::warn!(error = %e, "writing UEFI boot entries after grub-install failed")
+            }
         }
     }
     Ok(())
 }
 
+/// What the root-mounted part did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// The image's EFI assets were copied and registered; GRUB was not installed.
+    AssetsPreserved,
+    /// `grub-install` ran.
+    GrubInstalled,
+}
+
 /// Everything done with the root mounted; every mount is undone before returning.
 fn in_root(
     env: &BootEnv<'_>,
+    req: &Request,
     target: &Path,
     root: &Located,
     esp: Option<&Located>,
-    esp_uuid: Option<&str>,
     prep: Option<&Located>,
-) -> Result<(), GrubError> {
+) -> Result<Outcome, GrubError> {
     let mut mounts = Mounts::new(env.mounter);
     mounts.mount(&rooted(env, &root.path), target, MountKind::Fs(None))?;
     for dir in ["dev", "proc", "run"] {
@@ -178,15 +181,22 @@ fn in_root(
         MountKind::Fs(Some("sysfs".to_owned())),
     )?;
 
-    let grub = if target
-        .join("usr/sbin/grub2-install")
-        .symlink_metadata()
-        .is_ok()
-    {
+    let grub = if exists_in_root(target, "usr/sbin/grub2-install") {
         "grub2"
     } else {
         "grub"
     };
+    let esp_uuid = req.efi_system_part_uuid.as_deref();
+    if let (Some(esp), Some(uuid)) = (esp, esp_uuid) {
+        if let Ok(assets) = resolve_dir(target, "boot/efi/EFI") {
+            if preserve_assets(env, req, target, grub, esp, &assets)? {
+                append_fstab(target, &fstab_key(esp, uuid))?;
+                mounts.close()?;
+                return Ok(Outcome::AssetsPreserved);
+            }
+            tracing::info!("EFI assets not preserved: installing GRUB from the image");
+        }
+    }
     match esp {
         Some(esp) => {
             let efi_dir = resolve_dir(target, "boot/efi")?;
@@ -207,12 +217,57 @@ fn in_root(
             chroot(target, &format!("{grub}-install {}", shell_quote(disk)))?;
         }
     }
-    chroot(target, &format!("{grub}-mkconfig -o /boot/{grub}/grub.cfg"))?;
+    mkconfig(target, grub)?;
     if let (Some(esp), Some(uuid)) = (esp, esp_uuid) {
         append_fstab(target, &fstab_key(esp, uuid))?;
     }
     mounts.close()?;
-    Ok(())
+    Ok(Outcome::GrubInstalled)
+}
+
+/// IPA's `_try_preserve_efi_assets`: with the image's `/boot/efi/EFI` at `assets`,
+/// regenerate the GRUB config (if GRUB is installed), copy the assets onto the ESP and
+/// write the UEFI entries; `Ok(false)` sends the caller to `grub-install` instead.
+fn preserve_assets(
+    env: &BootEnv<'_>,
+    req: &Request,
+    target: &Path,
+    grub: &str,
+    esp: &Located,
+    assets: &Path,
+) -> Result<bool, GrubError> {
+    if exists_in_root(target, "usr/sbin/grub2-install")
+        || exists_in_root(target, "usr/sbin/grub-install")
+    {
+        mkconfig(target, grub)?;
+    }
+    let grub2 = resolve_dir(target, "boot/grub2").ok();
+    if let Err(e) = efi_assets::preserve(
+        env.mounter,
+        assets,
+        grub2.as_deref(),
+        &rooted(env, &esp.path),
+    ) {
+        tracing::warn!(error = %e, "preserving the image's EFI assets failed");
+        return Ok(false);
+    }
+    tracing::info!(partition = %esp.path.display(), "the image's EFI assets are on the ESP");
+    match super::efi_boot_setup(env, req) {
+        Ok(done) => Ok(done),
+        Err(e) => {
+            tracing::warn!(error = %e, "UEFI setup from the preserved assets failed");
+            Ok(false)
+        }
+    }
+}
+
+fn mkconfig(target: &Path, grub: &str) -> Result<(), GrubError> {
+    chroot(target, &format!("{grub}-mkconfig -o /boot/{grub}/grub.cfg"))
+}
+
+/// Whether `rel` exists inside the image root (links resolved inside it).
+fn exists_in_root(root: &Path, rel: &str) -> bool {
+    open_in_root(root, rel, OFlag::O_PATH, Mode::empty()).is_ok()
 }
 
 /// The ESP's fstab key: `PARTUUID=` when the conductor's id is the partition's

@@ -5,7 +5,8 @@
 //! - `efivar`: `EFI_LOAD_OPTION` and device path bytes; `efivars`: the efivarfs store.
 //! - `esp`: finding the ESP or a partition by UUID with our table readers.
 //! - `loaders`: which loaders an ESP offers and their labels; `uefi`: `manage_uefi`.
-//! - `grub`: the GRUB chroot path; `sys`: the two ioctls (immutable flag, BLKPG).
+//! - `grub`: the GRUB chroot path; `efi_assets`: a partition image's ESP content put on
+//!   its new ESP; `sys`: the two ioctls (immutable flag, BLKPG).
 //!
 //! The flow ([`run`]) is IPA's `install_bootloader`: the UEFI path when the ramdisk
 //! booted UEFI; success if it configured an entry; nothing more for a whole-disk image
@@ -13,6 +14,7 @@
 //! unless enabled. `ignore_bootloader_failure` turns a failure of either path into a
 //! logged error and lets the flow go on, as IPA does; the logs say what was not done.
 
+pub mod efi_assets;
 pub mod efivar;
 pub mod efivars;
 pub mod esp;
@@ -206,8 +208,18 @@ pub fn system_efivars(sysroot: &Path, mounter: &dyn Mounter) -> Option<EfiVars> 
 
 /// IPA's `_efi_boot_setup`: `Ok(false)` when the ramdisk is not UEFI-booted or cannot
 /// reach the variables (IPA: no efibootmgr), else what `manage_uefi` did.
-fn efi_boot_setup(env: &BootEnv<'_>, req: &Request) -> Result<bool, CommandError> {
+pub(crate) fn efi_boot_setup(env: &BootEnv<'_>, req: &Request) -> Result<bool, CommandError> {
     if !env.sysroot.join("sys/firmware/efi").is_dir() {
+        return Ok(false);
+    }
+    // IPA: `_efi_boot_setup` leaves software RAID to the GRUB path.
+    if env
+        .device
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("md"))
+    {
+        tracing::warn!(device = %env.device.display(), "UEFI boot setup is not done on software RAID");
         return Ok(false);
     }
     if req.target_boot_mode != "uefi" {

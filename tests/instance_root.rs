@@ -398,6 +398,27 @@ async fn search_mounts_the_partition_holding_etc_and_always_unmounts() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn missing_partition_nodes_are_added_before_mounting() {
+    let outside = Outside::new();
+    let disk = Disk::new(&outside);
+    // As after writing an image on a kernel without a GPT parser: no partition nodes.
+    run("partx", &["-d", disk.dev.to_str().unwrap()]);
+    assert!((1..=3).all(|n| !disk.part(n).exists()));
+    let st = state(&[&allow_disk(&disk)], &disk);
+    let (marker, _) = with_root(&st, None, |dir| std::fs::read(dir.join("marker")).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(marker, b"root");
+    assert!(disk.part(3).exists());
+    let (marker, _) = with_root(&st, Some("boot"), |dir| {
+        std::fs::read(dir.join("marker")).unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(marker, b"boot");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn partitions_are_named_by_label_number_uuid_partuuid_or_path() {
     let outside = Outside::new();
     let disk = Disk::new(&outside);

@@ -10,13 +10,16 @@
 //!
 //! Each candidate must pass the same checks as a write: the device allow-list (the
 //! partition or its disk must be listed) and the running-system check of
-//! [`crate::blockdev::open_for_write`]. It is mounted `nosuid,nodev,noexec` on a fresh
+//! [`crate::blockdev::open_for_write`]. A partition of the table whose device node the
+//! kernel did not create is added with BLKPG first (what IPA gets from `partx -a`).
+//! It is mounted `nosuid,nodev,noexec` on a fresh
 //! directory (no set-id program, device node or binary of the tenant's filesystem can
 //! act while the agent holds secrets), the closure runs, and the filesystem is unmounted
 //! and the directory removed even when the closure fails or panics. What the closure
 //! writes must go through [`crate::hw::safe_path`], which keeps every path inside.
 
 use std::fs::File;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -24,6 +27,7 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 use crate::agent::AgentState;
 use crate::blockdev::{open_for_write, AllowList};
+use crate::deploy::bootloader::esp::DiskView;
 use crate::hw::safe_path::RootDir;
 use crate::hw::{HwError, HwResult};
 use crate::partition::find::{describe, PartitionDetails};
@@ -121,6 +125,8 @@ pub struct Candidate {
     pub path: PathBuf,
     /// The disk it belongs to, when known (its allow-list entry covers the partition).
     pub disk: Option<PathBuf>,
+    /// Its number in the disk's table, when it was found there.
+    pub number: Option<u32>,
     /// The filesystem found on it.
     pub kind: FsKind,
     /// Its size in bytes (largest first when searching).
@@ -249,6 +255,7 @@ fn candidate(p: PartitionDetails, disk: &Path) -> Result<Candidate, InstanceRoot
     Ok(Candidate {
         path: p.path,
         disk: Some(disk.to_path_buf()),
+        number: Some(p.info.number),
         kind,
         size: p.info.size,
     })
@@ -302,6 +309,7 @@ fn named_device(state: &AgentState, path: &Path) -> Result<Candidate, InstanceRo
     Ok(Candidate {
         path: path.to_path_buf(),
         disk,
+        number: None,
         kind,
         size,
     })
@@ -323,6 +331,7 @@ fn parent_disk(state: &AgentState, path: &Path) -> Option<PathBuf> {
 /// the running-system check of the one write door.
 fn check_device(state: &AgentState, c: &Candidate) -> Result<(), InstanceRootError> {
     check_allowed(state, &c.path, c.disk.as_deref())?;
+    ensure_node(state, c)?;
     // The allow-list was applied above (with the disk rule); the door adds the
     // running-system and device-kind checks.
     open_for_write(&rooted(state, &c.path), &AllowList::default())
@@ -331,6 +340,34 @@ fn check_device(state: &AgentState, c: &Candidate) -> Result<(), InstanceRootErr
             path: c.path.clone(),
             reason: e.to_string(),
         })
+}
+
+/// Makes sure a partition found in the disk's table has its device node: a kernel
+/// without a parser for the table (or a re-read that found the disk busy) leaves that to
+/// user space, as IPA's `partx -a` does.
+fn ensure_node(state: &AgentState, c: &Candidate) -> Result<(), InstanceRootError> {
+    let (Some(disk), Some(number)) = (c.disk.as_deref(), c.number) else {
+        return Ok(());
+    };
+    let node = rooted(state, &c.path);
+    if std::fs::metadata(&node).is_ok_and(|m| m.file_type().is_block_device()) {
+        return Ok(());
+    }
+    let failed = |reason: String| InstanceRootError::Read {
+        path: c.path.clone(),
+        reason,
+    };
+    let view = DiskView::open(disk, &rooted(state, disk)).map_err(|e| failed(e.to_string()))?;
+    let part = view
+        .partition(number)
+        .ok_or_else(|| InstanceRootError::NotFound {
+            spec: number.to_string(),
+            dev: disk.to_path_buf(),
+        })?;
+    view.ensure_node(&part, &node)
+        .map_err(|e| failed(e.to_string()))?;
+    tracing::info!(partition = %c.path.display(), "partition device node added");
+    Ok(())
 }
 
 /// The allow-list part of the checks: the partition or its disk must be listed.

@@ -32,4 +32,5 @@ if [ $rc != 0 ]; then
     grep -E 'ERROR|WARNING|agent' "$STATE/ironic.log" | tail -n 40
     for f in "$STATE"/ira-*.log; do echo "---- tail of $f"; tail -n 40 "$f"; done
 fi
+IRA_BIN=$IRA_BIN "$HERE/deploy_step.sh" || rc=1
 exit $rc

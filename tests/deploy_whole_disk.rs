@@ -690,6 +690,13 @@ async fn qcow2_image_without_declared_format_is_detected_and_converted() {
     deploy_encoded("img-qcow2-null", qcow, Value::Null, &image).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_gpt_image_without_declared_format_is_detected_and_copied() {
+    let scratch = Scratch::new();
+    let image = scratch.gpt_image(17);
+    deploy_encoded("img-raw-null", image.clone(), Value::Null, &image).await;
+}
+
 // ---------------------------------------------------------------- (3) checksum mismatch
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1111,6 +1118,60 @@ async fn image_larger_than_the_device_fails_and_wipes_the_start() {
     );
     assert!(disk.read(0, MIB).iter().all(|&b| b == 0));
     assert_eq!(agent.partition_uuids().await, json!({}));
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_config_drives_fail_before_the_image_is_fetched() {
+    let disk = Disk::new(DEV_LEN);
+    disk.fill(0xAA, 32 * MIB);
+    let before = disk.read(0, 32 * MIB);
+    let scratch = Scratch::new();
+    let image = scratch.gpt_image(24);
+    let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
+    let agent = start(&[&disk]).await;
+    let cases = [
+        (
+            json!(srv.url("/missing-drive")),
+            "Can't download the configdrive",
+        ),
+        (json!("%%% not base64 %%%"), "not base64 encoded"),
+        (json!(b64(b"base64 but not gzip")), "decompressing"),
+    ];
+    for (n, (drive, want)) in cases.into_iter().enumerate() {
+        let id = format!("img-bad-cd-{n}");
+        let info = image_info(&id, &srv.url("/disk.img"), &image, json!("raw"));
+        let r = agent.write_image(disk.path(), info, drive).await;
+        let (kind, details) = assert_failed(&r);
+        assert_eq!(kind, "DeploymentError", "{r}");
+        assert!(details.contains(want), "{want}: {details}");
+    }
+    assert_eq!(srv.count("/missing-drive"), 1, "a 404 is not retried");
+    assert_eq!(srv.count("/disk.img"), 0);
+    assert!(disk.read(0, 32 * MIB) == before, "device bytes changed");
+    assert_eq!(agent.partition_uuids().await, json!({}));
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bug: image_info.configdrive is ignored when the configdrive argument is null or absent (src/deploy/prepare.rs:116 reads only the argument)"]
+async fn config_drive_inside_image_info_is_used_by_prepare_image() {
+    // IPA: `if configdrive is None: configdrive = image_info.pop('configdrive', None)`.
+    let disk = Disk::new(DEV_LEN);
+    let scratch = Scratch::new();
+    let image = scratch.gpt_image(25);
+    let iso = scratch.config_drive_iso("#cloud-config\nhostname: in-image-info\n");
+    let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
+    let agent = start(&[&disk]).await;
+    agent.deploy_steps(&node(disk.path())).await;
+    let mut info = image_info("img-cd-info", &srv.url("/disk.img"), &image, json!("raw"));
+    info["configdrive"] = json!(b64(&gzip(&iso)));
+    let r = agent
+        .finish("standby.prepare_image", json!({"image_info": info}))
+        .await;
+    assert_eq!(r["command_status"], "SUCCEEDED", "{r}");
+    assert_whole_disk_written(&disk, &image, 1);
+    assert_config_drive(&disk, &iso);
     agent.stop().await;
 }
 

@@ -872,6 +872,11 @@ fn unimplemented_generic_steps_fail_and_never_succeed() {
         assert!(!steps.is_empty());
         for step in steps {
             let name = step["step"].as_str().unwrap().to_owned();
+            // Implemented steps have their own tests (tests/instance_root.rs, the deploy
+            // tests).
+            if ["write_image", "inject_files"].contains(&name.as_str()) {
+                continue;
+            }
             let err = execute(&registry, kind, &step).unwrap_err();
             assert!(
                 matches!(&err, StepError::Failed { .. }),

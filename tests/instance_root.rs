@@ -439,6 +439,23 @@ async fn partitions_are_named_by_label_number_uuid_partuuid_or_path() {
         .unwrap_or_else(|e| panic!("{spec}: {e}"));
         assert_eq!(marker, want.as_bytes(), "{spec}");
     }
+    // After a partition image the recorded root is used as is, without a search (here
+    // it is the partition without etc/, which a search would skip).
+    st.deploy.record(Written {
+        image_id: "img".into(),
+        device: disk.dev.clone(),
+        uuids: PartitionUuids::Partition {
+            root_uuid: "not-used-when-the-path-matches".into(),
+            efi_system_partition_uuid: None,
+            partitions: [("root".to_owned(), disk.part(1).display().to_string())]
+                .into_iter()
+                .collect(),
+        },
+    });
+    let (marker, _) = with_root(&st, None, |dir| std::fs::read(dir.join("marker")).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(marker, b"boot");
     let err = with_root(&st, Some("no-such-label"), |_| ())
         .await
         .unwrap_err();

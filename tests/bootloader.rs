@@ -212,6 +212,20 @@ struct EspDisk {
     esp_guid: Uuid,
 }
 
+impl Drop for EspDisk {
+    fn drop(&mut self) {
+        // Partitions added with BLKPG outlive a loop device without partscan: remove
+        // them, or the next user of this loop number would see them.
+        for n in ["1", "2"] {
+            let _ = Command::new("delpart")
+                .arg(self.dev.path())
+                .arg(n)
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
 fn esp_disk(with_esp: bool, files: &[(&str, &[u8])]) -> EspDisk {
     let dev = LoopDev::new(160 * MIB);
     let allow = AllowList::new(vec![dev.path().display().to_string()]);
@@ -912,6 +926,28 @@ fn debugfs_cat(node: &str, path: &str) -> String {
     sh("debugfs", &["-R", &format!("cat {path}"), node])
 }
 
+/// Every mount in `calls` was undone (an unmount may be retried while busy), newest
+/// first, and none is left in the mount table.
+fn assert_all_unmounted(calls: &[String]) {
+    let mut stack: Vec<&str> = Vec::new();
+    for c in calls {
+        if let Some(rest) = c.strip_prefix("mount ") {
+            stack.push(rest.split(' ').nth(1).unwrap());
+        } else if let Some(target) = c.strip_prefix("umount ") {
+            // A retry repeats the last unmount; anything else must be the newest mount.
+            if stack.last() == Some(&target) {
+                stack.pop();
+            }
+        }
+    }
+    assert!(stack.is_empty(), "left mounted: {stack:?} in {calls:?}");
+    for c in calls {
+        if let Some(rest) = c.strip_prefix("mount ") {
+            assert!(!mounted_at(rest.split(' ').nth(1).unwrap()), "{c}");
+        }
+    }
+}
+
 fn mounted_at(target: &str) -> bool {
     fs::read_to_string("/proc/self/mounts")
         .unwrap()
@@ -959,14 +995,14 @@ fn grub_runs_in_the_image_root_with_dev_proc_sys_and_unmounts_everything() {
     let mounts: Vec<&String> = calls.iter().filter(|c| c.starts_with("mount ")).collect();
     let umounts: Vec<&String> = calls.iter().filter(|c| c.starts_with("umount ")).collect();
     assert_eq!(mounts.len(), 5, "{calls:?}"); // root, dev, proc, run, sys
-    assert_eq!(umounts.len(), 5, "{calls:?}");
+    assert_all_unmounted(&calls);
     let target = mounts[0].split(' ').nth(2).unwrap();
     // The node resolves under the agent's sysroot (here a link farm to the host's /dev).
     let rooted = sysroot.path().join(node.trim_start_matches('/'));
     assert!(mounts[0].starts_with(&format!("mount {} ", rooted.display())));
     assert_eq!(
-        umounts[4],
-        &format!("umount {target}"),
+        umounts.last().unwrap(),
+        &&format!("umount {target}"),
         "root unmounted last"
     );
     assert!(!mounted_at(target) && !Path::new(target).exists());
@@ -1022,8 +1058,8 @@ fn grub_with_an_esp_mounts_it_inside_the_root_and_records_it_in_fstab() {
         "ESP mounted outside the image root: {esp_mount}"
     );
     let n_mounts = calls.iter().filter(|c| c.starts_with("mount ")).count();
-    let n_umounts = calls.iter().filter(|c| c.starts_with("umount ")).count();
-    assert_eq!((n_mounts, n_umounts), (6, 6), "{calls:?}");
+    assert_eq!(n_mounts, 6, "{calls:?}");
+    assert_all_unmounted(&calls);
     assert!(!mounted_at(&root_target));
 }
 
@@ -1062,9 +1098,7 @@ fn a_failing_grub_install_is_a_command_execution_error_and_unmounts() {
     );
     assert!(details.contains("no space for core.img"), "{details}");
     let calls = mounter.log();
-    let n_mounts = calls.iter().filter(|c| c.starts_with("mount ")).count();
-    let n_umounts = calls.iter().filter(|c| c.starts_with("umount ")).count();
-    assert_eq!(n_mounts, n_umounts, "{calls:?}");
+    assert_all_unmounted(&calls);
     // Ignored, the same failure is a success.
     run(
         &env,
@@ -1163,7 +1197,57 @@ fn a_partition_images_efi_assets_are_preserved_and_registered_without_grub_insta
         format!("UUID=abc / ext4 defaults 0 1\nPARTUUID={esp_uuid}\t/boot/efi\tvfat\tumask=0077\t0\t1\n")
     );
     let calls = mounter.log();
-    let n_mounts = calls.iter().filter(|c| c.starts_with("mount ")).count();
-    let n_umounts = calls.iter().filter(|c| c.starts_with("umount ")).count();
-    assert_eq!(n_mounts, n_umounts, "{calls:?}");
+    assert_all_unmounted(&calls);
+}
+
+#[test]
+fn immutable_variables_are_unlocked_before_they_are_replaced_or_deleted() {
+    // efivarfs marks boot variables immutable; an ext4 temp dir can carry the same flag.
+    let d = efivars_dir();
+    let vars = EfiVars::new(d.path());
+    let old = expected_entry("ironic1", Uuid::new_v4(), "\\EFI\\old.efi");
+    assert_eq!(vars.create_boot_entry(&old).unwrap(), 0);
+    let boot0 = var_path(d.path(), "Boot0000").display().to_string();
+    let order = var_path(d.path(), "BootOrder").display().to_string();
+    sh("chattr", &["+i", &boot0, &order]);
+    assert!(
+        fs::remove_file(&boot0).is_err(),
+        "the flag must really block a plain delete"
+    );
+    vars.delete_boot_entry(0).unwrap();
+    assert!(read_var(d.path(), "Boot0000").is_none());
+    assert_eq!(read_var(d.path(), "BootOrder").unwrap(), order_bytes(&[]));
+}
+
+#[test]
+fn a_stale_kernel_partition_is_replaced_before_the_esp_is_mounted() {
+    let disk = esp_disk(true, &[("EFI/BOOT/BOOTX64.EFI", b"MZ")]);
+    let dev = disk.dev.path().display().to_string();
+    // What the kernel kept from an older table: partition 1 somewhere else.
+    let _ = Command::new("delpart").args([&dev, "1"]).output();
+    sh("addpart", &[&dev, "1", "4096", "8192"]);
+    let sys = format!("/sys/class/block/{}p1", disk.dev.name());
+    assert_eq!(
+        fs::read_to_string(format!("{sys}/start")).unwrap().trim(),
+        "4096"
+    );
+
+    let d = efivars_dir();
+    let vars = EfiVars::new(d.path());
+    let mounter = TestMounter::default();
+    let env = UefiEnv {
+        dev_root: Path::new("/"),
+        efivars: &vars,
+        mounter: &mounter,
+    };
+    assert!(manage_uefi(&env, disk.dev.path(), None).unwrap());
+    assert_eq!(
+        fs::read_to_string(format!("{sys}/start")).unwrap().trim(),
+        ESP_FIRST.to_string()
+    );
+    assert_eq!(
+        fs::read_to_string(format!("{sys}/size")).unwrap().trim(),
+        ESP_SECTORS.to_string()
+    );
+    assert_eq!(read_var(d.path(), "BootOrder").unwrap(), order_bytes(&[0]));
 }

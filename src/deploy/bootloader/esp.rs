@@ -179,33 +179,75 @@ impl DiskView {
         })
     }
 
-    /// Makes sure the node `rooted` (the partition's path under the agent's root)
-    /// exists as a block device: if the kernel has not created it, the partition is
-    /// added with BLKPG (what `partx -a` does) and the node awaited.
-    pub fn ensure_node(&self, part: &Located, rooted: &Path) -> Result<(), EspError> {
+    /// Makes sure partition `part` has its device node under `root` and that the
+    /// kernel's idea of it (sysfs `start`/`size`) matches the table: a missing
+    /// partition is added with BLKPG (what `partx -a` does), a stale one (left from the
+    /// table before the image was written, when the re-read failed) is replaced.
+    /// Returns the node's path under `root`.
+    pub fn ensure_node(&self, part: &Located, root: &Path) -> Result<PathBuf, EspError> {
+        let node = under(root, &part.path);
         let no_node = |reason: String| EspError::NoNode {
             dev: self.dev.clone(),
             number: part.number,
             node: part.path.clone(),
             reason,
         };
-        if is_block(rooted) {
-            return Ok(());
+        let name = part.path.file_name().unwrap_or_default();
+        let sys = under(root, Path::new("/sys/class/block")).join(name);
+        let want = (part.start / 512, part.size / 512); // sysfs counts 512-byte units
+        match kernel_extent(&sys) {
+            Some(have) if have == want && is_block(&node) => return Ok(node),
+            Some(have) if have != want => {
+                tracing::warn!(
+                    partition = %part.path.display(),
+                    kernel = ?have,
+                    table = ?want,
+                    "the kernel's partition differs from the table: replacing it"
+                );
+                match sys::delete_partition(&self.file, part.number) {
+                    Ok(()) | Err(nix::errno::Errno::ENXIO) => {}
+                    Err(e) => return Err(no_node(format!("BLKPG_DEL_PARTITION: {e}"))),
+                }
+            }
+            _ => {}
         }
-        match sys::add_partition(&self.file, part.number, part.start, part.size) {
-            // EBUSY: the kernel already has the partition; its node is on its way.
-            Ok(()) | Err(nix::errno::Errno::EBUSY) => {}
-            Err(e) => return Err(no_node(format!("BLKPG_ADD_PARTITION: {e}"))),
+        if kernel_extent(&sys) != Some(want) {
+            match sys::add_partition(&self.file, part.number, part.start, part.size) {
+                // EBUSY: the kernel got it meanwhile (udev, a re-read); checked below.
+                Ok(()) | Err(nix::errno::Errno::EBUSY) => {}
+                Err(e) => return Err(no_node(format!("BLKPG_ADD_PARTITION: {e}"))),
+            }
         }
         let deadline = Instant::now() + NODE_WAIT;
-        while Instant::now() < deadline {
-            if is_block(rooted) {
-                return Ok(());
+        loop {
+            if is_block(&node) && kernel_extent(&sys) == Some(want) {
+                return Ok(node);
+            }
+            if Instant::now() >= deadline {
+                return Err(no_node(format!("not there after {NODE_WAIT:?}")));
             }
             std::thread::sleep(NODE_POLL);
         }
-        Err(no_node(format!("not there after {NODE_WAIT:?}")))
     }
+}
+
+/// `/dev/...` under `root`.
+pub fn under(root: &Path, device: &Path) -> PathBuf {
+    if root == Path::new("/") {
+        device.to_path_buf()
+    } else {
+        root.join(device.strip_prefix("/").unwrap_or(device))
+    }
+}
+
+/// A partition's (start, size) in 512-byte units as the kernel has it, from sysfs.
+fn kernel_extent(sys: &Path) -> Option<(u64, u64)> {
+    let read = |f: &str| {
+        std::fs::read_to_string(sys.join(f))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+    };
+    Some((read("start")?, read("size")?))
 }
 
 fn is_block(path: &Path) -> bool {

@@ -119,7 +119,7 @@ fn install(env: &BootEnv<'_>, root_uuid: &str, req: &Request) -> Result<(), Step
         .chain(esp.as_ref())
         .chain(prep.as_ref())
     {
-        disk.ensure_node(part, &rooted(env, &part.path))
+        disk.ensure_node(part, env.sysroot)
             .map_err(|e| GrubError::Disk(e.to_string()))?;
     }
 

@@ -246,5 +246,5 @@ pub(crate) fn efi_boot_setup(env: &BootEnv<'_>, req: &Request) -> Result<bool, C
 
 /// `<sysroot>/<device>`.
 fn rooted(env: &BootEnv<'_>, device: &Path) -> PathBuf {
-    uefi::under(env.sysroot, device)
+    esp::under(env.sysroot, device)
 }

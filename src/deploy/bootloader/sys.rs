@@ -1,7 +1,7 @@
 //! The two ioctls the bootloader code needs, behind safe functions: clearing a file's
 //! immutable flag (FS_IOC_GETFLAGS/SETFLAGS; efivarfs marks boot variables immutable so
 //! a stray `rm` cannot brick a machine) and telling the kernel about one partition
-//! (BLKPG_ADD_PARTITION, what `partx -a` does) when it did not create the node itself.
+//! (BLKPG_ADD/DEL_PARTITION, what `partx -a`/`-d` do) when its view is missing or stale.
 //! The only `unsafe` in `deploy::bootloader`.
 #![allow(unsafe_code)]
 
@@ -30,6 +30,8 @@ nix::ioctl_write_ptr_bad!(blkpg, nix::request_code_none!(0x12, 105), BlkpgIoctlA
 
 /// `BLKPG_ADD_PARTITION` from `<linux/blkpg.h>`.
 const BLKPG_ADD_PARTITION: libc::c_int = 1;
+/// `BLKPG_DEL_PARTITION` from `<linux/blkpg.h>`.
+const BLKPG_DEL_PARTITION: libc::c_int = 2;
 
 /// `struct blkpg_ioctl_arg` from `<linux/blkpg.h>`.
 #[repr(C)]
@@ -78,6 +80,21 @@ pub fn clear_immutable(file: &File) -> Result<bool, Errno> {
 /// Adds partition `number` (bytes `start..start+length`) to the kernel's view of the
 /// disk open as `disk`, so its device node appears.
 pub fn add_partition(disk: &File, number: u32, start: u64, length: u64) -> Result<(), Errno> {
+    blkpg_partition(disk, BLKPG_ADD_PARTITION, number, start, length)
+}
+
+/// Removes partition `number` from the kernel's view of `disk` (EBUSY while in use).
+pub fn delete_partition(disk: &File, number: u32) -> Result<(), Errno> {
+    blkpg_partition(disk, BLKPG_DEL_PARTITION, number, 0, 0)
+}
+
+fn blkpg_partition(
+    disk: &File,
+    op: libc::c_int,
+    number: u32,
+    start: u64,
+    length: u64,
+) -> Result<(), Errno> {
     let mut part = BlkpgPartition {
         start: libc::c_longlong::try_from(start).map_err(|_| Errno::EOVERFLOW)?,
         length: libc::c_longlong::try_from(length).map_err(|_| Errno::EOVERFLOW)?,
@@ -86,7 +103,7 @@ pub fn add_partition(disk: &File, number: u32, start: u64, length: u64) -> Resul
         volname: [0; 64],
     };
     let arg = BlkpgIoctlArg {
-        op: BLKPG_ADD_PARTITION,
+        op,
         flags: 0,
         datalen: std::mem::size_of::<BlkpgPartition>() as libc::c_int,
         data: std::ptr::addr_of_mut!(part).cast(),

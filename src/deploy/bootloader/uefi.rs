@@ -6,11 +6,11 @@
 //! resolve under, the variable store, and the mounter, so tests run it on a loop device
 //! with a plain directory as efivarfs.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::efivar::{HardDrive, LoadOption};
 use super::efivars::{EfiVarError, EfiVars};
-use super::esp::{DiskView, EspError, Located};
+use super::esp::{under, DiskView, EspError, Located};
 use super::loaders::{boot_targets, find_loaders, BootTarget, LoaderError};
 use crate::api::error::CommandError;
 use crate::deploy::mount::{MountError, MountKind, MountPoint, Mounter, Mounts};
@@ -74,15 +74,6 @@ impl From<UefiError> for CommandError {
     }
 }
 
-/// `device` (a `/dev/...` name) under `root`.
-pub fn under(root: &Path, device: &Path) -> PathBuf {
-    if root == Path::new("/") {
-        device.to_path_buf()
-    } else {
-        root.join(device.strip_prefix("/").unwrap_or(device))
-    }
-}
-
 /// Sets up UEFI boot entries for the loaders on `device`'s ESP; `Ok(false)` when the
 /// ESP holds no loader (IPA: "Empty EFI partition"), so nothing was done.
 pub fn manage_uefi(
@@ -106,8 +97,8 @@ pub fn manage_uefi(
         (None, None) => return Err(UefiError::NoEsp(dev.clone())),
     };
     tracing::info!(device = %dev, partition = esp.number, "EFI system partition found");
-    let node = under(env.dev_root, &esp.path);
-    disk.ensure_node(&esp, &node)
+    let node = disk
+        .ensure_node(&esp, env.dev_root)
         .map_err(|e| configure(e.to_string()))?;
 
     let mount_point = MountPoint::new("esp").map_err(|e| configure(e.to_string()))?;

@@ -19,7 +19,6 @@
 //! writes must go through [`crate::hw::safe_path`], which keeps every path inside.
 
 use std::fs::File;
-use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -342,17 +341,13 @@ fn check_device(state: &AgentState, c: &Candidate) -> Result<(), InstanceRootErr
         })
 }
 
-/// Makes sure a partition found in the disk's table has its device node: a kernel
-/// without a parser for the table (or a re-read that found the disk busy) leaves that to
-/// user space, as IPA's `partx -a` does.
+/// Makes sure a partition found in the disk's table has a device node that matches the
+/// table: a kernel without a parser for the table (or a re-read that found the disk
+/// busy) leaves that to user space, as IPA's `partx -a` does.
 fn ensure_node(state: &AgentState, c: &Candidate) -> Result<(), InstanceRootError> {
     let (Some(disk), Some(number)) = (c.disk.as_deref(), c.number) else {
         return Ok(());
     };
-    let node = rooted(state, &c.path);
-    if std::fs::metadata(&node).is_ok_and(|m| m.file_type().is_block_device()) {
-        return Ok(());
-    }
     let failed = |reason: String| InstanceRootError::Read {
         path: c.path.clone(),
         reason,
@@ -364,9 +359,10 @@ fn ensure_node(state: &AgentState, c: &Candidate) -> Result<(), InstanceRootErro
             spec: number.to_string(),
             dev: disk.to_path_buf(),
         })?;
-    view.ensure_node(&part, &node)
+    let node = view
+        .ensure_node(&part, sysroot(state))
         .map_err(|e| failed(e.to_string()))?;
-    tracing::info!(partition = %c.path.display(), "partition device node added");
+    tracing::debug!(partition = %c.path.display(), node = %node.display(), "partition node ready");
     Ok(())
 }
 

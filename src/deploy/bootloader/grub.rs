@@ -96,12 +96,7 @@ fn find(disk: &mut DiskView, uuid: &str) -> Result<Located, Step> {
 }
 
 fn install(env: &BootEnv<'_>, root_uuid: &str, req: &Request) -> Result<(), Step> {
-    if env
-        .device
-        .file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with("md"))
-    {
+    if super::uefi::is_md(env.device) {
         return Err(GrubError::SoftwareRaid.into());
     }
     let mut disk = DiskView::open(env.device, &rooted(env, env.device))

@@ -213,12 +213,7 @@ pub(crate) fn efi_boot_setup(env: &BootEnv<'_>, req: &Request) -> Result<bool, C
         return Ok(false);
     }
     // IPA: `_efi_boot_setup` leaves software RAID to the GRUB path.
-    if env
-        .device
-        .file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with("md"))
-    {
+    if uefi::is_md(env.device) {
         tracing::warn!(device = %env.device.display(), "UEFI boot setup is not done on software RAID");
         return Ok(false);
     }

@@ -190,7 +190,8 @@ pub fn add_entry(
     Ok(number)
 }
 
-fn is_md(device: &Path) -> bool {
+/// Whether `device` is a software RAID array (`/dev/md*`).
+pub(crate) fn is_md(device: &Path) -> bool {
     device
         .file_name()
         .and_then(|n| n.to_str())

@@ -113,6 +113,11 @@ pub async fn prepare_image(
 ) -> Result<String, CommandError> {
     let info = parse_image_info(state, image_info)?;
     let node_uuid = info.node_uuid.clone().unwrap_or_else(|| "local".to_owned());
+    // The conductor sends the config drive as the argument and again inside image_info.
+    let configdrive = match configdrive {
+        None | Some(Value::Null) => image_info.get("configdrive"),
+        given => given,
+    };
     let drive = match configdrive_text(configdrive)? {
         Some(text) => {
             let source = source_options(state)?;

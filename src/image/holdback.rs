@@ -32,6 +32,9 @@ pub struct HoldBack<F> {
     head: Mutex<Head>,
     end: AtomicU64,
     written: AtomicU64,
+    /// Whether the target's start (and end) were zeroed: done just before the first byte
+    /// reaches the target, so an image refused by the format gate leaves it untouched.
+    invalidated: Mutex<bool>,
 }
 
 #[derive(Debug)]
@@ -42,7 +45,7 @@ struct Head {
 }
 
 impl<F: FileExt + AsFd + Send + Sync> HoldBack<F> {
-    /// Wraps `sink`; call [`Self::invalidate`] before the first write.
+    /// Wraps `sink`; the target is zeroed lazily, just before the first write reaches it.
     pub fn new(sink: DiskSink<F>) -> Self {
         Self {
             sink,
@@ -52,6 +55,7 @@ impl<F: FileExt + AsFd + Send + Sync> HoldBack<F> {
             }),
             end: AtomicU64::new(0),
             written: AtomicU64::new(0),
+            invalidated: Mutex::new(false),
         }
     }
 
@@ -100,9 +104,20 @@ impl<F: FileExt + AsFd + Send + Sync> HoldBack<F> {
         self.written.store(0, Ordering::Relaxed);
     }
 
-    /// Zeroes the start (and a block device's last MiB) before the image is written.
+    /// Zeroes the start (and a block device's last MiB) once, before the first byte of
+    /// the image is written; later calls do nothing.
     pub fn invalidate(&self) -> Result<(), ImageError> {
-        self.zero_regions()
+        let mut done = self.invalidated.lock().expect("invalidate lock poisoned");
+        if !*done {
+            self.zero_regions()?;
+            *done = true;
+        }
+        Ok(())
+    }
+
+    /// Whether anything was written to the target yet.
+    pub fn touched(&self) -> bool {
+        *self.invalidated.lock().expect("invalidate lock poisoned")
     }
 
     /// Writes `data` at `offset`: the part inside the first MiB goes to memory, the rest
@@ -124,6 +139,7 @@ impl<F: FileExt + AsFd + Send + Sync> HoldBack<F> {
             off += n as u64;
         }
         if !rest.is_empty() {
+            self.invalidate()?;
             self.sink.write_at(rest, off)?;
             self.written.fetch_add(rest.len() as u64, Ordering::Relaxed);
         }
@@ -133,6 +149,7 @@ impl<F: FileExt + AsFd + Send + Sync> HoldBack<F> {
     /// After verification: writes the held-back start, fits a regular file to the
     /// image's length, and syncs. Only then is the image on the target.
     pub fn commit(&self) -> Result<(), ImageError> {
+        self.invalidate()?;
         {
             let head = self.head.lock().expect("head lock poisoned");
             self.sink.write_at(&head.buf.full()[..head.len], 0)?;
@@ -143,7 +160,12 @@ impl<F: FileExt + AsFd + Send + Sync> HoldBack<F> {
 
     /// After a failure (already logged by the caller): zeroes the start again (and a
     /// block device's last MiB) and syncs.
+    /// A target never touched (the image was refused before its first write) is left
+    /// as it was.
     pub fn wipe(&self) -> Result<(), ImageError> {
+        if !self.touched() {
+            return Ok(());
+        }
         self.zero_regions()?;
         self.sink.sync()
     }
@@ -184,6 +206,19 @@ mod tests {
         assert_eq!(&before[HOLD_BACK as usize..], &img[HOLD_BACK as usize..]);
         hb.commit().unwrap();
         assert_eq!(read_all(&tmp), img);
+    }
+
+    #[test]
+    fn a_target_never_written_is_not_wiped() {
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(tmp.path(), vec![0xAA; 3 << 20]).unwrap();
+        let hb = HoldBack::new(DiskSink::new(tmp.reopen().unwrap(), "t").unwrap());
+        // Only held-back bytes so far: nothing reached the target.
+        hb.write_at(&image(4096), 0).unwrap();
+        assert!(!hb.touched());
+        hb.wipe().unwrap();
+        let after = std::fs::read(tmp.path()).unwrap();
+        assert!(after.iter().all(|&b| b == 0xAA));
     }
 
     #[test]

@@ -244,9 +244,7 @@ pub async fn write_image(
         } else {
             DiskSink::buffered(target, name)?
         };
-        let hb = HoldBack::new(sink);
-        hb.invalidate()?;
-        Ok(Arc::new(hb))
+        Ok(Arc::new(HoldBack::new(sink)))
     })
     .await?;
 
@@ -289,8 +287,13 @@ pub async fn write_image(
 
 /// Logs the cause, then wipes the target's start, then hands the cause back.
 async fn fail(hb: &Arc<HoldBack<File>>, err: ImageError) -> ImageError {
-    tracing::error!(error = %err, target = %hb.sink().path().display(),
-        "writing the image failed; wiping the start of the target");
+    if hb.touched() {
+        tracing::error!(error = %err, target = %hb.sink().path().display(),
+            "writing the image failed; wiping the start of the target");
+    } else {
+        tracing::error!(error = %err, target = %hb.sink().path().display(),
+            "the image was refused before any byte reached the target");
+    }
     let hb = hb.clone();
     if let Err(w) = blocking(move || hb.wipe()).await {
         tracing::error!(error = %w, "wiping the start of the target failed too");

@@ -146,6 +146,10 @@ deploy_node() {
     mac=$(random_mac)
     NODE_UUID=$(api create-node "ira-vm-$label-$$" "$mac") || { fail "$label: node created"; return 1; }
     api patch "$NODE_UUID" /properties/root_device '{"serial": "ira-vd0"}'
+    # The guest reaches the host's image server through QEMU's gateway, used as an HTTP
+    # proxy (Ironic passes it in image_info.proxies); the URL stays 127.0.0.1 for the
+    # conductor's own check.
+    api patch "$NODE_UUID" /driver_info/image_http_proxy "\"http://10.0.2.2:$HTTP_PORT\""
     api provision "$NODE_UUID" manage && api wait "$NODE_UUID" manageable 60 &&
         api provision "$NODE_UUID" provide && api wait "$NODE_UUID" available 60 ||
         { fail "$label: node available"; return 1; }
@@ -154,7 +158,7 @@ deploy_node() {
     api wait "$NODE_UUID" "wait call-back" 60 >/dev/null 2>&1 || { fail "$label: node waits in 'wait call-back'"; return 1; }
     port=$(vm_free_port)
     VM_DISK_SIZE=2G VM_MAC=$mac VM_HOSTPORT=$port \
-        VM_APPEND="ipa-api-url=$IRONIC_URL ira.fwd=$IRONIC_API_PORT,$HTTP_PORT ipa-advertise-host=127.0.0.1 ipa-advertise-port=$port" \
+        VM_APPEND="ipa-api-url=$IRONIC_URL ira.fwd=$IRONIC_API_PORT ipa-advertise-host=127.0.0.1 ipa-advertise-port=$port ipa-image-download-connection-retry-interval=1" \
         vm_boot "$label"
     if api wait "$NODE_UUID" "$end" 300; then
         pass "$label: node ends in '$end'"
@@ -185,7 +189,7 @@ make_gpt_image() {
     local f=$1 mib=$2
     rm -f "$f"
     truncate -s "${mib}M" "$f"
-    sgdisk -q -n 1:2048:0 -t 1:8300 "$f" >/dev/null
+    sgdisk -o -n 1:2048:0 -t 1:8300 "$f" >/dev/null
     local half=$(((mib - 2) / 2)) i=0
     while [ $i -lt "$half" ]; do
         dd if=/dev/urandom of="$f" bs=1M seek=$((1 + 2 * i)) count=1 conv=notrunc status=none

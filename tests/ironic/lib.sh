@@ -58,8 +58,7 @@ ironic_up() {
         -e "s|@AUTOMATED_CLEAN@|$clean|g" "$LIB_DIR/ironic.conf.in" > "$state/ironic.conf"
     "$IRONIC_VENV/bin/ironic-dbsync" --config-file "$state/ironic.conf" create_schema \
         > "$state/dbsync.log" 2>&1 || { cat "$state/dbsync.log" >&2; return 1; }
-    python3 -m http.server "$HTTP_PORT" --bind 127.0.0.1 --directory "$HTTP_ROOT" \
-        > "$state/http.log" 2>&1 &
+    python3 "$LIB_DIR/imgserver.py" "$HTTP_PORT" "$HTTP_ROOT" > "$state/http.log" 2>&1 &
     echo $! > "$state/http.pid"
     local start=$SECONDS
     "$IRONIC_VENV/bin/ironic" --config-file "$state/ironic.conf" > "$state/ironic.stdout" 2>&1 &

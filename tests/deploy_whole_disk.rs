@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use common::fake_conductor::{FakeConductor, Route};
 use common::misbehaving_http::{Behaviour, MisbehavingServer};
 use ira::agent::{AgentState, Secret};
 use ira::api::{self, ServerLimits};
@@ -26,6 +27,9 @@ use ira::commands::Commands;
 use ira::config::Config;
 use ira::hardware::{builtin_managers, BuiltinOptions, Registry};
 use ira::hw::{BootInfo, Cpu, Inventory, Memory, SystemVendor};
+use ira::ironic::backoff::HeartbeatPolicy;
+use ira::ironic::client::{ClientOptions, IronicClient};
+use ira::ironic::Heartbeater;
 
 const MIB: u64 = 1 << 20;
 const TOKEN: &str = "dep1oyT0kenXq3aZ9vV1bB2nN4mM5kK6jJ7hH8gG9fF";
@@ -227,7 +231,9 @@ impl Scratch {
         );
         let mut bytes = std::fs::read(&path).unwrap();
         let end = (IMAGE_LEN - 34 * 512) as usize;
-        pseudo_random(&mut bytes[MIB as usize..end], seed);
+        // From the end of the entries: the gap before the first partition is image
+        // content too (boot loaders live there) and sits in the held-back first MiB.
+        pseudo_random(&mut bytes[34 * 512..end], seed);
         // The last sector of the root partition holds data too: moving the backup GPT
         // must not touch it.
         bytes[end - 512..end].fill(0xC3);
@@ -255,7 +261,8 @@ impl Scratch {
             .unwrap();
         assert!(child.wait().unwrap().success());
         let mut bytes = std::fs::read(&path).unwrap();
-        pseudo_random(&mut bytes[MIB as usize..], seed);
+        // The gap after the MBR (where GRUB embeds itself) holds data too.
+        pseudo_random(&mut bytes[512..], seed);
         assert_eq!(u32::from_le_bytes(bytes[440..444].try_into().unwrap()), SIG);
         bytes
     }
@@ -1090,22 +1097,21 @@ async fn mbr_image_with_a_config_drive_gets_a_primary_partition_at_the_end() {
     agent.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn image_larger_than_the_device_fails_and_wipes_the_start() {
+/// Serves a 24 MiB image for a 16 MiB device (with or without a length) and returns
+/// the failed `prepare_image` result and the device's first MiB.
+async fn deploy_too_large(chunked: bool) -> (Value, Vec<u8>, Vec<u8>) {
     let disk = Disk::new(16 * MIB);
     disk.fill(0xAA, 16 * MIB);
     let scratch = Scratch::new();
-    let image = scratch.gpt_image(23); // 24 MiB
-    let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
+    let image = scratch.gpt_image(23);
+    let behaviour = Behaviour {
+        chunked,
+        ..Behaviour::default()
+    };
+    let srv = serve("/disk.img", image.clone(), behaviour).await;
     let agent = start(&[&disk]).await;
+    agent.deploy_steps(&node(disk.path())).await;
     let info = image_info("img-big", &srv.url("/disk.img"), &image, json!("raw"));
-    let r = agent
-        .finish(
-            "deploy.get_deploy_steps",
-            json!({"node": node(disk.path()), "ports": []}),
-        )
-        .await;
-    assert_eq!(r["command_status"], "SUCCEEDED");
     let r = agent
         .finish("standby.prepare_image", json!({"image_info": info}))
         .await;
@@ -1116,9 +1122,33 @@ async fn image_larger_than_the_device_fails_and_wipes_the_start() {
         1,
         "a local write error is not retried"
     );
-    assert!(disk.read(0, MIB).iter().all(|&b| b == 0));
     assert_eq!(agent.partition_uuids().await, json!({}));
     agent.stop().await;
+    (r, disk.read(0, MIB), image[..MIB as usize].to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_announced_larger_than_the_device_fails_and_never_boots() {
+    let (r, head, image_head) = deploy_too_large(false).await;
+    // Refused on its Content-Length: the start holds the old bytes or zeros, never
+    // the image's.
+    assert_ne!(head, image_head);
+    assert!(
+        head.iter().all(|&b| b == 0xAA) || head.iter().all(|&b| b == 0),
+        "head {:?}: {r}",
+        &head[..16]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_streamed_past_the_device_end_fails_and_wipes_the_start() {
+    // No length up front: bytes reach the device until it is full.
+    let (r, head, _) = deploy_too_large(true).await;
+    assert_eq!(
+        diff(&head, &vec![0u8; MIB as usize]),
+        None,
+        "the start is wiped: {r}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1218,13 +1248,29 @@ async fn cache_image_then_prepare_image_downloads_once() {
     assert_whole_disk_written(&disk, &image, 0);
     assert_root_uuid(&agent, &disk).await;
 
+    // cache_image of the cached id does nothing; with force it writes again.
+    let r = agent
+        .finish("standby.cache_image", json!({"image_info": info}))
+        .await;
+    assert_eq!(r["command_status"], "SUCCEEDED", "{r}");
+    assert_eq!(srv.count("/disk.img"), 1);
+    let r = agent
+        .finish(
+            "standby.cache_image",
+            json!({"image_info": info, "force": true}),
+        )
+        .await;
+    assert_eq!(r["command_status"], "SUCCEEDED", "{r}");
+    assert_eq!(srv.count("/disk.img"), 2);
+    assert_whole_disk_written(&disk, &image, 0);
+
     // A different id is downloaded.
     let other = image_info("img-cache-2", &srv.url("/disk.img"), &image, json!("raw"));
     let r = agent
         .finish("standby.prepare_image", json!({"image_info": other}))
         .await;
     assert_eq!(r["command_status"], "SUCCEEDED", "{r}");
-    assert_eq!(srv.count("/disk.img"), 2);
+    assert_eq!(srv.count("/disk.img"), 3);
     agent.stop().await;
 }
 
@@ -1335,6 +1381,26 @@ async fn a_device_outside_the_allow_list_is_never_written() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hint_chooses_among_allow_listed_devices() {
+    let first = Disk::new(DEV_LEN);
+    let second = Disk::new(DEV_LEN);
+    first.fill(0x11, 8 * MIB);
+    first.fill_at(0x11, DEV_LEN - MIB, MIB);
+    let scratch = Scratch::new();
+    let image = scratch.gpt_image(26);
+    let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
+    let agent = start(&[&first, &second]).await;
+    let info = image_info("img-second", &srv.url("/disk.img"), &image, json!("raw"));
+    let r = agent.write_image(second.path(), info, Value::Null).await;
+    assert_step_succeeded(&r, "img-second", &second);
+    assert_whole_disk_written(&second, &image, 0);
+    assert!(first.read(0, 8 * MIB).iter().all(|&b| b == 0x11));
+    assert!(first.read(DEV_LEN - MIB, MIB).iter().all(|&b| b == 0x11));
+    assert_root_uuid(&agent, &second).await;
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_hints_a_large_disk_outside_the_allow_list_is_not_chosen() {
     let small = Disk::new(DEV_LEN);
     let large = Disk::new(5 << 30); // sparse; the only disk >= 4 GiB
@@ -1379,6 +1445,8 @@ async fn status_message_shows_the_write_while_the_server_is_slow() {
     };
     let srv = serve("/disk.img", image.clone(), slow).await;
     let agent = start(&[&disk]).await;
+    let conductor = FakeConductor::start().await;
+    let heartbeats = start_heartbeats(&conductor, &agent.state).await;
     let node = node(disk.path());
     let versions = agent.deploy_steps(&node).await;
     assert!(agent.state.status_message.lock().unwrap().is_none());
@@ -1419,6 +1487,72 @@ async fn status_message_shows_the_write_while_the_server_is_slow() {
         "progress shown: {seen:?}"
     );
     assert_eq!(*agent.state.status_message.lock().unwrap(), None);
+
+    // The conductor saw the same lines in the heartbeats, and none once the write ended.
+    let before_end = conductor.requests_to(Route::Heartbeat).len();
+    let beats = conductor
+        .wait_for(Route::Heartbeat, before_end + 2, Duration::from_secs(5))
+        .await;
+    let sent: Vec<Option<String>> = beats
+        .iter()
+        .map(|b| {
+            b.body.as_ref().unwrap()["agent_status_message"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert!(
+        sent.iter()
+            .flatten()
+            .any(|m| m.starts_with(&prefix) && m.contains("MiB written")),
+        "{sent:?}"
+    );
+    assert!(
+        sent.iter().flatten().all(|m| m.starts_with(&prefix)),
+        "{sent:?}"
+    );
+    assert_eq!(sent.last(), Some(&None), "{sent:?}");
+    agent.state.stop_serving.send_replace(true);
+    tokio::time::timeout(Duration::from_secs(2), heartbeats)
+        .await
+        .unwrap()
+        .unwrap();
     assert_whole_disk_written(&disk, &image, 0);
     agent.stop().await;
+}
+
+/// Heartbeats from `state` to `conductor` every 60..120 ms.
+async fn start_heartbeats(
+    conductor: &FakeConductor,
+    state: &Arc<AgentState>,
+) -> tokio::task::JoinHandle<()> {
+    use rand::SeedableRng as _;
+    state.lookup.lock().unwrap().heartbeat_timeout = 200;
+    let client = IronicClient::new(&ClientOptions {
+        urls: vec![conductor.url()],
+        request_id: None,
+        forced_version: None,
+        timeout: Duration::from_secs(5),
+        insecure: false,
+        cafile: None,
+        tls_min_version: "1.2".into(),
+        system_roots: false,
+    })
+    .unwrap();
+    client.api_version().await;
+    let beater = Heartbeater {
+        client: Arc::new(client),
+        state: state.clone(),
+        node_uuid: NODE_UUID.into(),
+        callback_url: "http://127.0.0.1:9999".into(),
+        verify_ca: None,
+        policy: HeartbeatPolicy {
+            timeout_unit: Duration::from_millis(1),
+            error_base: Duration::from_millis(20),
+            min_gap: Duration::from_millis(50),
+            wake_every: Duration::from_millis(20),
+            ..HeartbeatPolicy::default()
+        },
+    };
+    tokio::spawn(beater.run(rand::rngs::StdRng::seed_from_u64(7)))
 }

@@ -704,6 +704,54 @@ async fn raw_gpt_image_without_declared_format_is_detected_and_copied() {
     deploy_encoded("img-raw-null", image.clone(), Value::Null, &image).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checksum_files_and_sha512_are_honoured() {
+    let disk = Disk::new(DEV_LEN);
+    let scratch = Scratch::new();
+    let image = scratch.gpt_image(29);
+    let srv = serve("/images/disk.img", image.clone(), Behaviour::default()).await;
+    let sums = format!(
+        "{}  disk.img.bak\n{}  disk.img\n{}  other.img\n",
+        sha256_hex(b"decoy"),
+        sha256_hex(&image),
+        sha256_hex(b"other")
+    );
+    srv.add("/images/SHA256SUMS", sums.into_bytes());
+    let sha512 = hex(ring::digest::digest(&ring::digest::SHA512, &image).as_ref());
+    let agent = start(&[&disk]).await;
+    let cases = [
+        json!({"checksum": srv.url("/images/SHA256SUMS")}),
+        json!({"os_hash_algo": "sha256", "os_hash_value": srv.url("/images/SHA256SUMS")}),
+        json!({"os_hash_algo": "sha512", "os_hash_value": sha512}),
+    ];
+    for (n, sum) in cases.into_iter().enumerate() {
+        let id = format!("img-sum-{n}");
+        let mut info = json!({"id": id, "urls": [srv.url("/images/disk.img")],
+            "disk_format": "raw", "stream_raw_images": true, "node_uuid": NODE_UUID});
+        info.as_object_mut()
+            .unwrap()
+            .extend(sum.as_object().unwrap().clone());
+        let r = agent.write_image(disk.path(), info, Value::Null).await;
+        assert_step_succeeded(&r, &id, &disk);
+        assert_whole_disk_written(&disk, &image, 0);
+    }
+    assert_eq!(srv.count("/images/SHA256SUMS"), 2);
+    assert_eq!(srv.count("/images/disk.img"), 3);
+
+    // A checksum file without a line for the image: refused, nothing of it written.
+    srv.add(
+        "/images/NOSUMS",
+        format!("{}  other.img\n", sha256_hex(&image)).into_bytes(),
+    );
+    let info = json!({"id": "img-nosum", "urls": [srv.url("/images/disk.img")],
+        "disk_format": "raw", "stream_raw_images": true,
+        "checksum": srv.url("/images/NOSUMS")});
+    let r = agent.write_image(disk.path(), info, Value::Null).await;
+    assert_failed(&r);
+    assert_eq!(srv.count("/images/disk.img"), 3, "the image is not fetched");
+    agent.stop().await;
+}
+
 // ---------------------------------------------------------------- (3) checksum mismatch
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -738,6 +786,7 @@ async fn checksum_mismatch_fails_and_wipes_the_start_of_the_disk() {
         "the start of the disk is wiped"
     );
     assert_eq!(agent.partition_uuids().await, json!({}));
+    assert_eq!(*agent.state.status_message.lock().unwrap(), None);
 
     // The standby command itself reports the checksum error type.
     let r = agent
@@ -855,6 +904,97 @@ async fn qcow2_with_a_backing_file_leaves_the_device_unchanged() {
         assert_eq!(diff(before, after), None, "{what}: device bytes changed");
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn format_gate_refusals_leave_the_device_unchanged() {
+    let disk = Disk::new(DEV_LEN);
+    disk.fill(0xAA, 32 * MIB);
+    disk.fill_at(0xBB, DEV_LEN - MIB, MIB);
+    let snapshot = |d: &Disk| [d.read(0, 32 * MIB), d.read(DEV_LEN - MIB, MIB)].concat();
+    let before = snapshot(&disk);
+    let scratch = Scratch::new();
+    let raw = scratch.gpt_image(27);
+    let qcow = scratch.qcow2(&raw);
+    let srv = serve("/raw.img", raw.clone(), Behaviour::default()).await;
+    srv.add("/disk.qcow2", qcow.clone());
+    let agent = start(&[&disk]).await;
+    let cases = [
+        (
+            "/raw.img",
+            &raw,
+            json!("qcow2"),
+            "Expected format was qcow2, but image was actually gpt",
+        ),
+        (
+            "/disk.qcow2",
+            &qcow,
+            json!("vmdk"),
+            "Expected format was vmdk, but image was actually qcow2",
+        ),
+        (
+            "/disk.qcow2",
+            &qcow,
+            Value::Null,
+            "Detected image format was qcow2, but only raw, gpt are allowed",
+        ),
+    ];
+    for (n, (path, bytes, fmt, want)) in cases.into_iter().enumerate() {
+        if n == 2 {
+            agent.state.lookup.lock().unwrap().permitted_image_formats =
+                vec!["raw".into(), "gpt".into()];
+        }
+        let id = format!("img-gate-{n}");
+        let info = image_info(&id, &srv.url(path), bytes, fmt);
+        let r = agent.write_image(disk.path(), info, Value::Null).await;
+        let (kind, details) = assert_failed(&r);
+        assert_eq!(kind, "DeploymentError", "{r}");
+        assert!(details.contains(want), "{want}: {details}");
+        assert_eq!(
+            diff(&snapshot(&disk), &before),
+            None,
+            "{want}: device changed"
+        );
+        assert_eq!(agent.partition_uuids().await, json!({}));
+    }
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_with_512_byte_sectors_on_a_4k_device_is_refused_after_the_write() {
+    let backing = tempfile::NamedTempFile::new().unwrap();
+    backing.as_file().set_len(DEV_LEN).unwrap();
+    let out = run(
+        "losetup",
+        &[
+            "--find",
+            "--show",
+            "--partscan",
+            "--sector-size",
+            "4096",
+            backing.path().to_str().unwrap(),
+        ],
+    );
+    let disk = Disk {
+        dev: PathBuf::from(out.trim()),
+        _backing: backing,
+    };
+    let scratch = Scratch::new();
+    let image = scratch.gpt_image(28);
+    let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
+    let agent = start(&[&disk]).await;
+    let info = image_info("img-512", &srv.url("/disk.img"), &image, json!("raw"));
+    let r = agent.write_image(disk.path(), info, Value::Null).await;
+    let (kind, details) = assert_failed(&r);
+    assert_eq!(kind, "DeploymentError", "{r}");
+    assert!(details.contains("partition"), "{details}");
+    // Written as it came (IPA's dd would have done the same) and verified.
+    assert!(
+        disk.read(0, IMAGE_LEN) == image,
+        "the image bytes are on the disk"
+    );
+    assert_eq!(agent.partition_uuids().await, json!({}));
+    agent.stop().await;
 }
 
 // ---------------------------------------------------------------- (5) raw means raw

@@ -768,8 +768,8 @@ async fn checksum_mismatch_fails_and_wipes_the_start_of_the_disk() {
     let r = agent
         .write_image(disk.path(), info.clone(), Value::Null)
         .await;
-    let (kind, details) = assert_failed(&r);
-    assert_eq!(kind, "DeploymentError", "{r}");
+    let (_, details) = assert_failed(&r);
+    // The error class: step_failures_keep_the_ipa_error_class.
     assert!(
         details.contains("checksum") || details.contains("Checksum"),
         "{details}"
@@ -853,8 +853,8 @@ async fn deploy_backed_qcow2(check: impl Fn(&str, &[u8], &[u8])) {
         let r = agent
             .write_image(disk.path(), info.clone(), Value::Null)
             .await;
-        let (kind, details) = assert_failed(&r);
-        assert_eq!(kind, "DeploymentError", "{r}");
+        let (_, details) = assert_failed(&r);
+        // The error class: step_failures_keep_the_ipa_error_class.
         assert!(details.contains("Security"), "{fmt}: {details}");
         check(&format!("step, {fmt}"), &before, &snapshot(&disk));
         assert_eq!(agent.partition_uuids().await, json!({}));
@@ -947,8 +947,8 @@ async fn format_gate_refusals_leave_the_device_unchanged() {
         let id = format!("img-gate-{n}");
         let info = image_info(&id, &srv.url(path), bytes, fmt);
         let r = agent.write_image(disk.path(), info, Value::Null).await;
-        let (kind, details) = assert_failed(&r);
-        assert_eq!(kind, "DeploymentError", "{r}");
+        let (_, details) = assert_failed(&r);
+        // The error class: step_failures_keep_the_ipa_error_class.
         assert!(details.contains(want), "{want}: {details}");
         assert_eq!(
             diff(&snapshot(&disk), &before),
@@ -994,6 +994,64 @@ async fn image_with_512_byte_sectors_on_a_4k_device_is_refused_after_the_write()
         "the image bytes are on the disk"
     );
     assert_eq!(agent.partition_uuids().await, json!({}));
+    agent.stop().await;
+}
+
+/// IPA's deploy extension re-raises the agent's own errors from a step unchanged
+/// (`except (errors.RESTError, ...): raise`), and `write_image` re-raises what
+/// `prepare_image` failed with (`cmd.wait()`), so the conductor's `last_error` names
+/// the real class.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bug: step errors lose their class: src/deploy/host.rs:29 step_error turns every CommandError but InvalidCommandParams into HwError::Failed, reported as DeploymentError"]
+async fn step_failures_keep_the_ipa_error_class() {
+    let disk = Disk::new(DEV_LEN);
+    let other = Disk::new(DEV_LEN);
+    let scratch = Scratch::new();
+    let image = scratch.gpt_image(30);
+    let base = scratch.path_str("base.raw");
+    std::fs::write(&base, &image).unwrap();
+    let overlay = scratch.path_str("overlay.qcow2");
+    run(
+        "qemu-img",
+        &[
+            "create", "-q", "-f", "qcow2", "-b", &base, "-F", "raw", &overlay,
+        ],
+    );
+    let backed = std::fs::read(&overlay).unwrap();
+    let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
+    srv.add("/backed.qcow2", backed.clone());
+    let agent = start(&[&disk]).await;
+
+    let mut bad_sum = image_info("img-sum", &srv.url("/disk.img"), &image, json!("raw"));
+    bad_sum["os_hash_value"] = json!(sha256_hex(b"another image"));
+    let backed_info = image_info(
+        "img-backed",
+        &srv.url("/backed.qcow2"),
+        &backed,
+        json!("qcow2"),
+    );
+    let good = image_info("img-good", &srv.url("/disk.img"), &image, json!("raw"));
+    let cases = [
+        (disk.path(), bad_sum, "ImageChecksumError", 500),
+        (disk.path(), backed_info, "InvalidImage", 500),
+        (other.path(), good, "DeviceNotFound", 404),
+    ];
+    for (dev, info, want, code) in cases {
+        let direct = agent
+            .finish("standby.prepare_image", json!({"image_info": info}))
+            .await;
+        let r = agent.write_image(dev, info, Value::Null).await;
+        assert_failed(&r);
+        if dev == disk.path() {
+            assert_failed(&direct);
+        }
+        assert_eq!(r["command_error"]["type"], want, "{r}");
+        assert_eq!(r["command_error"]["code"], code, "{r}");
+        assert_eq!(
+            r["command_error"]["message"], direct["command_error"]["message"],
+            "{r}"
+        );
+    }
     agent.stop().await;
 }
 
@@ -1474,7 +1532,12 @@ async fn invalid_image_info_is_a_400_and_the_agent_keeps_serving() {
     let r = agent
         .write_image(disk.path(), json!({"id": "a", "urls": [url]}), Value::Null)
         .await;
-    assert_failed(&r);
+    let (kind, details) = assert_failed(&r);
+    assert_eq!(kind, "DeploymentError", "{r}");
+    assert!(
+        details.contains("Image checksum is not available"),
+        "{details}"
+    );
 
     assert_eq!(agent.status_code().await, 200);
     let r = agent.finish("standby.sync", json!({})).await;
@@ -1502,8 +1565,8 @@ async fn a_device_outside_the_allow_list_is_never_written() {
     let r = agent
         .write_image(other.path(), info.clone(), Value::Null)
         .await;
-    let (kind, details) = assert_failed(&r);
-    assert_eq!(kind, "DeploymentError", "{r}");
+    let (_, details) = assert_failed(&r);
+    // The error class: step_failures_keep_the_ipa_error_class.
     assert!(details.contains("No suitable device"), "{details}");
     let r = agent
         .finish("standby.prepare_image", json!({"image_info": info}))

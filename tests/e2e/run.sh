@@ -76,7 +76,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-ironic_up "$SCRATCH/ironic" false || { FAILED_ANY=1; exit 1; }
+IRONIC_BIOS_BOOTLOADER=true ironic_up "$SCRATCH/ironic" false || { FAILED_ANY=1; exit 1; }
 
 # --- inspection -----------------------------------------------------------------------------
 scenario_inspection() {
@@ -154,6 +154,7 @@ deploy_node() {
         api provision "$NODE_UUID" provide && api wait "$NODE_UUID" available 60 ||
         { fail "$label: node available"; return 1; }
     api set-image "$NODE_UUID" "http://127.0.0.1:$HTTP_PORT/$image" "$sha" "$format"
+    [ -n "${DEPLOY_PREPARE:-}" ] && "$DEPLOY_PREPARE" "$NODE_UUID"
     api provision "$NODE_UUID" active ${DEPLOY_EXTRA:+"$DEPLOY_EXTRA"}
     api wait "$NODE_UUID" "wait call-back" 60 >/dev/null 2>&1 || { fail "$label: node waits in 'wait call-back'"; return 1; }
     port=$(vm_free_port)
@@ -264,8 +265,106 @@ scenario_deploy_refused() {
     fi
 }
 
-scenario_deploy_raw
-scenario_deploy_formats
-scenario_deploy_refused
+# boot_written_disk LABEL LOADER_LABEL: powers the deployed VM on again without a kernel;
+# OVMF must start the boot entry the agent wrote, from the written disk.
+boot_written_disk() {
+    local label=$1 entry=$2 t
+    VM_FIRMWARE=uefi VM_DISK_BOOT=1 VM_DISK_SIZE=2G vm_boot "$label" || { fail "$label: VM powered on again"; return; }
+    if t=$(vm_wait_console "starting Boot[0-9A-F]{4} \"$entry\"" 180 "$label"); then
+        pass "$label: OVMF starts the agent's boot entry \"$entry\" from the written disk ($t s)"
+        grep -aoE "starting Boot[0-9A-F]{4} \"$entry\".*" "$VM_SCRATCH/$label/console.log" | head -1 | sed 's/^/     /'
+    else
+        fail "$label: OVMF starts the agent's boot entry \"$entry\" from the written disk"
+    fi
+    vm_stop "$label"
+}
+
+# make_uefi_image FILE: a GPT disk image with a 64 MiB FAT32 ESP holding
+# EFI/BOOT/BOOTX64.EFI (the ramdisk's kernel, an EFI application) and a Linux partition.
+make_uefi_image() {
+    local f=$1 esp=$SCRATCH/esp.img
+    rm -f "$f" "$esp"
+    truncate -s 96M "$f"
+    sgdisk -o -n 1:2048:+64M -t 1:ef00 -n 2:0:0 -t 2:8300 "$f" >/dev/null
+    mkfs.vfat -F 32 -n EFI -C "$esp" $((64 * 1024)) >/dev/null
+    mmd -i "$esp" ::/EFI ::/EFI/BOOT
+    mcopy -i "$esp" "$REPO/images/out/ira.kernel" ::/EFI/BOOT/BOOTX64.EFI
+    dd if="$esp" of="$f" bs=1M seek=1 conv=notrunc status=none
+}
+
+scenario_deploy_uefi() {
+    echo "== scenario: UEFI whole-disk image under OVMF; the VM then boots the written disk"
+    make_uefi_image "$HTTP_ROOT/uefi.raw"
+    VM_FIRMWARE=uefi deploy_node deploy-uefi uefi.raw raw active || return
+    local con=$VM_SCRATCH/deploy-uefi/console.log
+    check "deploy-uefi: the agent wrote a UEFI boot entry through efivarfs" \
+        grep -aq 'boot entry created.*label=ironic1' "$con"
+    check "deploy-uefi: the disk holds the image" \
+        disk_holds_image "$VM_SCRATCH/deploy-uefi/vd0.img" "$HTTP_ROOT/uefi.raw"
+    boot_written_disk deploy-uefi ironic1
+}
+
+# part_offset DISK N: byte offset of partition N (sfdisk --json).
+part_field() {
+    sfdisk --json "$1" | python3 -c "import json,sys; t=json.load(sys.stdin)['partitiontable']; p=[p for p in t['partitions'] if p['node'].endswith(str($2))][0]; print(p['$3'] * t.get('sectorsize', 512) if '$3' in ('start','size') else p['$3'])"
+}
+
+scenario_deploy_partition() {
+    echo "== scenario: partition image with a config drive, UEFI under OVMF, to 'active'"
+    local tree=$SCRATCH/rootfs
+    rm -rf "$tree" && mkdir -p "$tree"/etc "$tree"/boot/efi/EFI/BOOT
+    printf '# ira e2e root\n' > "$tree/etc/fstab"
+    echo ira-e2e > "$tree/etc/hostname"
+    cp "$REPO/images/out/ira.kernel" "$tree/boot/efi/EFI/BOOT/BOOTX64.EFI"
+    rm -f "$HTTP_ROOT/root.img"
+    mkfs.ext4 -q -F -L ira-root -d "$tree" "$HTTP_ROOT/root.img" 64M
+    : > "$HTTP_ROOT/vmlinuz"
+    : > "$HTTP_ROOT/initrd"
+    local fsuuid
+    fsuuid=$(blkid -p -s UUID -o value "$HTTP_ROOT/root.img")
+    DEPLOY_PREPARE=partition_fields DEPLOY_EXTRA='{"configdrive": {"meta_data": {"hostname": "ira-e2e"}}}' \
+        VM_FIRMWARE=uefi deploy_node deploy-partition root.img raw active || return
+    local disk=$VM_SCRATCH/deploy-partition/vd0.img table
+    table=$(sfdisk --json "$disk")
+    echo "$table" | python3 -c 'import json,sys; [print("     %s start=%s size=%s type=%s" % (p["node"], p["start"], p["size"], p["type"])) for p in json.load(sys.stdin)["partitiontable"]["partitions"]]'
+    check "deploy-partition: GPT with ESP first, config drive, root last" python3 -c '
+import json, sys
+t = json.loads(sys.argv[1])["partitiontable"]
+p = t["partitions"]
+assert t["label"] == "gpt", t["label"]
+assert len(p) == 3, p
+assert p[0]["type"].upper() == "C12A7328-F81F-11D2-BA4B-00A0C93EC93B", p[0]
+assert p[2]["size"] * 512 == 1024 << 20, p[2]
+' "$table"
+    local root_off cd_off
+    root_off=$(part_field "$disk" 3 start)
+    cd_off=$(part_field "$disk" 2 start)
+    check "deploy-partition: the root partition holds the image" \
+        cmp -s -n "$(stat -c %s "$HTTP_ROOT/root.img")" -i "0:$root_off" "$HTTP_ROOT/root.img" "$disk"
+    dd if="$disk" of="$SCRATCH/cd.iso" bs=1M skip=$((cd_off >> 20)) count=1 status=none
+    check "deploy-partition: the config drive partition carries the conductor's ISO (config-2)" \
+        bash -c "blkid -p '$SCRATCH/cd.iso' | grep -q 'LABEL=\"config-2\"'"
+    local rd
+    rd=$(api field "$NODE_UUID" driver_internal_info.root_uuid_or_disk_id)
+    echo "     root_uuid_or_disk_id: $rd (image filesystem UUID $fsuuid)"
+    check "deploy-partition: root uuid is the root filesystem's UUID" test "$rd" = "\"$fsuuid\""
+    check "deploy-partition: the image's EFI assets went to the ESP, registered natively" \
+        grep -aq 'boot entry created' "$VM_SCRATCH/deploy-partition/console.log"
+    boot_written_disk deploy-partition 'ironic1'
+}
+
+# partition_fields UUID: the instance_info of a partition image (deploy_node hook).
+partition_fields() {
+    local u=$1
+    api patch "$u" /instance_info/image_type '"partition"'
+    api patch "$u" /instance_info/root_gb 1
+    api patch "$u" /instance_info/kernel "\"http://127.0.0.1:$HTTP_PORT/vmlinuz\""
+    api patch "$u" /instance_info/ramdisk "\"http://127.0.0.1:$HTTP_PORT/initrd\""
+}
+
+# E2E_SCENARIOS picks scenarios (default: all, in this order).
+for sc in ${E2E_SCENARIOS:-inspection deploy_raw deploy_formats deploy_refused deploy_uefi deploy_partition}; do
+    "scenario_$sc"
+done
 echo "vm-e2e: $passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -44,6 +44,7 @@ stop_pid_file() {
 }
 
 # ironic_up STATE AUTOMATED_CLEAN: config, schema, image server and Ironic in STATE.
+# IRONIC_BIOS_BOOTLOADER=true sets [agent]enable_bios_bootloader_install (default false).
 # Exports IRONIC_URL, IRONIC_API_PORT, HTTP_PORT, HTTP_ROOT.
 ironic_up() {
     local state=$1 clean=${2:-false}
@@ -55,7 +56,9 @@ ironic_up() {
     export IRONIC_API_PORT HTTP_PORT HTTP_ROOT IRONIC_URL
     sed -e "s|@STATE@|$state|g" -e "s|@API_PORT@|$IRONIC_API_PORT|g" \
         -e "s|@HTTP_PORT@|$HTTP_PORT|g" -e "s|@HTTP_ROOT@|$HTTP_ROOT|g" \
-        -e "s|@AUTOMATED_CLEAN@|$clean|g" "$LIB_DIR/ironic.conf.in" > "$state/ironic.conf"
+        -e "s|@AUTOMATED_CLEAN@|$clean|g" \
+        -e "s|@BIOS_BOOTLOADER@|${IRONIC_BIOS_BOOTLOADER:-false}|g" \
+        "$LIB_DIR/ironic.conf.in" > "$state/ironic.conf"
     "$IRONIC_VENV/bin/ironic-dbsync" --config-file "$state/ironic.conf" create_schema \
         > "$state/dbsync.log" 2>&1 || { cat "$state/dbsync.log" >&2; return 1; }
     python3 "$LIB_DIR/imgserver.py" "$HTTP_PORT" "$HTTP_ROOT" > "$state/http.log" 2>&1 &

@@ -1533,7 +1533,9 @@ async fn invalid_image_info_is_a_400_and_the_agent_keeps_serving() {
         .write_image(disk.path(), json!({"id": "a", "urls": [url]}), Value::Null)
         .await;
     let (kind, details) = assert_failed(&r);
-    assert_eq!(kind, "DeploymentError", "{r}");
+    // IPA re-raises the agent's own errors from a step unchanged.
+    assert_eq!(kind, "InvalidCommandParamsError", "{r}");
+    assert_eq!(r["command_error"]["code"], 400);
     assert!(
         details.contains("Image checksum is not available"),
         "{details}"

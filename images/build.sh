@@ -57,7 +57,7 @@ HW_MODULES=(
 BOOT_MODULES=(loop dm_mod md_mod raid0 raid1 raid10)
 # Shipped for the kernel to load on demand (mount, md personality, crypto requests).
 DEMAND_MODULES=(
-    raid456 efivarfs vfat nls_cp437 nls_iso8859_1 nls_utf8 isofs ext4 xfs
+    raid456 efivarfs vfat nls_cp437 nls_ascii nls_iso8859_1 nls_utf8 isofs ext4 xfs
     crc32c_generic crc32c_intel
 )
 # Without these the test VM (virtio NIC, virtio/NVMe/AHCI disks) cannot work.

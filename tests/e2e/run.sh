@@ -312,7 +312,7 @@ part_field() {
 scenario_deploy_partition() {
     echo "== scenario: partition image with a config drive, UEFI under OVMF, to 'active'"
     local tree=$SCRATCH/rootfs
-    rm -rf "$tree" && mkdir -p "$tree"/etc "$tree"/boot/efi/EFI/BOOT
+    rm -rf "$tree" && mkdir -p "$tree"/{etc,dev,proc,run,sys,tmp} "$tree"/boot/efi/EFI/BOOT
     printf '# ira e2e root\n' > "$tree/etc/fstab"
     echo ira-e2e > "$tree/etc/hostname"
     cp "$REPO/images/out/ira.kernel" "$tree/boot/efi/EFI/BOOT/BOOTX64.EFI"

@@ -339,8 +339,15 @@ assert p[2]["size"] * 512 == 1024 << 20, p[2]
     local root_off cd_off
     root_off=$(part_field "$disk" 3 start)
     cd_off=$(part_field "$disk" 2 start)
-    check "deploy-partition: the root partition holds the image" \
-        cmp -s -n "$(stat -c %s "$HTTP_ROOT/root.img")" -i "0:$root_off" "$HTTP_ROOT/root.img" "$disk"
+    # install_bootloader mounted the root read-write (fstab entry), so compare contents.
+    dd if="$disk" of="$SCRATCH/root.part" bs=1M skip=$((root_off >> 20)) count=64 status=none
+    check "deploy-partition: the root partition holds the image's filesystem" \
+        bash -c "debugfs -R 'cat /etc/hostname' '$SCRATCH/root.part' 2>/dev/null | grep -qx ira-e2e"
+    local fstab
+    fstab=$(debugfs -R 'cat /etc/fstab' "$SCRATCH/root.part" 2>/dev/null)
+    echo "     /etc/fstab now: $(tail -n 1 <<<"$fstab")"
+    check "deploy-partition: the ESP was added to the image's fstab" \
+        grep -qE '^UUID=[0-9A-F]{4}-[0-9A-F]{4}[[:space:]]+/boot/efi[[:space:]]+vfat' <<<"$fstab"
     dd if="$disk" of="$SCRATCH/cd.iso" bs=1M skip=$((cd_off >> 20)) count=1 status=none
     check "deploy-partition: the config drive partition carries the conductor's ISO (config-2)" \
         bash -c "blkid -p '$SCRATCH/cd.iso' | grep -q 'LABEL=\"config-2\"'"

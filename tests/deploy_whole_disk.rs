@@ -242,6 +242,47 @@ impl Scratch {
         bytes
     }
 
+    /// A GPT image of [`IMAGE_LEN`] with an ESP, a root and `copies` 4 MiB partitions
+    /// holding `iso` (an image that brings its own config drive); returns the image and
+    /// the byte offsets of those partitions.
+    fn gpt_image_with_config_drives(
+        &self,
+        seed: u64,
+        iso: &[u8],
+        copies: u32,
+    ) -> (Vec<u8>, Vec<u64>) {
+        let path = self.path_str("disk-cd.raw");
+        File::create(&path).unwrap().set_len(IMAGE_LEN).unwrap();
+        let mut args: Vec<String> = [
+            "-n",
+            "1:2048:+4M",
+            "-t",
+            "1:ef00",
+            "-n",
+            "2:0:+8M",
+            "-t",
+            "2:8300",
+        ]
+        .map(String::from)
+        .to_vec();
+        for n in 3..3 + copies {
+            args.extend(["-n".into(), format!("{n}:0:+4M")]);
+        }
+        args.push(path.clone());
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        run("sgdisk", &refs);
+        let mut bytes = std::fs::read(&path).unwrap();
+        pseudo_random(&mut bytes[MIB as usize..13 * MIB as usize], seed);
+        bytes[440..444].copy_from_slice(&SIG.to_le_bytes());
+        let mut offsets = Vec::new();
+        for k in 0..copies as u64 {
+            let off = 13 * MIB + k * 4 * MIB;
+            bytes[off as usize..off as usize + iso.len()].copy_from_slice(iso);
+            offsets.push(off);
+        }
+        (bytes, offsets)
+    }
+
     /// An MBR (msdos) whole-disk image of [`IMAGE_LEN`] with disk identifier [`SIG`]:
     /// a FAT32 boot partition and a Linux root, both holding data.
     fn mbr_image(&self, seed: u64) -> Vec<u8> {
@@ -1398,6 +1439,61 @@ async fn config_drive_inside_image_info_is_used_by_prepare_image() {
     assert_eq!(r["command_status"], "SUCCEEDED", "{r}");
     assert_whole_disk_written(&disk, &image, 1);
     assert_config_drive(&disk, &iso);
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_drive_partition_in_the_image_is_reused() {
+    let disk = Disk::new(DEV_LEN);
+    let scratch = Scratch::new();
+    let old_iso = scratch.config_drive_iso("#cloud-config\nhostname: baked-in\n");
+    let (image, offsets) = scratch.gpt_image_with_config_drives(31, &old_iso, 1);
+    let iso = Scratch::new().config_drive_iso("#cloud-config\nhostname: from-the-conductor\n");
+    assert_ne!(iso, old_iso);
+    let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
+    let agent = start(&[&disk]).await;
+    let info = image_info("img-own-cd", &srv.url("/disk.img"), &image, json!("raw"));
+    let r = agent
+        .write_image(disk.path(), info, json!(b64(&gzip(&iso))))
+        .await;
+    assert_step_succeeded(&r, "img-own-cd", &disk);
+    let table = sfdisk_json(&disk.name());
+    assert_eq!(table["partitions"].as_array().unwrap().len(), 3, "{table}");
+    assert!(
+        disk.read(offsets[0], iso.len() as u64) == iso,
+        "written into the image's partition"
+    );
+    let probe = blkid_at(&disk.name(), offsets[0]);
+    assert!(probe.lines().any(|l| l == "LABEL=config-2"), "{probe}");
+    assert_root_uuid(&agent, &disk).await;
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_config_drive_partitions_in_the_image_are_refused() {
+    let disk = Disk::new(DEV_LEN);
+    let scratch = Scratch::new();
+    let old_iso = scratch.config_drive_iso("#cloud-config\nhostname: twice\n");
+    let (image, offsets) = scratch.gpt_image_with_config_drives(32, &old_iso, 2);
+    let iso = Scratch::new().config_drive_iso("#cloud-config\nhostname: new\n");
+    let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
+    let agent = start(&[&disk]).await;
+    let info = image_info("img-two-cd", &srv.url("/disk.img"), &image, json!("raw"));
+    let r = agent
+        .write_image(disk.path(), info, json!(b64(&gzip(&iso))))
+        .await;
+    let (_, details) = assert_failed(&r);
+    assert!(
+        details.contains("More than one partition with label \"config-2\" exists"),
+        "{details}"
+    );
+    for off in offsets {
+        assert!(
+            disk.read(off, old_iso.len() as u64) == old_iso,
+            "left as the image had it"
+        );
+    }
+    assert_eq!(agent.partition_uuids().await, json!({}));
     agent.stop().await;
 }
 

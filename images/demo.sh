@@ -4,9 +4,10 @@
 #   bash images/demo.sh          install what is missing, build, start Ironic and the
 #                                image server, boot the ramdisk in QEMU, and walk a node
 #                                through inspection, then a second one through a deploy of
-#                                a sample image; prints every provision state with its
-#                                time, and where the logs are. Ironic and the VMs keep
-#                                running afterwards, so the agent's API can be explored.
+#                                a sample image to `active` (the VM's disk is then compared
+#                                with the image); prints every provision state with its
+#                                time, and where the logs are. Ironic keeps running
+#                                afterwards, so it can be explored.
 #   bash images/demo.sh down     stop everything the demo started (by PID) and remove its
 #                                state directory
 #
@@ -111,12 +112,15 @@ MAC2=$(random_mac)
 N2=$(api create-node ira-demo-deploy "$MAC2") || fail "node create"
 api provision "$N2" manage && api wait "$N2" manageable 60 || fail "manage"
 api provision "$N2" provide && api wait "$N2" available 60 || fail "provide"
+api patch "$N2" /properties/root_device '{"serial": "ira-vd0"}'
+# The guest reaches the image server through QEMU's gateway (10.0.2.2) as its HTTP proxy.
+api patch "$N2" /driver_info/image_http_proxy "\"http://10.0.2.2:$HTTP_PORT\""
 api set-image "$N2" "http://127.0.0.1:$HTTP_PORT/sample.raw" "$SHA"
 api provision "$N2" active
 api wait "$N2" "wait call-back" 60 || fail "deploy did not start"
 PORT=$(vm_free_port)
 VM_MAC=$MAC2 VM_HOSTPORT=$PORT \
-    VM_APPEND="ipa-api-url=$IRONIC_URL ira.fwd=$IRONIC_API_PORT,$HTTP_PORT ipa-advertise-host=127.0.0.1 ipa-advertise-port=$PORT" \
+    VM_APPEND="ipa-api-url=$IRONIC_URL ira.fwd=$IRONIC_API_PORT ipa-advertise-host=127.0.0.1 ipa-advertise-port=$PORT" \
     vm_boot deploy >/dev/null 2>&1 || fail "QEMU did not start"
 echo "   VM 'deploy' booting (console: $VM_CONSOLE)"
 api wait "$N2" active 300
@@ -124,15 +128,22 @@ STATE=$(api field "$N2" provision_state | tr -d '"')
 echo "   QEMU start -> $STATE: $(vm_elapsed deploy) s"
 if [ "$STATE" != active ]; then
     echo "   last_error: $(api field "$N2" last_error)"
-    echo "   (image writing arrives with the deploy work; until then write_image fails cleanly)"
+    fail "the deploy did not reach active"
+fi
+grep -aoE 'image written and verified.*' "$VM_DIR/console.log" | tail -n 1 | sed 's/^/   agent: /'
+echo "   root uuid stored by the conductor: $(api field "$N2" driver_internal_info.root_uuid_or_disk_id)"
+if cmp -s -n "$(stat -c %s "$HTTP_ROOT/sample.raw")" "$HTTP_ROOT/sample.raw" "$VM_DIR/vd0.img"; then
+    echo "   the VM's disk $VM_DIR/vd0.img holds the image byte for byte"
+else
+    fail "the VM's disk does not hold the image"
 fi
 
 cat <<EOF
 
-== done in $((SECONDS - t0)) s. Ironic and the deploy VM keep running:
+== done in $((SECONDS - t0)) s. Ironic keeps running (the agent powered the deploy VM off,
+   as the conductor asked at the end of the deploy):
    Ironic API      $IRONIC_URL   (export OS_ENDPOINT=$IRONIC_URL OS_AUTH_TYPE=none;
                    $IRONIC_VENV/bin/baremetal node list)
-   agent API       https://127.0.0.1:$PORT/v1/status   (curl -k; commands need the agent token)
    logs            $DEMO/ironic/ironic.log, $VM_SCRATCH/*/console.log (the agent logs there)
    stop it all     bash images/demo.sh down
 EOF

@@ -551,6 +551,9 @@ impl Agent {
             )
             .await;
         assert_eq!(r["command_name"], "execute_deploy_step");
+        if r["command_status"] == "SUCCEEDED" {
+            assert_eq!(r["command_result"]["deploy_step"], step, "echoed verbatim");
+        }
         r
     }
 
@@ -686,6 +689,48 @@ async fn raw_gpt_image_via_write_image_step() {
     assert_whole_disk_written(&disk, &image, 0);
     assert_root_uuid(&agent, &disk).await;
     assert!(agent.state.status_message.lock().unwrap().is_none());
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_image_as_a_service_step() {
+    let disk = Disk::new(DEV_LEN);
+    let scratch = Scratch::new();
+    let image = scratch.gpt_image(33);
+    let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
+    let agent = start(&[&disk]).await;
+    let node = node(disk.path());
+    let steps = agent
+        .finish(
+            "service.get_service_steps",
+            json!({"node": node, "ports": []}),
+        )
+        .await;
+    assert!(
+        steps["command_result"]["service_steps"]["GenericHardwareManager"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["step"] == "write_image"),
+        "{steps}"
+    );
+    let versions = steps["command_result"]["hardware_manager_version"].clone();
+    let info = image_info("img-service", &srv.url("/disk.img"), &image, json!("raw"));
+    let step = write_image_step(info, Value::Null);
+    let r = agent
+        .finish(
+            "service.execute_service_step",
+            json!({"step": step, "node": node, "ports": [], "service_version": versions}),
+        )
+        .await;
+    assert_eq!(r["command_status"], "SUCCEEDED", "{r}");
+    assert_eq!(r["command_result"]["service_step"], step);
+    assert_eq!(
+        r["command_result"]["service_result"]["result"],
+        format!("prepare_image: {}", expected_message("img-service", &disk))
+    );
+    assert_whole_disk_written(&disk, &image, 0);
+    assert_root_uuid(&agent, &disk).await;
     agent.stop().await;
 }
 

@@ -3,6 +3,7 @@
 //! `standby.cache_image` and `standby.get_partition_uuids`, with images served by a
 //! local HTTP server and written onto loop devices (with partition scanning, like a real
 //! disk). Every test reads the device back; only allow-listed loop devices are written.
+//! Needs root, losetup, sgdisk, sfdisk, blkid, qemu-img and genisoimage (tests/setup.sh).
 
 mod common;
 
@@ -101,6 +102,9 @@ fn b64(data: &[u8]) -> String {
 // ---------------------------------------------------------------- loop devices
 
 /// A loop device with partition scanning over a sparse temp file, detached on drop.
+/// Partition scanning matters: placing a config drive re-reads the table (BLKRRPART),
+/// which a loop device without it refuses. The kernel may still create no partition
+/// nodes (a kernel without table parsers), so tests read partitions at their offsets.
 #[derive(Debug)]
 struct Disk {
     dev: PathBuf,
@@ -835,6 +839,49 @@ async fn checksum_files_and_sha512_are_honoured() {
     let r = agent.write_image(disk.path(), info, Value::Null).await;
     assert_failed(&r);
     assert_eq!(srv.count("/images/disk.img"), 3, "the image is not fetched");
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_image_without_streaming_lands_the_same() {
+    let disk = Disk::new(DEV_LEN);
+    let scratch = Scratch::new();
+    let image = scratch.gpt_image(34);
+    let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
+    let agent = start(&[&disk]).await;
+    let mut info = image_info("img-nostream", &srv.url("/disk.img"), &image, json!("raw"));
+    info["stream_raw_images"] = json!(false);
+    let r = agent.write_image(disk.path(), info, Value::Null).await;
+    assert_step_succeeded(&r, "img-nostream", &disk);
+    assert_whole_disk_written(&disk, &image, 0);
+    assert_root_uuid(&agent, &disk).await;
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn urls_are_tried_in_order_but_a_4xx_is_fatal() {
+    let disk = Disk::new(DEV_LEN);
+    let scratch = Scratch::new();
+    let image = scratch.gpt_image(35);
+    let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
+    let agent = start(&[&disk]).await;
+    // A server that cannot be reached (after its retries): the next URL is used.
+    let refused = format!("{}/disk.img", common::refused_url());
+    let mut info = image_info("img-urls", &srv.url("/disk.img"), &image, json!("raw"));
+    info["urls"] = json!([refused, srv.url("/disk.img")]);
+    let r = agent.write_image(disk.path(), info, Value::Null).await;
+    assert_step_succeeded(&r, "img-urls", &disk);
+    assert_eq!(srv.count("/disk.img"), 1);
+    assert_whole_disk_written(&disk, &image, 0);
+
+    // IPA: a 4xx answer is fatal (ImageDownloadFatalError), the next URL is not tried.
+    let mut info = image_info("img-urls-404", &srv.url("/disk.img"), &image, json!("raw"));
+    info["urls"] = json!([srv.url("/gone.img"), srv.url("/disk.img")]);
+    let r = agent.write_image(disk.path(), info, Value::Null).await;
+    let (_, details) = assert_failed(&r);
+    assert!(details.contains("404"), "{details}");
+    assert_eq!(srv.count("/gone.img"), 1, "a 4xx is not retried");
+    assert_eq!(srv.count("/disk.img"), 1, "the second URL is not tried");
     agent.stop().await;
 }
 

@@ -1843,10 +1843,11 @@ async fn status_message_shows_the_write_while_the_server_is_slow() {
     let disk = Disk::new(DEV_LEN);
     let scratch = Scratch::new();
     let image = scratch.gpt_image(16);
-    // The body pauses after 4 MiB; the status is refreshed every 2 s, so a pause a
-    // little longer than that shows a progress line.
+    // The body pauses after 4 MiB for long enough that several heartbeats (every
+    // 60..120 ms) go out during the write. The progress line is published when the
+    // write starts and refreshed every 2 s after.
     let slow = Behaviour {
-        stall: Some((4 * MIB, Duration::from_millis(2600))),
+        stall: Some((4 * MIB, Duration::from_millis(600))),
         ..Behaviour::default()
     };
     let srv = serve("/disk.img", image.clone(), slow).await;

@@ -738,6 +738,77 @@ async fn write_image_as_a_service_step() {
     agent.stop().await;
 }
 
+/// Every event of every test in this binary, at every level.
+fn captured_logs() -> Arc<std::sync::Mutex<Vec<u8>>> {
+    static LOGS: std::sync::OnceLock<Arc<std::sync::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buffer = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || LogWriter(sink.clone()))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("one global subscriber");
+        buffer
+    })
+    .clone()
+}
+
+struct LogWriter(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_urls_and_config_drive_content_never_reach_the_logs() {
+    let logs = captured_logs();
+    let disk = Disk::new(DEV_LEN);
+    let scratch = Scratch::new();
+    let image = scratch.gpt_image(36);
+    let iso = scratch.config_drive_iso("#cloud-config\npassword: Tenant-Secret-42\n");
+    let drive = b64(&gzip(&iso));
+    let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
+    srv.add("/cd", drive.clone().into_bytes());
+    let agent = start(&[&disk]).await;
+    let signed = format!(
+        "{}?temp_url_sig=SIGimage0123456789&temp_url_expires=1",
+        srv.url("/disk.img")
+    );
+    let info = image_info("img-logs", &signed, &image, json!("raw"));
+    let r = agent.write_image(disk.path(), info, json!(drive)).await;
+    assert_step_succeeded(&r, "img-logs", &disk);
+    // A config drive URL with a signature too, on a cache hit.
+    let cd_url = format!("{}?temp_url_sig=SIGdrive9876543210", srv.url("/cd"));
+    let info = image_info("img-logs", &signed, &image, json!("raw"));
+    let r = agent.write_image(disk.path(), info, json!(cd_url)).await;
+    assert_step_succeeded(&r, "img-logs", &disk);
+    assert_config_drive(&disk, &iso);
+    agent.stop().await;
+
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert!(text.contains("img-logs"), "the deploy was logged at all");
+    assert!(
+        text.contains("/disk.img?***"),
+        "the URL is logged without its query"
+    );
+    for secret in [
+        "SIGimage0123456789",
+        "SIGdrive9876543210",
+        &drive[..40],
+        TOKEN,
+    ] {
+        assert!(!text.contains(secret), "{secret} in the logs");
+    }
+}
+
 // ---------------------------------------------------------------- (2) compressed and qcow2
 
 async fn deploy_encoded(id: &str, served: Vec<u8>, disk_format: Value, image: &[u8]) {

@@ -1788,7 +1788,7 @@ async fn invalid_image_info_is_a_400_and_the_agent_keeps_serving() {
 /// IPA's validator reads `md5_enabled` (set from the lookup), so an md5-only
 /// `image_info` is refused before the command starts while md5 is off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: an md5-only image_info is accepted by the validator and fails only when the command runs (src/commands/standby.rs:39 validates with md5 always allowed)"]
+#[ignore = "bug: an md5-only image_info is accepted by the validator and fails only when the command runs (src/commands/standby.rs:44 validates with md5 always allowed)"]
 async fn md5_only_image_info_is_a_400_while_md5_is_disabled() {
     let disk = Disk::new(DEV_LEN);
     let agent = start(&[&disk]).await;

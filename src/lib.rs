@@ -14,6 +14,7 @@ pub mod blockdev;
 pub mod commands;
 pub mod config;
 pub mod deploy;
+pub mod erase;
 pub mod hardware;
 pub mod image;
 pub mod inventory;

@@ -27,6 +27,8 @@ pub struct BuiltinOptions {
     /// `system_vendor.manufacturer` the example vendor manager claims (ignored when the
     /// `hwm-example` feature is off).
     pub example_vendor: String,
+    /// Devices the generic erase steps may touch (default: none).
+    pub erase: crate::erase::EraseScope,
 }
 
 impl Default for BuiltinOptions {
@@ -34,6 +36,7 @@ impl Default for BuiltinOptions {
         Self {
             inject_files_priority: 0,
             example_vendor: DEFAULT_EXAMPLE_VENDOR.to_owned(),
+            erase: crate::erase::EraseScope::disabled(),
         }
     }
 }
@@ -43,6 +46,7 @@ impl BuiltinOptions {
     pub fn from_config(config: &Config) -> Self {
         Self {
             inject_files_priority: config.inject_files_priority,
+            erase: crate::erase::EraseScope::from_config(config),
             ..Self::default()
         }
     }
@@ -347,8 +351,10 @@ impl Registry {
 
 /// The compiled-in managers, unordered and not yet evaluated.
 pub fn builtin_managers(options: &BuiltinOptions) -> Vec<Box<dyn HardwareManager>> {
-    let generic: Box<dyn HardwareManager> =
-        Box::new(GenericHardwareManager::new(options.inject_files_priority));
+    let generic: Box<dyn HardwareManager> = Box::new(
+        GenericHardwareManager::new(options.inject_files_priority)
+            .with_erase_scope(options.erase.clone()),
+    );
     let vendors = vendor_managers(options);
     std::iter::once(generic).chain(vendors).collect()
 }

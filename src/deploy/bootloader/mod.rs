@@ -20,6 +20,7 @@ pub mod efivars;
 pub mod esp;
 pub mod grub;
 pub mod loaders;
+pub mod nvram;
 mod sys;
 pub mod uefi;
 

@@ -28,6 +28,8 @@ pub const VERSION: &str = "1.2";
 pub struct GenericHardwareManager {
     /// Priority of the `inject_files` deploy/service step (config `inject_files_priority`).
     inject_files_priority: i64,
+    /// Devices the erase steps may touch (none by default).
+    erase: crate::erase::EraseScope,
 }
 
 impl GenericHardwareManager {
@@ -35,7 +37,14 @@ impl GenericHardwareManager {
     pub fn new(inject_files_priority: i64) -> Self {
         Self {
             inject_files_priority,
+            erase: crate::erase::EraseScope::disabled(),
         }
+    }
+
+    /// The same manager with erase steps working within `scope`.
+    pub fn with_erase_scope(mut self, scope: crate::erase::EraseScope) -> Self {
+        self.erase = scope;
+        self
     }
 }
 
@@ -71,6 +80,13 @@ impl HardwareManager for GenericHardwareManager {
         if call.step == "inject_files" {
             return crate::deploy::inject::inject_files(call);
         }
+        if call.step == "erase_devices_metadata" {
+            crate::erase::erase_devices_metadata(&self.erase, call.node)?;
+            return Ok(Value::Null);
+        }
+        if call.step == "clean_uefi_nvram" {
+            return clean_uefi_nvram(&self.erase.sysroot, call);
+        }
         tracing::warn!(step = call.step, kind = %call.kind, "generic step has no implementation");
         Err(HwError::Failed(format!(
             "step {} is not implemented by this agent yet",
@@ -92,4 +108,14 @@ fn write_image(call: &StepCall<'_>) -> HwResult<Value> {
         })?;
     call.host
         .prepare_image(image_info, call.args.get("configdrive"))
+}
+
+/// `clean_uefi_nvram` (clean/deploy): bad `match_patterns` are invalid parameters.
+fn clean_uefi_nvram(sysroot: &std::path::Path, call: &StepCall<'_>) -> HwResult<Value> {
+    use crate::deploy::bootloader::nvram::{self, NvramError};
+    match nvram::clean_uefi_nvram(sysroot, &crate::deploy::mount::SysMounter, call.args) {
+        Ok(()) => Ok(Value::Null),
+        Err(e @ NvramError::InvalidPatterns(_)) => Err(HwError::InvalidParams(e.to_string())),
+        Err(e) => Err(HwError::Failed(e.to_string())),
+    }
 }

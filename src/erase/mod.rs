@@ -1,0 +1,139 @@
+//! Erase steps of the generic manager (spec hardware-and-disks.md 5). Today:
+//! `erase_devices_metadata` (5.8).
+//!
+//! - `devices`: the candidate list of 5.1 (disks and their partitions from sysfs, the
+//!   allow-list, the skip list, never the running system's devices), sorted by name
+//!   descending.
+//! - `probe`: the per-device facts the step decides on (virtual media, RAID member,
+//!   read-only, holders) and the special-filesystem guard of 5.2.
+//! - `metadata`: the step itself: checks every device first, then destroys the
+//!   metadata of each, one thread per disk, and reports failures together.
+//!
+//! Where IPA would assume or skip silently we fail closed (INVARIANTS 7): a probe that
+//! cannot read a device aborts the step before anything is written.
+
+pub mod devices;
+pub mod metadata;
+pub mod probe;
+
+use std::path::{Path, PathBuf};
+
+use crate::blockdev::AllowList;
+use crate::config::Config;
+use crate::hw::HwError;
+
+pub use metadata::erase_devices_metadata;
+
+/// A glob no `/dev` path can match (`*` never matches `/`): the scope of
+/// [`EraseScope::disabled`].
+const NO_DEVICE: &str = "/nonexistent/no-device";
+
+/// Where erase steps look for devices and which ones they may touch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EraseScope {
+    /// The filesystem root `sys/`, `proc/` and `/dev` names are read under.
+    pub sysroot: PathBuf,
+    /// The device allow-list (empty: every device but the running system's).
+    pub allow: AllowList,
+    /// The agent option `guard_special_filesystems` (spec 5.2).
+    pub guard_special_filesystems: bool,
+}
+
+impl EraseScope {
+    /// The scope the agent configuration describes.
+    pub fn from_config(config: &Config) -> Self {
+        let sysroot = if config.sysroot.as_os_str().is_empty() {
+            PathBuf::from("/")
+        } else {
+            config.sysroot.clone()
+        };
+        Self {
+            sysroot,
+            allow: AllowList::new(config.device_allowlist.clone()),
+            guard_special_filesystems: config.guard_special_filesystems,
+        }
+    }
+
+    /// A scope that permits no device at all (the default, so a manager built
+    /// without the agent's configuration can never erase a disk of the machine).
+    pub fn disabled() -> Self {
+        Self {
+            sysroot: PathBuf::from("/"),
+            allow: AllowList::new(vec![NO_DEVICE.to_owned()]),
+            guard_special_filesystems: true,
+        }
+    }
+
+    /// `device` (a `/dev/...` name) as this process must open it.
+    pub fn rooted(&self, device: &str) -> PathBuf {
+        if self.sysroot == Path::new("/") {
+            PathBuf::from(device)
+        } else {
+            self.sysroot.join(device.trim_start_matches('/'))
+        }
+    }
+}
+
+impl Default for EraseScope {
+    fn default() -> Self {
+        Self::disabled()
+    }
+}
+
+/// Why an erase step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EraseError {
+    /// The device list could not be built (IPA: `BlockDeviceError`).
+    #[error("listing block devices: {0}")]
+    Listing(String),
+    /// `properties.skip_block_devices` cannot be applied.
+    #[error("applying skip_block_devices: {0}")]
+    SkipList(String),
+    /// A probe needed before touching a device failed; nothing was erased.
+    #[error("probing {device}: {reason}")]
+    Probe {
+        /// `/dev/<name>`.
+        device: String,
+        /// What failed.
+        reason: String,
+    },
+    /// A shared-disk filesystem was found (IPA: `ProtectedDeviceError`); nothing was
+    /// erased.
+    #[error(
+        "Protected {what} located on device {device}. This volume or contents may be a \
+         shared block device. Please consult your storage administrator, and restart \
+         cleaning after either detaching the volumes, or instructing IPA to not protect \
+         contents. See Ironic Python Agent documentation for more information."
+    )]
+    Protected {
+        /// `/dev/<name>`.
+        device: String,
+        /// What was found, e.g. `VMware VMFS Partition (MBR)`.
+        what: &'static str,
+    },
+    /// A device is held by a device-mapper device (LVM, dm-crypt); nothing was erased.
+    #[error("{device} is in use by {holders}: deactivate it before erasing")]
+    Held {
+        /// `/dev/<name>`.
+        device: String,
+        /// The holders' kernel names, comma-separated.
+        holders: String,
+    },
+    /// Some devices failed (IPA: `BlockDeviceEraseError`), in processing order.
+    #[error("Failed to erase the metadata on the device(s): {}", join_failures(.0))]
+    Devices(Vec<(String, String)>),
+}
+
+fn join_failures(failures: &[(String, String)]) -> String {
+    failures
+        .iter()
+        .map(|(dev, err)| format!("\"{dev}\": {err}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl From<EraseError> for HwError {
+    fn from(e: EraseError) -> Self {
+        HwError::Failed(e.to_string())
+    }
+}

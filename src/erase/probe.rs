@@ -1,0 +1,248 @@
+//! What the erase steps need to know about a device before touching it (spec 5.1,
+//! 5.2), read natively: sysfs for read-only flags and holders, the device's own bytes
+//! for md superblocks and shared-disk filesystems, the parent's partition table for
+//! partition types. Devices are only opened read-only here, always as the whole disk
+//! (a partition is read at its sysfs offset), so no partition node is needed.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+
+use uuid::Uuid;
+
+use crate::inventory::read::{list_dir_opt, read_opt, read_u64, under};
+use crate::partition::table::{read_table, PartitionTable};
+use crate::partition::Geometry;
+
+use super::devices::{partitions, Candidate};
+use super::EraseScope;
+
+/// The link udev makes for the virtual-media floppy/USB image of agent parameters.
+const VIRTUAL_MEDIA_LABEL: &str = "dev/disk/by-label/ir-vfd-dev";
+/// md superblock magic (`MD_SB_MAGIC`).
+const MD_MAGIC: u32 = 0xa92b_4efc;
+/// GFS2 superblock: at 64 KiB, big-endian magic then metadata type 1.
+const GFS2_SB_OFFSET: u64 = 64 << 10;
+const GFS2_MAGIC: u32 = 0x0116_1970;
+const GFS2_METATYPE_SB: u32 = 1;
+/// Partition types IPA guards (5.2): GPT type GUIDs and the MBR type byte.
+const GUARDED_GPT: [(&str, &str); 2] = [
+    ("37affc90-ef7d-4e96-91c3-2d7ae055b174", "IBM GPFS Partition"),
+    (
+        "aa31e02a-400f-11db-9590-000c2911d1b8",
+        "VMware VMFS Partition (GPT)",
+    ),
+];
+const GUARDED_MBR: (u8, &str) = (0xfb, "VMware VMFS Partition (MBR)");
+const GFS2_WHAT: &str = "Red Hat Global File System 2";
+
+/// Whether `dev` is the virtual-media device (`/dev/disk/by-label/ir-vfd-dev` points
+/// at it).
+pub fn is_virtual_media(scope: &EraseScope, dev: &Candidate) -> bool {
+    std::fs::read_link(under(&scope.sysroot, VIRTUAL_MEDIA_LABEL))
+        .ok()
+        .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .is_some_and(|name| name == dev.kname)
+}
+
+/// Whether the kernel flags `dev` read-only (its own `ro`, else its disk's). An
+/// unreadable flag counts as writable, as in IPA: the write then fails loudly.
+pub fn is_read_only(scope: &EraseScope, dev: &Candidate) -> bool {
+    let root = &scope.sysroot;
+    let own = read_opt(&under(root, &format!("sys/class/block/{}/ro", dev.kname)));
+    let flag = own.or_else(|| read_opt(&under(root, &format!("sys/block/{}/ro", dev.disk))));
+    match flag {
+        Some(v) => v == "1",
+        None => {
+            tracing::warn!(device = %dev.name, "cannot read the read-only flag; assuming writable");
+            false
+        }
+    }
+}
+
+/// Kernel names of the devices stacked on `dev` or, for a disk, on any of its
+/// partitions (`holders/`): md arrays, device-mapper devices.
+pub fn holders(scope: &EraseScope, dev: &Candidate) -> io::Result<Vec<String>> {
+    let root = &scope.sysroot;
+    let mut names = vec![dev.kname.clone()];
+    if !dev.is_partition() {
+        names.extend(
+            partitions(root, &dev.kname)
+                .map_err(|e| io::Error::other(e.to_string()))?
+                .into_iter()
+                .map(|p| p.kname),
+        );
+    }
+    let mut out = Vec::new();
+    for name in names {
+        out.extend(list_dir_opt(&under(
+            root,
+            &format!("sys/class/block/{name}/holders"),
+        )));
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// Whether `dev` is a Linux RAID member: an md array holds it (or one of its
+/// partitions), or an md superblock (0.90, 1.0, 1.1, 1.2) sits on it or on one of its
+/// partitions. IPA's `lsblk --fs` sees the same signatures and includes children too.
+pub fn is_raid_member(scope: &EraseScope, dev: &Candidate) -> io::Result<bool> {
+    if holders(scope, dev)?.iter().any(|h| h.starts_with("md")) {
+        return Ok(true);
+    }
+    let mut disk = open_disk(scope, &dev.disk)?;
+    for (start, size) in extents(scope, dev)? {
+        if has_md_superblock(&mut disk, start, size)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The special-filesystem guard (5.2): `Some(what)` when `dev` is a partition of a
+/// guarded type (GPFS, VMFS; GUIDs compared case-insensitively) or carries a GFS2
+/// superblock.
+pub fn protected(scope: &EraseScope, dev: &Candidate) -> io::Result<Option<&'static str>> {
+    let mut disk = open_disk(scope, &dev.disk)?;
+    if let Some(number) = dev.partition {
+        let geometry = Geometry::of_file(&disk).map_err(io::Error::other)?;
+        match read_table(&mut disk, geometry).map_err(io::Error::other)? {
+            Some(PartitionTable::Gpt(gpt)) => {
+                if let Some(entry) = gpt.entry(number) {
+                    if let Some(what) = guarded_gpt_type(&entry.type_guid) {
+                        return Ok(Some(what));
+                    }
+                }
+            }
+            Some(PartitionTable::Mbr(mbr)) => {
+                let kind = mbr
+                    .partitions()
+                    .into_iter()
+                    .find(|(n, ..)| *n == number)
+                    .map(|(_, kind, ..)| kind);
+                if kind == Some(GUARDED_MBR.0) {
+                    return Ok(Some(GUARDED_MBR.1));
+                }
+            }
+            None => {}
+        }
+    }
+    let (start, size) = own_extent(scope, dev)?;
+    if size >= GFS2_SB_OFFSET + 8 {
+        let mut b = [0u8; 8];
+        read_at(&mut disk, start + GFS2_SB_OFFSET, &mut b)?;
+        let magic = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        let kind = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
+        if magic == GFS2_MAGIC && kind == GFS2_METATYPE_SB {
+            return Ok(Some(GFS2_WHAT));
+        }
+    }
+    Ok(None)
+}
+
+/// The label IPA gives a guarded GPT partition type.
+pub fn guarded_gpt_type(type_guid: &Uuid) -> Option<&'static str> {
+    let text = type_guid.hyphenated().to_string();
+    GUARDED_GPT
+        .iter()
+        .find(|(guid, _)| guid.eq_ignore_ascii_case(&text))
+        .map(|(_, what)| *what)
+}
+
+/// Whether an md superblock of any version lies inside `size` bytes at `start`.
+pub fn has_md_superblock<R: Read + Seek + ?Sized>(
+    r: &mut R,
+    start: u64,
+    size: u64,
+) -> io::Result<bool> {
+    let mut offsets = vec![0u64, 4096];
+    if size >= 128 << 10 {
+        offsets.push((size & !0xffff) - 0x10000);
+    }
+    if size >= 16 << 10 {
+        offsets.push((((size >> 9) - 16) & !7) << 9);
+    }
+    for off in offsets {
+        if off + 4 > size {
+            continue;
+        }
+        let mut b = [0u8; 4];
+        read_at(r, start + off, &mut b)?;
+        // 0.90 superblocks are in host byte order; 1.x are little-endian.
+        if u32::from_le_bytes(b) == MD_MAGIC || u32::from_be_bytes(b) == MD_MAGIC {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Byte ranges of `dev` on its disk: itself and, for a disk, each partition.
+fn extents(scope: &EraseScope, dev: &Candidate) -> io::Result<Vec<(u64, u64)>> {
+    let mut out = vec![own_extent(scope, dev)?];
+    if !dev.is_partition() {
+        for part in partitions(&scope.sysroot, &dev.kname).map_err(io::Error::other)? {
+            out.push(own_extent(scope, &part)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Offset (from sysfs `start`, 512-byte units) and size of `dev` on its disk.
+fn own_extent(scope: &EraseScope, dev: &Candidate) -> io::Result<(u64, u64)> {
+    if !dev.is_partition() {
+        return Ok((0, dev.size));
+    }
+    let start = read_u64(&under(
+        &scope.sysroot,
+        &format!("sys/block/{}/{}/start", dev.disk, dev.kname),
+    ))
+    .map_err(io::Error::other)?;
+    Ok((start.saturating_mul(512), dev.size))
+}
+
+fn open_disk(scope: &EraseScope, kname: &str) -> io::Result<File> {
+    let path = scope.rooted(&format!("/dev/{kname}"));
+    File::open(&path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+}
+
+fn read_at<R: Read + Seek + ?Sized>(r: &mut R, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+    r.seek(SeekFrom::Start(offset))?;
+    r.read_exact(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    #[test]
+    fn md_superblocks_of_every_version_are_found() {
+        let size = 1u64 << 20;
+        for (off, be) in [
+            (0u64, false),
+            (4096, false),
+            ((size & !0xffff) - 0x10000, true),
+            ((((size >> 9) - 16) & !7) << 9, false),
+        ] {
+            let mut img = vec![0u8; size as usize];
+            let magic = if be {
+                MD_MAGIC.to_be_bytes()
+            } else {
+                MD_MAGIC.to_le_bytes()
+            };
+            img[off as usize..off as usize + 4].copy_from_slice(&magic);
+            assert!(has_md_superblock(&mut Cursor::new(img), 0, size).unwrap());
+        }
+        let blank = vec![0u8; size as usize];
+        assert!(!has_md_superblock(&mut Cursor::new(blank), 0, size).unwrap());
+    }
+
+    #[test]
+    fn guarded_types_match_in_any_case() {
+        let vmfs = Uuid::parse_str("AA31E02A-400F-11DB-9590-000C2911D1B8").unwrap();
+        assert_eq!(guarded_gpt_type(&vmfs), Some("VMware VMFS Partition (GPT)"));
+        let linux = Uuid::parse_str("0fc63daf-8483-4772-8e79-3d69d8477de4").unwrap();
+        assert_eq!(guarded_gpt_type(&linux), None);
+    }
+}

@@ -1,0 +1,388 @@
+//! `erase_devices_metadata` on real block devices: loop devices with partition scanning
+//! over sparse temp files, tables made by sgdisk/sfdisk and filesystems by mkfs, checked
+//! afterwards with blkid/wipefs on the backing files (the kernel drops the partition
+//! nodes when the disk's table is erased) and by reading the bytes that must survive.
+//! Each test names only its own devices in the allow-list.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{json, Map, Value};
+
+use ira::blockdev::AllowList;
+use ira::erase::{erase_devices_metadata, EraseError, EraseScope};
+use ira::hardware::GenericHardwareManager;
+use ira::hw::{
+    BootInfo, Cpu, Firmware, HardwareManager, Inventory, Memory, StepCall, StepKind, SystemVendor,
+};
+
+const MIB: u64 = 1 << 20;
+/// Where the test's own bytes go inside partition 1 (beyond every metadata area).
+const P1_MARK: u64 = 12 * MIB + 777;
+/// Where they go on the disk, between the partitions' end and the backup GPT.
+const DISK_MARK: u64 = 40 * MIB + 333;
+
+/// A loop device with partition scanning, detached on drop.
+struct Loop {
+    dev: PathBuf,
+    backing: tempfile::NamedTempFile,
+}
+
+impl Loop {
+    fn new(size: u64) -> Self {
+        let backing = tempfile::NamedTempFile::new().expect("backing file");
+        backing.as_file().set_len(size).expect("size backing file");
+        let out = Command::new("losetup")
+            .args(["--find", "--show", "--direct-io=on", "--partscan"])
+            .arg(backing.path())
+            .output()
+            .expect("run losetup");
+        assert!(
+            out.status.success(),
+            "losetup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let dev = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        Self { dev, backing }
+    }
+
+    fn path(&self) -> &str {
+        self.dev.to_str().expect("utf-8 path")
+    }
+
+    fn name(&self) -> String {
+        self.dev.file_name().unwrap().to_string_lossy().into_owned()
+    }
+
+    fn part(&self, n: u32) -> String {
+        format!("{}p{n}", self.path())
+    }
+
+    fn file(&self) -> &Path {
+        self.backing.path()
+    }
+
+    /// Makes the kernel show the partitions of the table just written (kernels without
+    /// table parsers need `partx`; where the re-read already did it, partx complains).
+    fn show_partitions(&self, count: u32) {
+        let _ = Command::new("partx").args(["-a", self.path()]).output();
+        for n in 1..=count {
+            let sys = format!("/sys/block/{0}/{0}p{n}", self.name());
+            assert!(Path::new(&sys).exists(), "{sys} missing");
+            wait_for(&self.part(n));
+        }
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("blockdev")
+            .args(["--setrw", self.path()])
+            .status();
+        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
+    }
+}
+
+fn wait_for(path: &str) {
+    for _ in 0..200 {
+        if Path::new(path).exists() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    panic!("{path} never appeared");
+}
+
+fn run(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd).args(args).output().expect(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// blkid's low-level probe of `size` bytes at `offset` of `file`: the TYPE or PTTYPE it
+/// finds, `None` when nothing is there.
+fn probe(file: &Path, offset: u64, size: u64) -> Option<String> {
+    let out = Command::new("blkid")
+        .args(["-p", "-o", "export", "-O", &offset.to_string(), "-S"])
+        .arg(size.to_string())
+        .arg(file)
+        .output()
+        .expect("blkid");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("TYPE=")
+                .or_else(|| l.strip_prefix("PTTYPE="))
+        })
+        .map(str::to_owned)
+}
+
+/// Every signature wipefs finds on `file`.
+fn signatures(file: &Path) -> String {
+    run("wipefs", &["--noheadings", file.to_str().unwrap()])
+        .trim()
+        .to_owned()
+}
+
+fn write_at(path: &Path, offset: u64, data: &[u8]) {
+    let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    f.write_all(data).unwrap();
+    f.sync_all().unwrap();
+}
+
+fn read_at(path: &Path, offset: u64, len: usize) -> Vec<u8> {
+    let mut f = File::open(path).unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    let mut b = vec![0; len];
+    f.read_exact(&mut b).unwrap();
+    b
+}
+
+fn scope(globs: &[String]) -> EraseScope {
+    EraseScope {
+        sysroot: PathBuf::from("/"),
+        allow: AllowList::new(globs.to_vec()),
+        guard_special_filesystems: true,
+    }
+}
+
+/// A 64 MiB disk: GPT, p1 ext4 (1-17 MiB), p2 vfat (17-33 MiB), marks in p1 and in
+/// the free space.
+fn gpt_disk() -> Loop {
+    let l = Loop::new(64 * MIB);
+    run(
+        "sgdisk",
+        &["-n1:2048:+16M", "-n2:0:+16M", "-t2:ef00", l.path()],
+    );
+    l.show_partitions(2);
+    run("mkfs.ext4", &["-q", "-F", &l.part(1)]);
+    run("mkfs.vfat", &[&l.part(2)]);
+    write_at(&l.dev, MIB + P1_MARK, b"partition data");
+    write_at(&l.dev, DISK_MARK, b"disk data");
+    l
+}
+
+#[test]
+fn gpt_disk_and_partitions_lose_every_signature_and_keep_their_data() {
+    let l = gpt_disk();
+    assert_eq!(probe(l.file(), 0, 64 * MIB).as_deref(), Some("gpt"));
+    assert_eq!(probe(l.file(), MIB, 16 * MIB).as_deref(), Some("ext4"));
+    assert_eq!(probe(l.file(), 17 * MIB, 16 * MIB).as_deref(), Some("vfat"));
+
+    let s = scope(&[l.path().to_owned(), format!("{}p*", l.path())]);
+    erase_devices_metadata(&s, &json!({})).unwrap();
+
+    assert_eq!(signatures(l.file()), "", "disk signatures left");
+    assert_eq!(probe(l.file(), 0, 64 * MIB), None);
+    assert_eq!(probe(l.file(), MIB, 16 * MIB), None, "ext4 left in p1");
+    assert_eq!(probe(l.file(), 17 * MIB, 16 * MIB), None, "vfat left in p2");
+    // The backup GPT at the end is gone too.
+    assert!(read_at(l.file(), 64 * MIB - 512, 512)
+        .iter()
+        .all(|&b| b == 0));
+    assert_eq!(read_at(l.file(), MIB + P1_MARK, 14), b"partition data");
+    assert_eq!(read_at(l.file(), DISK_MARK, 9), b"disk data");
+}
+
+#[test]
+fn mbr_swap_and_whole_disk_filesystem_are_erased_others_are_not() {
+    // Allowed: an MBR disk with a swap partition, and an ext4 filesystem on a whole disk.
+    let mbr = Loop::new(32 * MIB);
+    let out = Command::new("sfdisk")
+        .args(["-q", mbr.path()])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(b"label: dos\n,8M,82\n")?;
+            c.wait()
+        })
+        .unwrap();
+    assert!(out.success());
+    mbr.show_partitions(1);
+    run("mkswap", &[&mbr.part(1)]);
+    let whole = Loop::new(16 * MIB);
+    run("mkfs.ext4", &["-q", "-F", whole.path()]);
+    write_at(&whole.dev, 10 * MIB + 5, b"whole-disk data");
+    // Not allowed: a disk with the same kind of content.
+    let other = Loop::new(16 * MIB);
+    run("mkfs.ext4", &["-q", "-F", other.path()]);
+    // Allowed disk, but its partition is not named: the table goes, the filesystem in
+    // the partition stays. (It starts at 5 MiB: erasing a whole disk also zeroes the
+    // 4 KiB blocks where a LUKS2 secondary header may sit, at 1, 2 and 4 MiB.)
+    let unnamed = Loop::new(64 * MIB);
+    run("sgdisk", &["-n1:10240:+16M", unnamed.path()]);
+    unnamed.show_partitions(1);
+    run("mkfs.ext4", &["-q", "-F", &unnamed.part(1)]);
+
+    assert_eq!(probe(mbr.file(), 0, 32 * MIB).as_deref(), Some("dos"));
+    assert_eq!(probe(mbr.file(), MIB, 8 * MIB).as_deref(), Some("swap"));
+    let s = scope(&[
+        mbr.path().to_owned(),
+        format!("{}p*", mbr.path()),
+        whole.path().to_owned(),
+        unnamed.path().to_owned(),
+    ]);
+    erase_devices_metadata(&s, &json!({})).unwrap();
+
+    assert_eq!(signatures(mbr.file()), "");
+    assert_eq!(probe(mbr.file(), MIB, 8 * MIB), None, "swap left");
+    assert_eq!(signatures(whole.file()), "");
+    assert_eq!(read_at(whole.file(), 10 * MIB + 5, 15), b"whole-disk data");
+    assert_eq!(probe(other.file(), 0, 16 * MIB).as_deref(), Some("ext4"));
+    assert_eq!(probe(unnamed.file(), 0, 64 * MIB), None);
+    assert_eq!(
+        probe(unnamed.file(), 5 * MIB, 16 * MIB).as_deref(),
+        Some("ext4")
+    );
+}
+
+#[test]
+fn raid_members_and_read_only_disks_are_skipped() {
+    // An md 1.2 superblock (magic at 4 KiB) in partition 1 makes it and its disk
+    // members (IPA's lsblk --fs of the disk shows its children); partition 2 is not.
+    let member = gpt_disk();
+    write_at(&member.dev, MIB + 4096, &0xa92b_4efcu32.to_le_bytes());
+    let ro = Loop::new(16 * MIB);
+    run("mkfs.ext4", &["-q", "-F", ro.path()]);
+    run("blockdev", &["--setro", ro.path()]);
+    let plain = Loop::new(16 * MIB);
+    run("mkfs.vfat", &[plain.path()]);
+
+    let s = scope(&[
+        member.path().to_owned(),
+        format!("{}p*", member.path()),
+        ro.path().to_owned(),
+        plain.path().to_owned(),
+    ]);
+    erase_devices_metadata(&s, &json!({})).unwrap();
+
+    assert_eq!(probe(member.file(), 0, 64 * MIB).as_deref(), Some("gpt"));
+    assert_eq!(
+        read_at(member.file(), MIB + 4096, 4),
+        0xa92b_4efcu32.to_le_bytes()
+    );
+    // The ext4 magic of partition 1 is still there too.
+    assert_eq!(read_at(member.file(), MIB + 1024 + 56, 2), [0x53, 0xef]);
+    assert_eq!(probe(member.file(), 17 * MIB, 16 * MIB), None);
+    assert_eq!(probe(ro.file(), 0, 16 * MIB).as_deref(), Some("ext4"));
+    assert_eq!(probe(plain.file(), 0, 16 * MIB), None);
+}
+
+#[test]
+fn skip_list_protects_a_disk_and_its_partitions() {
+    let skipped = gpt_disk();
+    let erased = Loop::new(16 * MIB);
+    run("mkfs.ext4", &["-q", "-F", erased.path()]);
+    let s = scope(&[
+        skipped.path().to_owned(),
+        format!("{}p*", skipped.path()),
+        erased.path().to_owned(),
+    ]);
+    let node = json!({"properties": {"skip_block_devices": [{"name": skipped.path()}]}});
+    erase_devices_metadata(&s, &node).unwrap();
+    assert_eq!(probe(skipped.file(), 0, 64 * MIB).as_deref(), Some("gpt"));
+    assert_eq!(
+        probe(skipped.file(), MIB, 16 * MIB).as_deref(),
+        Some("ext4")
+    );
+    assert_eq!(probe(erased.file(), 0, 16 * MIB), None);
+}
+
+#[test]
+fn a_vmfs_partition_stops_the_step_before_anything_is_written() {
+    let vmfs = Loop::new(32 * MIB);
+    let mut child = Command::new("sfdisk")
+        .args(["-q", vmfs.path()])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"label: dos\n,8M,fb\n")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    vmfs.show_partitions(1);
+    let bystander = Loop::new(16 * MIB);
+    run("mkfs.ext4", &["-q", "-F", bystander.path()]);
+    let s = scope(&[
+        vmfs.path().to_owned(),
+        format!("{}p*", vmfs.path()),
+        bystander.path().to_owned(),
+    ]);
+
+    let err = erase_devices_metadata(&s, &json!({})).unwrap_err();
+    assert!(
+        matches!(&err, EraseError::Protected { device, what }
+            if *device == vmfs.part(1) && *what == "VMware VMFS Partition (MBR)"),
+        "{err:?}"
+    );
+    assert!(err
+        .to_string()
+        .starts_with("Protected VMware VMFS Partition (MBR) located on device"));
+    assert_eq!(probe(vmfs.file(), 0, 32 * MIB).as_deref(), Some("dos"));
+    assert_eq!(
+        probe(bystander.file(), 0, 16 * MIB).as_deref(),
+        Some("ext4")
+    );
+
+    // The node may waive the guard.
+    let node = json!({"driver_internal_info": {"wipe_special_filesystems": false}});
+    erase_devices_metadata(&s, &node).unwrap();
+    assert_eq!(probe(vmfs.file(), 0, 32 * MIB), None);
+    assert_eq!(probe(bystander.file(), 0, 16 * MIB), None);
+}
+
+#[test]
+fn the_generic_manager_runs_the_step_and_returns_null() {
+    let l = Loop::new(16 * MIB);
+    run("mkfs.vfat", &[l.path()]);
+    let manager = GenericHardwareManager::new(0).with_erase_scope(scope(&[l.path().to_owned()]));
+    let inventory = Inventory {
+        interfaces: Vec::new(),
+        cpu: Cpu::default(),
+        disks: Vec::new(),
+        memory: Memory::default(),
+        bmc_address: None,
+        bmc_v6address: None,
+        system_vendor: SystemVendor {
+            product_name: String::new(),
+            serial_number: String::new(),
+            manufacturer: String::new(),
+            firmware: Firmware::default(),
+        },
+        boot: BootInfo::default(),
+        hostname: String::new(),
+        bmc_mac: None,
+    };
+    let args = Map::new();
+    let result = manager
+        .execute_step(&StepCall {
+            kind: StepKind::Clean,
+            step: "erase_devices_metadata",
+            node: &json!({"uuid": "n1"}),
+            ports: &[],
+            args: &args,
+            inventory: &inventory,
+            host: &ira::hw::NoHost,
+        })
+        .unwrap();
+    assert_eq!(result, Value::Null);
+    assert_eq!(probe(l.file(), 0, 16 * MIB), None);
+}
+
+#[test]
+fn the_default_scope_touches_nothing() {
+    let l = Loop::new(16 * MIB);
+    run("mkfs.vfat", &[l.path()]);
+    erase_devices_metadata(&EraseScope::default(), &json!({})).unwrap();
+    assert_eq!(probe(l.file(), 0, 16 * MIB).as_deref(), Some("vfat"));
+}

@@ -1206,7 +1206,6 @@ async fn image_with_512_byte_sectors_on_a_4k_device_is_refused_after_the_write()
 /// `prepare_image` failed with (`cmd.wait()`), so the conductor's `last_error` names
 /// the real class.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: step errors lose their class: src/deploy/host.rs:29 step_error turns every CommandError but InvalidCommandParams into HwError::Failed, reported as DeploymentError"]
 async fn step_failures_keep_the_ipa_error_class() {
     let disk = Disk::new(DEV_LEN);
     let other = Disk::new(DEV_LEN);
@@ -1241,10 +1240,12 @@ async fn step_failures_keep_the_ipa_error_class() {
         (other.path(), good, "DeviceNotFound", 404),
     ];
     for (dev, info, want, code) in cases {
+        // The step first (it caches the node and its root device hint), then the same
+        // image_info as a direct prepare_image.
+        let r = agent.write_image(dev, info.clone(), Value::Null).await;
         let direct = agent
             .finish("standby.prepare_image", json!({"image_info": info}))
             .await;
-        let r = agent.write_image(dev, info, Value::Null).await;
         assert_failed(&r);
         if dev == disk.path() {
             assert_failed(&direct);
@@ -1788,7 +1789,6 @@ async fn invalid_image_info_is_a_400_and_the_agent_keeps_serving() {
 /// IPA's validator reads `md5_enabled` (set from the lookup), so an md5-only
 /// `image_info` is refused before the command starts while md5 is off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: an md5-only image_info is accepted by the validator and fails only when the command runs (src/commands/standby.rs:44 validates with md5 always allowed)"]
 async fn md5_only_image_info_is_a_400_while_md5_is_disabled() {
     let disk = Disk::new(DEV_LEN);
     let agent = start(&[&disk]).await;

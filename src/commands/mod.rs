@@ -122,7 +122,7 @@ impl Commands {
         let spec = extension
             .get(cmd_name)
             .ok_or_else(|| CommandError::InvalidCommand(format!("Unknown command: {cmd_name}")))?;
-        spec.validate(&params)?;
+        spec.validate(&self.state, &params)?;
 
         let id = uuid::Uuid::new_v4().to_string();
         let ctx = Context {

@@ -28,7 +28,7 @@ pub type Params = Map<String, Value>;
 pub type CommandFuture = Pin<Box<dyn Future<Output = Result<Value, CommandError>> + Send>>;
 
 /// A parameter validator; its error is answered as 400 before the command runs.
-pub type Validator = fn(&Params) -> Result<(), CommandError>;
+pub type Validator = fn(&AgentState, &Params) -> Result<(), CommandError>;
 
 type Handler = Arc<dyn Fn(Context, Params) -> CommandFuture + Send + Sync>;
 
@@ -110,8 +110,8 @@ impl CommandSpec {
     }
 
     /// Runs the validator, if any.
-    pub fn validate(&self, params: &Params) -> Result<(), CommandError> {
-        self.validator.map_or(Ok(()), |v| v(params))
+    pub fn validate(&self, state: &AgentState, params: &Params) -> Result<(), CommandError> {
+        self.validator.map_or(Ok(()), |v| v(state, params))
     }
 
     /// Starts the handler.

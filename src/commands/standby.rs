@@ -9,10 +9,10 @@
 use nix::sys::reboot::RebootMode;
 use serde_json::Value;
 
+use crate::agent::AgentState;
 use crate::api::error::CommandError;
 use crate::commands::registry::{blocking, param_value, CommandSpec, Context, Extension, Params};
 use crate::deploy;
-use crate::image::ImageInfo;
 
 /// The `standby` extension.
 pub fn extension() -> Extension {
@@ -35,15 +35,12 @@ pub fn extension() -> Extension {
 }
 
 /// `image_info` must be a valid image description before the command starts (400
-/// `InvalidCommandParamsError`, as IPA validates synchronously). md5 rules that depend
-/// on the lookup settings are checked again when the command runs.
-fn validate_image_info(params: &Params) -> Result<(), CommandError> {
+/// `InvalidCommandParamsError`, as IPA validates synchronously, md5 rules included).
+fn validate_image_info(state: &AgentState, params: &Params) -> Result<(), CommandError> {
     let info = params
         .get("image_info")
         .ok_or_else(|| CommandError::InvalidCommandParams("image_info is required".to_owned()))?;
-    ImageInfo::from_value(info, true)
-        .map(|_| ())
-        .map_err(|e| CommandError::InvalidCommandParams(e.to_string()))
+    deploy::prepare::parse_image_info(state, info).map(|_| ())
 }
 
 async fn prepare_image(ctx: Context, params: Params) -> Result<Value, CommandError> {

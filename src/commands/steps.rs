@@ -34,7 +34,11 @@ pub fn extension(kind: StepKind) -> Extension {
 }
 
 /// `execute_<kind>_step` needs a `step` object naming the step.
-fn validate_step(params: &Params) -> Result<(), CommandError> {
+fn validate_step(_state: &AgentState, params: &Params) -> Result<(), CommandError> {
+    check_step(params)
+}
+
+fn check_step(params: &Params) -> Result<(), CommandError> {
     match params.get("step") {
         Some(Value::Object(step)) if step.get("step").is_some_and(Value::is_string) => Ok(()),
         Some(Value::Object(_)) => Err(CommandError::InvalidCommandParams(
@@ -88,9 +92,10 @@ async fn execute_step(kind: StepKind, ctx: Context, params: Params) -> Result<Va
     let echoed = step.clone();
     let host =
         crate::deploy::host::Host::new(Arc::clone(&ctx.state), tokio::runtime::Handle::current());
+    let step_host = host.clone();
     let ran = blocking(move || {
         managers.execute_step_with(
-            &host,
+            &step_host,
             kind,
             &step,
             &node,
@@ -109,7 +114,8 @@ async fn execute_step(kind: StepKind, ctx: Context, params: Params) -> Result<Va
         }
         Err(err) => {
             tracing::warn!(%kind, error = %err, "step did not succeed");
-            Err(CommandError::from(&err))
+            let generic = CommandError::from(&err);
+            Err(host.take_failure(&generic.details()).unwrap_or(generic))
         }
     }
 }
@@ -124,14 +130,14 @@ mod tests {
 
     #[test]
     fn validator_requires_named_step_object() {
-        assert!(validate_step(&params(json!({"step": {"step": "erase_devices"}}))).is_ok());
+        assert!(check_step(&params(json!({"step": {"step": "erase_devices"}}))).is_ok());
         for bad in [
             json!({}),
             json!({"step": "erase_devices"}),
             json!({"step": {"interface": "deploy"}}),
             json!({"step": {"step": 5}}),
         ] {
-            let err = validate_step(&params(bad)).unwrap_err();
+            let err = check_step(&params(bad)).unwrap_err();
             assert_eq!(err.code(), 400);
             assert_eq!(err.ipa_type(), "InvalidCommandParamsError");
         }

@@ -1,8 +1,12 @@
 //! The agent's services for steps ([`AgentHost`]): a step runs on a blocking thread, so
 //! async services are driven with the runtime handle captured when the step started.
+//!
+//! A service that fails records its [`CommandError`]; when the step then fails with that
+//! same error, the step command reports it with its own IPA class (`ImageChecksumError`,
+//! `InvalidImage`, ...), as IPA re-raises a failed `prepare_image` from `write_image`.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 use tokio::runtime::Handle;
@@ -16,19 +20,37 @@ use crate::hw::{AgentHost, HwError, HwResult};
 pub struct Host {
     state: Arc<AgentState>,
     runtime: Handle,
+    failure: Arc<Mutex<Option<CommandError>>>,
 }
 
 impl Host {
     /// A host for steps started on `runtime`.
     pub fn new(state: Arc<AgentState>, runtime: Handle) -> Self {
-        Self { state, runtime }
+        Self {
+            state,
+            runtime,
+            failure: Arc::default(),
+        }
+    }
+
+    /// The error of the last failed service, if the step's failure `details` carry it
+    /// unchanged (the manager passed it on rather than reporting something else).
+    pub fn take_failure(&self, details: &str) -> Option<CommandError> {
+        let recorded = self.failure.lock().expect("host lock poisoned").take()?;
+        details.ends_with(&recorded.to_string()).then_some(recorded)
+    }
+
+    fn record(&self, e: CommandError) -> HwError {
+        let hw = step_error(&e);
+        *self.failure.lock().expect("host lock poisoned") = Some(e);
+        hw
     }
 }
 
 /// A command error as a step error that keeps its text (the conductor shows it).
-pub fn step_error(e: CommandError) -> HwError {
+pub fn step_error(e: &CommandError) -> HwError {
     match e {
-        CommandError::InvalidCommandParams(m) => HwError::InvalidParams(m),
+        CommandError::InvalidCommandParams(m) => HwError::InvalidParams(m.clone()),
         other => HwError::Failed(other.to_string()),
     }
 }
@@ -43,7 +65,7 @@ impl AgentHost for Host {
                 image_info,
                 configdrive,
             ))
-            .map_err(step_error)?;
+            .map_err(|e| self.record(e))?;
         Ok(json!({ "result": format!("prepare_image: {msg}") }))
     }
 

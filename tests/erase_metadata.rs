@@ -386,3 +386,25 @@ fn the_default_scope_touches_nothing() {
     erase_devices_metadata(&EraseScope::default(), &json!({})).unwrap();
     assert_eq!(probe(l.file(), 0, 16 * MIB).as_deref(), Some("vfat"));
 }
+
+#[test]
+fn a_failed_device_is_reported_and_the_others_are_still_erased() {
+    let l = gpt_disk();
+    // The kernel still lists partition 2, but its device node is gone: opening it for
+    // writing fails after every check passed.
+    std::fs::remove_file(l.part(2)).unwrap();
+    let s = scope(&[l.path().to_owned(), format!("{}p*", l.path())]);
+    let err = erase_devices_metadata(&s, &json!({})).unwrap_err();
+    let EraseError::Devices(failures) = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].0, l.part(2));
+    assert!(err.to_string().starts_with(&format!(
+        "Failed to erase the metadata on the device(s): \"{}\": ",
+        l.part(2)
+    )));
+    assert_eq!(probe(l.file(), 0, 64 * MIB), None);
+    assert_eq!(probe(l.file(), MIB, 16 * MIB), None);
+    assert_eq!(probe(l.file(), 17 * MIB, 16 * MIB).as_deref(), Some("vfat"));
+}

@@ -137,3 +137,34 @@ impl From<EraseError> for HwError {
         HwError::Failed(e.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_joined_as_ipa_words_them() {
+        let e = EraseError::Devices(vec![
+            ("/dev/sdb1".into(), "boom".into()),
+            ("/dev/sda".into(), "bang".into()),
+        ]);
+        assert_eq!(
+            e.to_string(),
+            "Failed to erase the metadata on the device(s): \"/dev/sdb1\": boom; \"/dev/sda\": bang"
+        );
+    }
+
+    #[test]
+    fn the_disabled_scope_permits_no_device() {
+        let s = EraseScope::default();
+        for dev in ["/dev/sda", "/dev/loop0", "/dev/nvme0n1p1", "/dev/md0"] {
+            assert!(!s.allow.permits(Path::new(dev)), "{dev}");
+        }
+        let rooted = EraseScope {
+            sysroot: PathBuf::from("/tmp/fixture"),
+            ..EraseScope::default()
+        };
+        assert_eq!(rooted.rooted("/dev/sda"), Path::new("/tmp/fixture/dev/sda"));
+        assert_eq!(s.rooted("/dev/sda"), Path::new("/dev/sda"));
+    }
+}

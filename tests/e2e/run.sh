@@ -369,6 +369,8 @@ partition_fields() {
     api patch "$u" /instance_info/ramdisk "\"http://127.0.0.1:$HTTP_PORT/initrd\""
 }
 
+# The inspection VM's disks keep vm.sh's default size.
+VM_DISK_BYTES=$((1 << 30))
 # E2E_SCENARIOS picks scenarios (default: all, in this order).
 for sc in ${E2E_SCENARIOS:-inspection deploy_raw deploy_formats deploy_refused deploy_uefi deploy_partition}; do
     "scenario_$sc"

@@ -248,7 +248,11 @@ fn raid_members_and_read_only_disks_are_skipped() {
     // An md 1.2 superblock (magic at 4 KiB) in partition 1 makes it and its disk
     // members (IPA's lsblk --fs of the disk shows its children); partition 2 is not.
     let member = gpt_disk();
-    write_at(&member.dev, MIB + 4096, &0xa92b_4efcu32.to_le_bytes());
+    let mut sb = vec![0u8; 136];
+    sb[..4].copy_from_slice(&0xa92b_4efcu32.to_le_bytes());
+    sb[4..8].copy_from_slice(&1u32.to_le_bytes());
+    sb[128..136].copy_from_slice(&8u64.to_le_bytes());
+    write_at(&member.dev, MIB + 4096, &sb);
     let ro = Loop::new(16 * MIB);
     run("mkfs.ext4", &["-q", "-F", ro.path()]);
     run("blockdev", &["--setro", ro.path()]);

@@ -150,27 +150,39 @@ pub fn guarded_gpt_type(type_guid: &Uuid) -> Option<&'static str> {
         .map(|(_, what)| *what)
 }
 
-/// Whether an md superblock of any version lies inside `size` bytes at `start`.
+/// Whether an md superblock of any version lies inside `size` bytes at `start`: the
+/// magic, the major version the position implies and, for 1.x, the superblock's own
+/// record of where it sits (as libblkid checks), so stray magic bytes in old data do
+/// not exempt a device from erasure.
 pub fn has_md_superblock<R: Read + Seek + ?Sized>(
     r: &mut R,
     start: u64,
     size: u64,
 ) -> io::Result<bool> {
-    let mut offsets = vec![0u64, 4096];
+    // (offset, major version); 1.1 at 0, 1.2 at 4 KiB, 0.90 and 1.0 near the end.
+    let mut places = vec![(0u64, 1u32), (4096, 1)];
     if size >= 128 << 10 {
-        offsets.push((size & !0xffff) - 0x10000);
+        places.push(((size & !0xffff) - 0x10000, 0));
     }
     if size >= 16 << 10 {
-        offsets.push((((size >> 9) - 16) & !7) << 9);
+        places.push(((((size >> 9) - 16) & !7) << 9, 1));
     }
-    for off in offsets {
-        if off + 4 > size {
+    for (off, major) in places {
+        if off + 136 > size {
             continue;
         }
-        let mut b = [0u8; 4];
+        let mut b = [0u8; 136];
         read_at(r, start + off, &mut b)?;
-        // 0.90 superblocks are in host byte order; 1.x are little-endian.
-        if u32::from_le_bytes(b) == MD_MAGIC || u32::from_be_bytes(b) == MD_MAGIC {
+        let le = |at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+        let be = |at: usize| u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+        let found = if major == 0 {
+            // 0.90 superblocks are in the writer's byte order.
+            (le(0) == MD_MAGIC && le(4) == 0) || (be(0) == MD_MAGIC && be(4) == 0)
+        } else {
+            let super_offset = u64::from(le(128)) | (u64::from(le(132)) << 32);
+            le(0) == MD_MAGIC && le(4) == 1 && super_offset == off >> 9
+        };
+        if found {
             return Ok(true);
         }
     }
@@ -219,23 +231,43 @@ mod tests {
     #[test]
     fn md_superblocks_of_every_version_are_found() {
         let size = 1u64 << 20;
-        for (off, be) in [
-            (0u64, false),
-            (4096, false),
-            ((size & !0xffff) - 0x10000, true),
-            ((((size >> 9) - 16) & !7) << 9, false),
+        let end_1_0 = (((size >> 9) - 16) & !7) << 9;
+        let end_0_90 = (size & !0xffff) - 0x10000;
+        // (offset, major, big-endian, recorded offset in sectors)
+        for (off, major, be, recorded) in [
+            (0u64, 1u32, false, 0u64),
+            (4096, 1, false, 8),
+            (end_1_0, 1, false, end_1_0 >> 9),
+            (end_0_90, 0, true, 0),
+            (end_0_90, 0, false, 0),
         ] {
             let mut img = vec![0u8; size as usize];
-            let magic = if be {
-                MD_MAGIC.to_be_bytes()
+            let at = off as usize;
+            let (magic, version) = if be {
+                (MD_MAGIC.to_be_bytes(), major.to_be_bytes())
             } else {
-                MD_MAGIC.to_le_bytes()
+                (MD_MAGIC.to_le_bytes(), major.to_le_bytes())
             };
-            img[off as usize..off as usize + 4].copy_from_slice(&magic);
-            assert!(has_md_superblock(&mut Cursor::new(img), 0, size).unwrap());
+            img[at..at + 4].copy_from_slice(&magic);
+            img[at + 4..at + 8].copy_from_slice(&version);
+            if major == 1 {
+                img[at + 128..at + 136].copy_from_slice(&recorded.to_le_bytes());
+            }
+            assert!(
+                has_md_superblock(&mut Cursor::new(img.clone()), 0, size).unwrap(),
+                "{off}"
+            );
+            // The same bytes shifted by a sector are not a superblock.
+            if major == 1 {
+                img[at + 128..at + 136].copy_from_slice(&(recorded + 1).to_le_bytes());
+                assert!(!has_md_superblock(&mut Cursor::new(img), 0, size).unwrap());
+            }
         }
-        let blank = vec![0u8; size as usize];
-        assert!(!has_md_superblock(&mut Cursor::new(blank), 0, size).unwrap());
+        // The magic alone is not enough.
+        let mut stray = vec![0u8; size as usize];
+        stray[4096..4100].copy_from_slice(&MD_MAGIC.to_le_bytes());
+        stray[4100..4104].copy_from_slice(&7u32.to_le_bytes());
+        assert!(!has_md_superblock(&mut Cursor::new(stray), 0, size).unwrap());
     }
 
     #[test]

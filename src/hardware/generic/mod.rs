@@ -2,10 +2,11 @@
 //! [`SupportLevel::GENERIC`], lists IPA's generic clean, deploy and service steps and
 //! runs them. Vendor managers outrank it on their hardware.
 //!
-//! No step body is implemented in this module yet (erase, RAID, burn-in and image
-//! writing land in their own modules). Until then a listed step fails with a clear
-//! message instead of pretending success; an unknown step is "not mine", so dispatch
-//! reports `HardwareManagerMethodNotFound`.
+//! Step bodies live in their own modules; this one only routes: `write_image` (through
+//! the agent's `prepare_image`), `inject_files`, `erase_devices_metadata` and
+//! `clean_uefi_nvram` are implemented. The other listed steps (full erase, RAID,
+//! burn-in, bootc) fail with a clear message instead of pretending success; an unknown
+//! step is "not mine", so dispatch reports `HardwareManagerMethodNotFound`.
 
 pub mod steps;
 

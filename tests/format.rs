@@ -1,32 +1,18 @@
 //! Format detection on images made by qemu-img, sgdisk, sfdisk, mkfs.vfat and genisoimage,
 //! on crafted heads, and IPA's gate messages word for word.
 
+mod common;
+
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::cmd::run_retrying;
 use ira::image::format::{
     detect, gate, Compression, Detected, Format, FormatError, Safety, SNIFF_LEN,
 };
 use proptest::prelude::*;
-
-fn run(cmd: &str, args: &[&str]) {
-    // qemu-img times its LUKS key derivation with getrusage; on a busy machine that
-    // measurement fails now and then ("Unable to get accurate CPU usage"): try again.
-    for _ in 0..10 {
-        let out = Command::new(cmd).args(args).output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if out.status.success() {
-            return;
-        }
-        assert!(
-            stderr.contains("Unable to get accurate CPU usage"),
-            "{cmd} {args:?}: {stderr}"
-        );
-    }
-    panic!("{cmd} {args:?}: CPU usage never measurable");
-}
 
 fn p(path: &Path) -> &str {
     path.to_str().unwrap()
@@ -50,7 +36,7 @@ fn qemu_create(dir: &Path, name: &str, fmt: &str, opts: &[&str]) -> PathBuf {
     args.extend_from_slice(opts);
     args.push(p(&out));
     args.push("4M");
-    run("qemu-img", &args);
+    run_retrying("qemu-img", &args);
     out
 }
 
@@ -195,7 +181,7 @@ fn partition_tables_and_filesystems() {
         f
     };
     let gpt = disk("gpt.img");
-    run("sgdisk", &["-n", "1:2048:+2M", "-n", "2:0:0", p(&gpt)]);
+    run_retrying("sgdisk", &["-n", "1:2048:+2M", "-n", "2:0:0", p(&gpt)]);
     assert_eq!(resolved(&head_of(&gpt)), (Format::Gpt, Safety::Safe));
 
     let mbr = disk("mbr.img");
@@ -215,7 +201,7 @@ fn partition_tables_and_filesystems() {
 
     // A FAT boot sector carries 0x55aa too; oslo excludes it, and it is plain raw.
     let fat = disk("fat.img");
-    run("mkfs.vfat", &[p(&fat)]);
+    run_retrying("mkfs.vfat", &[p(&fat)]);
     assert_eq!(resolved(&head_of(&fat)).0, Format::Raw);
 
     // Hybrid MBR: a protective entry plus another one.
@@ -244,7 +230,7 @@ fn make_iso(dir: &Path) -> PathBuf {
     fs::create_dir_all(src.join("openstack/latest")).unwrap();
     fs::write(src.join("openstack/latest/meta_data.json"), b"{}").unwrap();
     let iso = dir.join("cd.iso");
-    run(
+    run_retrying(
         "genisoimage",
         &["-quiet", "-R", "-V", "config-2", "-o", p(&iso), p(&src)],
     );

@@ -3,15 +3,17 @@
 //! forward-only stream and compared byte for byte with `qemu-img convert -O raw`.
 //! Refusals, malformed tables and mutated images must fail cleanly, with bounded memory.
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
+use common::cmd::run_retrying;
 use ira::image::format::{self, Format, Safety};
 use ira::image::qcow2::{stream, GuestSink, Limits, Qcow2Error, Qcow2Stream, Summary};
 use proptest::prelude::*;
@@ -153,23 +155,6 @@ fn make_raw(path: &Path, size: u64, seed: u64) {
         .unwrap();
 }
 
-fn run(cmd: &str, args: &[&str]) {
-    // qemu-img times its LUKS key derivation with getrusage; on a busy machine that
-    // measurement fails now and then ("Unable to get accurate CPU usage"): try again.
-    for _ in 0..10 {
-        let out = Command::new(cmd).args(args).output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if out.status.success() {
-            return;
-        }
-        assert!(
-            stderr.contains("Unable to get accurate CPU usage"),
-            "{cmd} {args:?}: {stderr}"
-        );
-    }
-    panic!("{cmd} {args:?}: CPU usage never measurable");
-}
-
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
@@ -181,7 +166,7 @@ fn p(path: &Path) -> &str {
 /// `qemu-img convert -O raw`: the reference bytes.
 fn reference(img: &Path) -> Vec<u8> {
     let out = img.with_extension("ref.raw");
-    run("qemu-img", &["convert", "-O", "raw", p(img), p(&out)]);
+    run_retrying("qemu-img", &["convert", "-O", "raw", p(img), p(&out)]);
     let data = fs::read(&out).unwrap();
     fs::remove_file(&out).unwrap();
     data
@@ -194,7 +179,7 @@ fn convert(dir: &Path, raw: &Path, name: &str, extra: &[&str]) -> PathBuf {
     args.extend_from_slice(extra);
     args.push(p(raw));
     args.push(p(&out));
-    run("qemu-img", &args);
+    run_retrying("qemu-img", &args);
     out
 }
 
@@ -425,7 +410,7 @@ fn tiny_chunks_and_single_bytes() {
 fn rewritten_with_qemu_io() {
     let d = tmp();
     let img = d.path().join("io.qcow2");
-    run("qemu-img", &["create", "-f", "qcow2", p(&img), "32M"]);
+    run_retrying("qemu-img", &["create", "-f", "qcow2", p(&img), "32M"]);
     let cmds = [
         "write -P 0x11 20M 3M",
         "write -P 0x22 0 512k",
@@ -442,7 +427,7 @@ fn rewritten_with_qemu_io() {
         args.extend_from_slice(&["-c", c]);
     }
     args.push(p(&img));
-    run("qemu-io", &args);
+    run_retrying("qemu-io", &args);
     let s = roundtrip(&img, CHUNKS);
     assert!(
         s.zero_bytes >= 256 * KIB,
@@ -456,7 +441,7 @@ fn rewritten_with_qemu_io() {
 fn tables_after_their_data_come_from_the_spill() {
     let d = tmp();
     let img = d.path().join("snap.qcow2");
-    run(
+    run_retrying(
         "qemu-img",
         &[
             "create",
@@ -468,12 +453,12 @@ fn tables_after_their_data_come_from_the_spill() {
             "8M",
         ],
     );
-    run(
+    run_retrying(
         "qemu-io",
         &["-f", "qcow2", "-c", "write -P 0x21 0 6M", p(&img)],
     );
-    run("qemu-img", &["snapshot", "-c", "s1", p(&img)]);
-    run(
+    run_retrying("qemu-img", &["snapshot", "-c", "s1", p(&img)]);
+    run_retrying(
         "qemu-io",
         &[
             "-f",
@@ -509,7 +494,7 @@ fn virtual_size_not_a_cluster_multiple_and_empty_image() {
     assert_eq!(s.virtual_size, 64 * KIB * 3 + 1536);
 
     let empty = d.path().join("empty.qcow2");
-    run("qemu-img", &["create", "-f", "qcow2", p(&empty), "0"]);
+    run_retrying("qemu-img", &["create", "-f", "qcow2", p(&empty), "0"]);
     let s = roundtrip(&empty, &[100]);
     assert_eq!(s.virtual_size, 0);
 }
@@ -545,8 +530,8 @@ fn refuses_backing_file() {
     let d = tmp();
     let base = d.path().join("base.qcow2");
     let top = d.path().join("top.qcow2");
-    run("qemu-img", &["create", "-f", "qcow2", p(&base), "1M"]);
-    run(
+    run_retrying("qemu-img", &["create", "-f", "qcow2", p(&base), "1M"]);
+    run_retrying(
         "qemu-img",
         &[
             "create",
@@ -573,7 +558,7 @@ fn refuses_external_data_file() {
     let d = tmp();
     let img = d.path().join("df.qcow2");
     let ext = d.path().join("ext.raw");
-    run(
+    run_retrying(
         "qemu-img",
         &[
             "create",
@@ -594,7 +579,7 @@ fn refuses_external_data_file() {
 fn refuses_encryption_and_extended_l2() {
     let d = tmp();
     let enc = d.path().join("enc.qcow2");
-    run(
+    run_retrying(
         "qemu-img",
         &[
             "create",
@@ -615,7 +600,7 @@ fn refuses_encryption_and_extended_l2() {
     );
 
     let ext = d.path().join("ext.qcow2");
-    run(
+    run_retrying(
         "qemu-img",
         &[
             "create",

@@ -2,6 +2,7 @@
 //! agent configuration scaled to milliseconds.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod cmd;
 pub mod fake_conductor;
 pub mod loopdev;
 pub mod misbehaving_http;

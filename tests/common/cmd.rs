@@ -1,0 +1,47 @@
+//! Running the external tools the tests check results with (sfdisk, losetup, qemu-img),
+//! panicking with their output when they fail.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+/// Runs `cmd` with `args`, panics unless it succeeds, and returns its stdout.
+pub fn run(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `cmd` until it succeeds, retrying only while it fails to measure CPU usage.
+pub fn run_retrying(cmd: &str, args: &[&str]) {
+    // qemu-img times its LUKS key derivation with getrusage; on a busy machine that
+    // measurement fails now and then ("Unable to get accurate CPU usage"): try again.
+    for _ in 0..10 {
+        let out = Command::new(cmd).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            return;
+        }
+        assert!(
+            stderr.contains("Unable to get accurate CPU usage"),
+            "{cmd} {args:?}: {stderr}"
+        );
+    }
+    panic!("{cmd} {args:?}: CPU usage never measurable");
+}
+
+/// The `partitiontable` object of `sfdisk --json` on `path`.
+pub fn sfdisk_json(path: impl AsRef<Path>) -> Value {
+    let path = path.as_ref().to_str().expect("UTF-8 path");
+    let out = run("sfdisk", &["--json", path]);
+    serde_json::from_str::<Value>(&out).unwrap()["partitiontable"].clone()
+}

@@ -17,6 +17,7 @@ use std::sync::Mutex;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use common::cmd::run as sh;
 use common::loopdev::LoopDev;
 use ira::agent::AgentState;
 use ira::api::error::CommandError;
@@ -40,19 +41,6 @@ const ESP_SECTORS: u64 = 96 * MIB / 512;
 const ROOT_SECTORS: u64 = 40 * MIB / 512;
 
 // ---------------------------------------------------------------- helpers
-
-fn sh(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn mtools(cmd: &str, args: &[&str]) {
     let out = Command::new(cmd)

@@ -18,6 +18,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::cmd::run;
 use common::loopdev::LoopDev;
 use common::misbehaving_http::{Behaviour, MisbehavingServer};
 use ira::agent::AgentState;
@@ -36,20 +37,6 @@ const MIB: u64 = 1 << 20;
 const ESP_TYPE: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
 const SWAP_TYPE: &str = "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F";
 const LINUX_TYPE: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
-
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn inventory() -> Inventory {
     serde_json::from_value(json!({
@@ -204,8 +191,7 @@ fn blkid(dev: &Path) -> BTreeMap<String, String> {
 
 fn sfdisk_json(dev: &Path) -> Value {
     flush(dev);
-    let out = run("sfdisk", &["--json", dev.to_str().unwrap()]);
-    serde_json::from_str::<Value>(&out).unwrap()["partitiontable"].clone()
+    common::cmd::sfdisk_json(dev)
 }
 
 fn sha256(data: &[u8]) -> String {

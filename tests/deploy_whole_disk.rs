@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use common::cmd::{run, sfdisk_json};
 use common::fake_conductor::{FakeConductor, Route};
 use common::misbehaving_http::{Behaviour, MisbehavingServer};
 use ira::agent::{AgentState, Secret};
@@ -43,20 +44,6 @@ const IMAGE_LEN: u64 = 24 * MIB;
 const DEV_LEN: u64 = 160 * MIB;
 
 // ---------------------------------------------------------------- tools
-
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run {cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn sha256_hex(data: &[u8]) -> String {
     hex(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
@@ -172,11 +159,6 @@ impl Drop for Disk {
     fn drop(&mut self) {
         let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
     }
-}
-
-fn sfdisk_json(path: &str) -> Value {
-    let out = run("sfdisk", &["--json", path]);
-    serde_json::from_str::<Value>(&out).unwrap()["partitiontable"].clone()
 }
 
 fn sgdisk_verify(path: &str) -> String {
@@ -649,7 +631,7 @@ fn assert_whole_disk_written(disk: &Disk, image: &[u8], extra: usize) {
 
     let verify = sgdisk_verify(&disk.name());
     assert!(verify.contains("No problems found"), "{verify}");
-    let table = sfdisk_json(&disk.name());
+    let table = sfdisk_json(disk.name());
     assert_eq!(table["label"], "gpt");
     assert_eq!(table["lastlba"].as_u64(), Some(sectors - 34), "{table}");
     let img_path = tempfile::NamedTempFile::new().unwrap();
@@ -1289,7 +1271,7 @@ async fn qcow2_bytes_declared_raw_are_written_bit_for_bit() {
 
 /// The config drive partition (the last one) on `disk`: (start, size) in bytes.
 fn config_drive_partition(disk: &Disk, number: usize) -> (u64, u64) {
-    let table = sfdisk_json(&disk.name());
+    let table = sfdisk_json(disk.name());
     let parts = table["partitions"].as_array().unwrap();
     assert_eq!(parts.len(), number, "{table}");
     let p = &parts[number - 1];
@@ -1479,7 +1461,7 @@ async fn mbr_image_with_a_config_drive_gets_a_primary_partition_at_the_end() {
     assert_eq!(diff(&back[..478], &image[..478]), None);
     assert_eq!(back[510..512], [0x55, 0xAA]);
     assert_eq!(diff(&back[512..], &image[512..]), None, "image data");
-    let table = sfdisk_json(&disk.name());
+    let table = sfdisk_json(disk.name());
     assert_eq!(table["label"], "dos", "{table}");
     assert_eq!(table["id"], format!("0x{SIG:08x}"));
     let parts = table["partitions"].as_array().unwrap();
@@ -1621,7 +1603,7 @@ async fn a_config_drive_partition_in_the_image_is_reused() {
         .write_image(disk.path(), info, json!(b64(&gzip(&iso))))
         .await;
     assert_step_succeeded(&r, "img-own-cd", &disk);
-    let table = sfdisk_json(&disk.name());
+    let table = sfdisk_json(disk.name());
     assert_eq!(table["partitions"].as_array().unwrap().len(), 3, "{table}");
     assert!(
         disk.read(offsets[0], iso.len() as u64) == iso,

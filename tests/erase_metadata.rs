@@ -4,6 +4,8 @@
 //! nodes when the disk's table is erased) and by reading the bytes that must survive.
 //! Each test names only its own devices in the allow-list.
 
+mod common;
+
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -11,6 +13,7 @@ use std::process::Command;
 
 use serde_json::{json, Map, Value};
 
+use common::cmd::run;
 use ira::blockdev::AllowList;
 use ira::erase::{erase_devices_metadata, EraseError, EraseScope};
 use ira::hardware::GenericHardwareManager;
@@ -93,16 +96,6 @@ fn wait_for(path: &str) {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     panic!("{path} never appeared");
-}
-
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd).args(args).output().expect(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// blkid's low-level probe of `size` bytes at `offset` of `file`: the TYPE or PTTYPE it

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use common::cmd::run;
 use common::misbehaving_http::{Behaviour, MisbehavingServer};
 use ira::agent::AgentState;
 use ira::config::Config;
@@ -28,20 +29,6 @@ const ROOT_UUID: &str = "3f1b6c1e-8a77-4d51-9c3e-1d2a5b6c7d8e";
 const NODE_UUID: &str = "0d7c2a10-5e4b-4f3a-9b8c-7a6d5e4f3c2b";
 
 // ---------------------------------------------------------------- tools
-
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run {cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// A fresh scratch directory under the system temp dir, removed on drop.
 struct Scratch(PathBuf);

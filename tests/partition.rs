@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use base64::Engine as _;
+use common::cmd::{run, sfdisk_json};
 use common::loopdev::LoopDev;
 use ira::blockdev::{open_for_write, AllowList};
 use ira::partition::configdrive::{self, ConfigDriveError, ConfigDriveImage};
@@ -28,20 +29,6 @@ use uuid::Uuid;
 const NODE: &str = "1be26c0b-03f2-4d2e-ae87-c02d7f33c123";
 
 // ---------------------------------------------------------------- helpers
-
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn run_stdin(cmd: &str, args: &[&str], input: &str) {
     let mut child = Command::new(cmd)
@@ -78,11 +65,6 @@ fn open(path: &Path) -> File {
 
 fn geometry(f: &File) -> Geometry {
     Geometry::of_file(f).unwrap()
-}
-
-fn sfdisk_json(path: &Path) -> Value {
-    let out = run("sfdisk", &["--json", path.to_str().unwrap()]);
-    serde_json::from_str::<Value>(&out).unwrap()["partitiontable"].clone()
 }
 
 fn sgdisk_verify(path: &Path) -> String {

@@ -2,6 +2,8 @@
 //! IPA's validation order and error texts, command results, the busy rule, limits,
 //! TLS, and that the token and command bodies never reach the logs.
 
+mod common;
+
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
@@ -12,14 +14,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use common::fixtures::inventory;
 use ira::agent::{AgentState, Secret};
 use ira::api::{self, CommandError, ServerLimits};
 use ira::commands::{self, CommandSpec, Commands, Extension};
 use ira::config::Config;
 use ira::hardware::{builtin_managers, BuiltinOptions, Registry};
 use ira::hw::{
-    BootInfo, Cpu, HardwareManager, HwError, HwResult, Inventory, ManagerVersion, Memory, Step,
-    StepCall, StepKind, SupportLevel, SystemVendor,
+    HardwareManager, HwError, HwResult, Inventory, ManagerVersion, Step, StepCall, StepKind,
+    SupportLevel,
 };
 
 const TOKEN: &str = "tok3n-Xq3aZ9vV1bB2nN4mM5kK6jJ7hH8gG9fF0dD1s";
@@ -61,34 +64,6 @@ fn log_text() -> String {
 }
 
 // ---------------------------------------------------------------- fixtures
-
-fn inventory() -> Inventory {
-    Inventory {
-        interfaces: Vec::new(),
-        cpu: Cpu {
-            model_name: "Test CPU".into(),
-            frequency: "2000.0000".into(),
-            count: 2,
-            architecture: "x86_64".into(),
-            flags: vec!["lm".into()],
-            socket_count: 1,
-        },
-        disks: Vec::new(),
-        memory: Memory {
-            total: Some(2 << 30),
-            physical_mb: Some(2048),
-        },
-        bmc_address: None,
-        bmc_v6address: None,
-        system_vendor: SystemVendor::default(),
-        boot: BootInfo {
-            current_boot_mode: "uefi".into(),
-            pxe_interface: None,
-        },
-        hostname: "test-host".into(),
-        bmc_mac: None,
-    }
-}
 
 /// A gate a blocking step waits at until the test opens it (bounded, so a failed test
 /// cannot hang the run).
@@ -207,7 +182,7 @@ impl Default for Options {
 
 async fn start(opts: Options) -> Agent {
     logs();
-    let inv = inventory();
+    let inv = inventory("test-host", "uefi");
     let gate = Arc::new(Gate::default());
     let mut managers = builtin_managers(&BuiltinOptions::default());
     managers.push(Box::new(TestManager { gate: gate.clone() }));
@@ -914,7 +889,7 @@ async fn poll_and_log_commands() {
     assert_eq!(info["command_status"], "SUCCEEDED");
     assert_eq!(
         info["command_result"],
-        serde_json::to_value(inventory()).unwrap()
+        serde_json::to_value(inventory("test-host", "uefi")).unwrap()
     );
 
     let (_, logs) = agent.run("log.collect_system_logs", json!({}), true).await;

@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use common::cmd::run as sh;
+use common::fixtures::inventory;
 use common::loopdev::LoopDev;
 use ira::agent::AgentState;
 use ira::api::error::CommandError;
@@ -31,7 +32,6 @@ use ira::deploy::bootloader::uefi::{manage_uefi, UefiEnv, UefiError};
 use ira::deploy::bootloader::{install_bootloader, run, BootEnv, Request, BIOS_INSTALL_DISABLED};
 use ira::deploy::mount::{MountKind, Mounter, SysMounter};
 use ira::hardware::{builtin_managers, BuiltinOptions, Registry};
-use ira::hw::{BootInfo, Cpu, Inventory, Memory, SystemVendor};
 use ira::partition::fat::make_fat32;
 use ira::partition::gpt::{types, Gpt, GptEntry};
 use ira::partition::{mbr, Geometry, MIB};
@@ -740,34 +740,6 @@ fn bad_parameter_types_are_refused() {
 
 // ---------------------------------------------------------------- through the agent state
 
-fn inventory() -> Inventory {
-    Inventory {
-        interfaces: Vec::new(),
-        cpu: Cpu {
-            model_name: "Test CPU".into(),
-            frequency: "2000.0000".into(),
-            count: 2,
-            architecture: "x86_64".into(),
-            flags: vec!["lm".into()],
-            socket_count: 1,
-        },
-        disks: Vec::new(),
-        memory: Memory {
-            total: Some(2 << 30),
-            physical_mb: Some(2048),
-        },
-        bmc_address: None,
-        bmc_v6address: None,
-        system_vendor: SystemVendor::default(),
-        boot: BootInfo {
-            current_boot_mode: "bios".into(),
-            pxe_interface: None,
-        },
-        hostname: "bootloader-test".into(),
-        bmc_mac: None,
-    }
-}
-
 fn state(
     dev: &Path,
     root: &Path,
@@ -781,7 +753,7 @@ fn state(
         ignore_bootloader_failure: config_ignore,
         ..Config::default()
     };
-    let inv = inventory();
+    let inv = inventory("bootloader-test", "bios");
     let registry = Registry::new(builtin_managers(&BuiltinOptions::default()), &inv).unwrap();
     let state = Arc::new(AgentState::new(Arc::new(config), Arc::new(registry), inv));
     *state.node.lock().unwrap() = Some(json!({

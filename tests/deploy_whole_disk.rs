@@ -22,13 +22,13 @@ use tokio::sync::watch;
 
 use common::cmd::{run, sfdisk_json};
 use common::fake_conductor::{FakeConductor, Route};
+use common::fixtures::inventory;
 use common::misbehaving_http::{Behaviour, MisbehavingServer};
 use ira::agent::{AgentState, Secret};
 use ira::api::{self, ServerLimits};
 use ira::commands::Commands;
 use ira::config::Config;
 use ira::hardware::{builtin_managers, BuiltinOptions, Registry};
-use ira::hw::{BootInfo, Cpu, Inventory, Memory, SystemVendor};
 use ira::ironic::backoff::HeartbeatPolicy;
 use ira::ironic::client::{ClientOptions, IronicClient};
 use ira::ironic::Heartbeater;
@@ -358,34 +358,6 @@ async fn serve(path: &str, body: Vec<u8>, behaviour: Behaviour) -> MisbehavingSe
 
 // ---------------------------------------------------------------- the agent
 
-fn inventory() -> Inventory {
-    Inventory {
-        interfaces: Vec::new(),
-        cpu: Cpu {
-            model_name: "Test CPU".into(),
-            frequency: "2000.0000".into(),
-            count: 2,
-            architecture: "x86_64".into(),
-            flags: vec!["lm".into()],
-            socket_count: 1,
-        },
-        disks: Vec::new(),
-        memory: Memory {
-            total: Some(2 << 30),
-            physical_mb: Some(2048),
-        },
-        bmc_address: None,
-        bmc_v6address: None,
-        system_vendor: SystemVendor::default(),
-        boot: BootInfo {
-            current_boot_mode: "uefi".into(),
-            pxe_interface: None,
-        },
-        hostname: "deploy-test".into(),
-        bmc_mac: None,
-    }
-}
-
 /// The agent API on 127.0.0.1 over a real socket.
 struct Agent {
     base: String,
@@ -407,7 +379,7 @@ async fn start(allow: &[&Disk]) -> Agent {
         image_download_connection_retry_interval: Duration::from_millis(10),
         ..Config::default()
     };
-    let inv = inventory();
+    let inv = inventory("deploy-test", "uefi");
     let registry = Registry::new(builtin_managers(&BuiltinOptions::default()), &inv)
         .expect("managers support the test machine");
     let state = Arc::new(AgentState::new(Arc::new(config), Arc::new(registry), inv));

@@ -14,12 +14,11 @@ use std::process::Command;
 use serde_json::{json, Map, Value};
 
 use common::cmd::run;
+use common::fixtures::empty_inventory;
 use ira::blockdev::AllowList;
 use ira::erase::{erase_devices_metadata, EraseError, EraseScope};
 use ira::hardware::GenericHardwareManager;
-use ira::hw::{
-    BootInfo, Cpu, Firmware, HardwareManager, Inventory, Memory, StepCall, StepKind, SystemVendor,
-};
+use ira::hw::{HardwareManager, StepCall, StepKind};
 
 const MIB: u64 = 1 << 20;
 /// Where the test's own bytes go inside partition 1 (beyond every metadata area).
@@ -343,23 +342,7 @@ fn the_generic_manager_runs_the_step_and_returns_null() {
     let l = Loop::new(16 * MIB);
     run("mkfs.vfat", &[l.path()]);
     let manager = GenericHardwareManager::new(0).with_erase_scope(scope(&[l.path().to_owned()]));
-    let inventory = Inventory {
-        interfaces: Vec::new(),
-        cpu: Cpu::default(),
-        disks: Vec::new(),
-        memory: Memory::default(),
-        bmc_address: None,
-        bmc_v6address: None,
-        system_vendor: SystemVendor {
-            product_name: String::new(),
-            serial_number: String::new(),
-            manufacturer: String::new(),
-            firmware: Firmware::default(),
-        },
-        boot: BootInfo::default(),
-        hostname: String::new(),
-        bmc_mac: None,
-    };
+    let inventory = empty_inventory();
     let args = Map::new();
     let result = manager
         .execute_step(&StepCall {

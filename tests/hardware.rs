@@ -2,15 +2,18 @@
 //! step merging, the generic step tables (spec hardware-and-disks.md 4.6), version
 //! checks, step execution errors and the example vendor manager in the full registry.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 
+use common::fixtures::{block_device, empty_inventory};
 use ira::hardware::{
     deduplicate_steps, BuiltinOptions, Candidate, DispatchError, GenericHardwareManager, Registry,
     StepError,
 };
 use ira::hw::{
-    BlockDevice, BootInfo, Cpu, Firmware, HardwareManager, HwError, HwResult, Inventory,
-    ManagerVersion, Memory, Step, StepCall, StepKind, SupportLevel, SystemVendor,
+    BlockDevice, Firmware, HardwareManager, HwError, HwResult, Inventory, ManagerVersion, Step,
+    StepCall, StepKind, SupportLevel, SystemVendor,
 };
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
@@ -19,12 +22,6 @@ use serde_json::{json, Map, Value};
 
 fn inventory(manufacturer: &str) -> Inventory {
     Inventory {
-        interfaces: Vec::new(),
-        cpu: Cpu::default(),
-        disks: Vec::new(),
-        memory: Memory::default(),
-        bmc_address: None,
-        bmc_v6address: None,
         system_vendor: SystemVendor {
             product_name: "Box 9000".to_owned(),
             serial_number: "SN1".to_owned(),
@@ -35,34 +32,14 @@ fn inventory(manufacturer: &str) -> Inventory {
                 build_date: "03/15/2024".to_owned(),
             },
         },
-        boot: BootInfo::default(),
         hostname: "node-1".to_owned(),
-        bmc_mac: None,
+        ..empty_inventory()
     }
 }
 
 /// A machine no compiled-in vendor manager claims.
 fn plain() -> Inventory {
     inventory("Other Inc")
-}
-
-fn device(name: &str) -> BlockDevice {
-    BlockDevice {
-        name: name.to_owned(),
-        model: None,
-        size: 1 << 30,
-        rotational: false,
-        wwn: None,
-        serial: None,
-        vendor: None,
-        wwn_with_extension: None,
-        wwn_vendor_extension: None,
-        hctl: None,
-        by_path: None,
-        logical_sectors: 512,
-        physical_sectors: 512,
-        tran: None,
-    }
 }
 
 /// What a fake manager answers to `execute_step`.
@@ -421,9 +398,9 @@ fn filter_devices_passes_every_manager_and_drops_hidden() {
     )
     .unwrap();
     let out = registry.filter_devices(vec![
-        device("/dev/sda"),
-        device("/dev/sdb"),
-        device("/dev/sdc"),
+        block_device("/dev/sda", 1 << 30),
+        block_device("/dev/sdb", 1 << 30),
+        block_device("/dev/sdc", 1 << 30),
     ]);
     let listed: Vec<(&str, &str)> = out
         .iter()

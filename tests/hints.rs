@@ -3,10 +3,13 @@
 //! matching, skip lists with md volume names, `get_os_install_device` over hand-made
 //! disk lists, the udev/sysfs readers on fixture trees, and property tests.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
 
+use common::fixtures::block_device;
 use ira::blockdev::hints::specs::{self, Operand};
 use ira::blockdev::hints::{
     classify_raid_arrays, device_matches, extract_operator_and_values, find_devices_by_hints,
@@ -23,25 +26,6 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 
 const GIB: u64 = 1 << 30;
-
-fn disk(name: &str, size: u64) -> BlockDevice {
-    BlockDevice {
-        name: name.to_owned(),
-        model: None,
-        size,
-        rotational: false,
-        wwn: None,
-        serial: None,
-        vendor: None,
-        wwn_with_extension: None,
-        wwn_vendor_extension: None,
-        hctl: None,
-        by_path: None,
-        logical_sectors: 512,
-        physical_sectors: 512,
-        tran: None,
-    }
-}
 
 fn hints(v: Value) -> RootDeviceHints {
     RootDeviceHints::parse(&v)
@@ -463,17 +447,17 @@ fn invalid_hints_use_ipa_messages() {
 // Matching (IPA's MatchRootDeviceTestCase devices)
 
 fn ipa_devices() -> Vec<HintDevice> {
-    let mut sda = disk("/dev/sda", 64424509440);
+    let mut sda = block_device("/dev/sda", 64424509440);
     sda.model = Some("ok model".into());
     sda.serial = Some("fakeserial".into());
     sda.wwn = Some("wwn_1".into());
     sda.rotational = true;
-    let mut sdb = disk("/dev/sdb", 128849018880);
+    let mut sdb = block_device("/dev/sdb", 128849018880);
     sdb.model = Some("big model".into());
     sdb.serial = Some("veryfakeserial".into());
     sdb.wwn = Some("wwn_2".into());
     sdb.rotational = true;
-    let mut sdc = disk("/dev/sdc", 10737418240);
+    let mut sdc = block_device("/dev/sdc", 10737418240);
     sdc.model = Some("small model".into());
     sdc.serial = Some("veryveryfakeserial".into());
     sdc.wwn = Some("wwn_3".into());
@@ -551,12 +535,12 @@ fn match_cases_from_ipa() {
 
 #[test]
 fn empty_and_null_device_values() {
-    let mut blank = disk("/dev/sda", 10 * GIB);
+    let mut blank = block_device("/dev/sda", 10 * GIB);
     blank.model = Some(" ".into());
     let devs = [HintDevice::scalar(blank)];
     assert_eq!(first(&devs, json!({"model": "foo"})), None);
     // A null value is Python's str(None): "none" (IPA quirk, kept).
-    let devs = [HintDevice::scalar(disk("/dev/nvme0n1", 10 * GIB))];
+    let devs = [HintDevice::scalar(block_device("/dev/nvme0n1", 10 * GIB))];
     assert_eq!(
         first(&devs, json!({"vendor": "None"})).as_deref(),
         Some("/dev/nvme0n1")
@@ -564,7 +548,7 @@ fn empty_and_null_device_values() {
     assert_eq!(first(&devs, json!({"vendor": "ATA"})), None);
     // In list mode null entries are dropped; all-null is a non-match.
     let devs = [HintDevice::list_mode(
-        disk("/dev/sda", 10 * GIB),
+        block_device("/dev/sda", 10 * GIB),
         None,
         None,
         None,
@@ -575,7 +559,7 @@ fn empty_and_null_device_values() {
 
 #[test]
 fn match_errors_propagate_in_scalar_mode_and_skip_in_list_mode() {
-    let mut d = disk("/dev/sda", 10 * GIB);
+    let mut d = block_device("/dev/sda", 10 * GIB);
     d.serial = Some("abc".into());
     let scalar = [HintDevice::scalar(d.clone())];
     let err = match_root_device_hints(&scalar, &hints(json!({"serial": ">= 5"}))).unwrap_err();
@@ -589,7 +573,7 @@ fn match_errors_propagate_in_scalar_mode_and_skip_in_list_mode() {
     assert_eq!(first(&list, json!({"serial": ">= 8"})), None);
     // An earlier mismatch ends the evaluation before a later hint can raise.
     // (Hints run in the JSON map's order, which is by name here.)
-    let mut other = disk("/dev/sdb", GIB);
+    let mut other = block_device("/dev/sdb", GIB);
     other.serial = Some("xyz".into());
     other.model = Some("bar".into());
     let devs = [HintDevice::scalar(other)];
@@ -604,13 +588,13 @@ fn match_errors_propagate_in_scalar_mode_and_skip_in_list_mode() {
 
 /// NVMe + SATA + USB (the USB stick reached the listing through the allow-list).
 fn mixed() -> Vec<HintDevice> {
-    let mut nvme = disk("/dev/nvme0n1", 960 * GIB);
+    let mut nvme = block_device("/dev/nvme0n1", 960 * GIB);
     nvme.serial = Some("S64GNE0R602354".into());
     nvme.wwn = Some("eui.3634483052602354".into());
     nvme.model = Some("SAMSUNG MZQL2960HCJR".into());
     nvme.tran = Some("nvme".into());
     nvme.by_path = Some("/dev/disk/by-path/pci-0000:5e:00.0-nvme-1".into());
-    let mut sda = disk("/dev/sda", 480 * GIB);
+    let mut sda = block_device("/dev/sda", 480 * GIB);
     sda.serial = Some("PHYS123400AB480BGN".into());
     sda.wwn = Some("0x55cd2e415123abcd".into());
     sda.wwn_with_extension = Some("0x55cd2e415123abcd0000000000000001".into());
@@ -618,12 +602,12 @@ fn mixed() -> Vec<HintDevice> {
     sda.vendor = Some("ATA".into());
     sda.tran = Some("sata".into());
     sda.by_path = Some("/dev/disk/by-path/pci-0000:00:17.0-ata-1".into());
-    let mut sdb = disk("/dev/sdb", 2000 * GIB);
+    let mut sdb = block_device("/dev/sdb", 2000 * GIB);
     sdb.rotational = true;
     sdb.serial = Some("WD-WCC4N0000001".into());
     sdb.hctl = Some("1:0:0:0".into());
     sdb.tran = Some("sata".into());
-    let mut sdc = disk("/dev/sdc", 3 * GIB);
+    let mut sdc = block_device("/dev/sdc", 3 * GIB);
     sdc.tran = Some("usb".into());
     sdc.model = Some("Cruzer Blade".into());
     vec![
@@ -666,13 +650,13 @@ fn without_hints_smallest_disk_of_4_gib() {
     );
     // Exactly 4 GiB qualifies, one byte less does not; ties go to the smaller name.
     let devs = [
-        HintDevice::scalar(disk("/dev/sdb", MIN_ROOT_DISK_SIZE)),
-        HintDevice::scalar(disk("/dev/sda", MIN_ROOT_DISK_SIZE - 1)),
-        HintDevice::scalar(disk("/dev/vdb", 8 * GIB)),
-        HintDevice::scalar(disk("/dev/nvme0n1", MIN_ROOT_DISK_SIZE)),
+        HintDevice::scalar(block_device("/dev/sdb", MIN_ROOT_DISK_SIZE)),
+        HintDevice::scalar(block_device("/dev/sda", MIN_ROOT_DISK_SIZE - 1)),
+        HintDevice::scalar(block_device("/dev/vdb", 8 * GIB)),
+        HintDevice::scalar(block_device("/dev/nvme0n1", MIN_ROOT_DISK_SIZE)),
     ];
     assert_eq!(choose(None, &devs).unwrap(), "/dev/nvme0n1");
-    let tiny = [HintDevice::scalar(disk("/dev/sda", 3 * GIB))];
+    let tiny = [HintDevice::scalar(block_device("/dev/sda", 3 * GIB))];
     let err = choose(None, &tiny).unwrap_err();
     assert!(err.is_device_not_found());
     assert_eq!(
@@ -882,13 +866,13 @@ fn raid_classification() {
 fn volume_name_skip_keeps_arrays_out_of_candidates() {
     let mut devs = mixed();
     devs.push(HintDevice::list_mode(
-        disk("/dev/md0", 100 * GIB),
+        block_device("/dev/md0", 100 * GIB),
         None,
         None,
         None,
     ));
     devs.push(HintDevice::list_mode(
-        disk("/dev/md1", 50 * GIB),
+        block_device("/dev/md1", 50 * GIB),
         None,
         None,
         None,
@@ -933,7 +917,7 @@ fn volume_name_skip_keeps_arrays_out_of_candidates() {
 fn raid_root_volume_wins_and_non_root_volumes_are_excluded() {
     let mut devs = mixed();
     devs.push(HintDevice::list_mode(
-        disk("/dev/md0", 400 * GIB),
+        block_device("/dev/md0", 400 * GIB),
         None,
         None,
         None,
@@ -1092,7 +1076,7 @@ proptest! {
     /// A device whose value equals the hint (any case) matches; `s!=` is its negation.
     #[test]
     fn equality_hints_match_their_own_value(v in value_strategy()) {
-        let mut d = disk("/dev/sda", 10 * GIB);
+        let mut d = block_device("/dev/sda", 10 * GIB);
         d.model = Some(v.to_uppercase());
         let dev = HintDevice::scalar(d);
         let eq = hints(json!({"model": v.clone()}));
@@ -1114,7 +1098,7 @@ proptest! {
         use_hints in any::<bool>(),
     ) {
         let devices: Vec<HintDevice> = disks.iter().enumerate().map(|(i, (gib, rota, serial))| {
-            let mut d = disk(&format!("/dev/sd{}", (b'a' + i as u8) as char), gib * GIB / 2);
+            let mut d = block_device(&format!("/dev/sd{}", (b'a' + i as u8) as char), gib * GIB / 2);
             d.rotational = *rota;
             d.serial = Some(format!("SER{serial}"));
             HintDevice::list_mode(d, None, Some(format!("LONG-SER{serial}")), None)

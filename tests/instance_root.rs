@@ -22,7 +22,7 @@ use ira::config::Config;
 use ira::deploy::host::Host;
 use ira::deploy::{PartitionUuids, Written};
 use ira::hardware::{builtin_managers, BuiltinOptions, Registry, StepError};
-use ira::hw::{AgentHost, BootInfo, Cpu, HwError, Inventory, Memory, StepKind, SystemVendor};
+use ira::hw::{AgentHost, HwError, Inventory, StepKind, SystemVendor};
 
 const MIB: u64 = 1 << 20;
 const ROOT_UUID: &str = "3f1b6c1e-8a77-4d51-9c3e-1d2a5b6c7d8e";
@@ -232,39 +232,19 @@ impl Drop for Disk {
     }
 }
 
+/// Agent state as after `write_image` of a whole-disk image onto `disk`, with the
+/// device allow-list `allow`.
+/// The test machine, made by a vendor no manager claims.
 fn inventory() -> Inventory {
     Inventory {
-        interfaces: Vec::new(),
-        cpu: Cpu {
-            model_name: "Test CPU".into(),
-            frequency: "2000.0000".into(),
-            count: 2,
-            architecture: "x86_64".into(),
-            flags: vec!["lm".into()],
-            socket_count: 1,
-        },
-        disks: Vec::new(),
-        memory: Memory {
-            total: Some(2 << 30),
-            physical_mb: Some(2048),
-        },
-        bmc_address: None,
-        bmc_v6address: None,
         system_vendor: SystemVendor {
             manufacturer: "Example Corp".into(),
             ..SystemVendor::default()
         },
-        boot: BootInfo {
-            current_boot_mode: "uefi".into(),
-            pxe_interface: None,
-        },
-        hostname: "instance-test".into(),
-        bmc_mac: None,
+        ..common::fixtures::inventory("instance-test", "uefi")
     }
 }
 
-/// Agent state as after `write_image` of a whole-disk image onto `disk`, with the
-/// device allow-list `allow`.
 fn state(allow: &[&str], disk: &Disk) -> Arc<AgentState> {
     let config = Config {
         no_power_off: true,

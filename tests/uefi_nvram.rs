@@ -2,6 +2,8 @@
 //! (`<root>/sys/firmware/efi/efivars`): entries on disk partitions and shim/GRUB
 //! loaders go, network, CD and firmware entries stay, `BootOrder` follows.
 
+mod common;
+
 use std::io;
 use std::path::Path;
 use std::sync::Mutex;
@@ -9,6 +11,7 @@ use std::sync::Mutex;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
+use common::fixtures::empty_inventory;
 use ira::deploy::bootloader::efivar::{
     DevicePathNode, HardDrive, LoadOption, PartitionSignature, LOAD_OPTION_ACTIVE,
 };
@@ -18,10 +21,7 @@ use ira::deploy::bootloader::nvram::{
 };
 use ira::deploy::mount::{MountKind, Mounter};
 use ira::hardware::GenericHardwareManager;
-use ira::hw::{
-    BootInfo, Cpu, Firmware, HardwareManager, HwError, Inventory, Memory, StepCall, StepKind,
-    SystemVendor,
-};
+use ira::hw::{HardwareManager, HwError, StepCall, StepKind};
 
 /// A mounter that records calls and refuses them (no efivarfs in tests).
 #[derive(Default)]
@@ -218,23 +218,7 @@ fn invalid_patterns_are_invalid_parameters() {
         sysroot: root.path().to_path_buf(),
         ..ira::erase::EraseScope::disabled()
     });
-    let inventory = Inventory {
-        interfaces: Vec::new(),
-        cpu: Cpu::default(),
-        disks: Vec::new(),
-        memory: Memory::default(),
-        bmc_address: None,
-        bmc_v6address: None,
-        system_vendor: SystemVendor {
-            product_name: String::new(),
-            serial_number: String::new(),
-            manufacturer: String::new(),
-            firmware: Firmware::default(),
-        },
-        boot: BootInfo::default(),
-        hostname: String::new(),
-        bmc_mac: None,
-    };
+    let inventory = empty_inventory();
     let call_args = args(json!({"match_patterns": "HD"}));
     let err = manager
         .execute_step(&StepCall {

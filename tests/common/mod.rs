@@ -2,8 +2,10 @@
 //! agent configuration scaled to milliseconds.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod agent;
 pub mod cmd;
 pub mod fake_conductor;
+pub mod fixtures;
 pub mod loopdev;
 pub mod misbehaving_http;
 

@@ -11,15 +11,16 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use common::agent::{self, Served};
 use common::fixtures::inventory;
 use ira::agent::{AgentState, Secret};
 use ira::api::{self, CommandError, ServerLimits};
 use ira::commands::{self, CommandSpec, Commands, Extension};
 use ira::config::Config;
-use ira::hardware::{builtin_managers, BuiltinOptions, Registry};
+use ira::hardware::{builtin_managers, BuiltinOptions};
 use ira::hw::{
     HardwareManager, HwError, HwResult, Inventory, ManagerVersion, Step, StepCall, StepKind,
     SupportLevel,
@@ -186,30 +187,16 @@ async fn start(opts: Options) -> Agent {
     let gate = Arc::new(Gate::default());
     let mut managers = builtin_managers(&BuiltinOptions::default());
     managers.push(Box::new(TestManager { gate: gate.clone() }));
-    let registry = Registry::new(managers, &inv).expect("managers support the test machine");
-    let state = Arc::new(AgentState::new(
-        Arc::new(opts.config),
-        Arc::new(registry),
-        inv,
-    ));
+    let state = agent::state_with(opts.config, managers, inv);
     if let Some(token) = opts.token {
         *state.token.write().unwrap() = Some(Secret::new(token));
     }
     let mut extensions = commands::builtin();
     extensions.push(test_extension());
     let cmds = Commands::with_extensions(state.clone(), extensions);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let scheme = if opts.tls.is_some() { "https" } else { "http" };
-    let (stop, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(api::serve_with_limits(
-        listener,
-        opts.tls,
-        state.clone(),
-        cmds,
-        stop_rx,
-        opts.limits,
-    ));
+    let Served { addr, stop, task } =
+        agent::serve(state.clone(), cmds, opts.tls, opts.limits).await;
     Agent {
         base: format!("{scheme}://{addr}"),
         addr,

@@ -17,6 +17,7 @@ use std::sync::Mutex;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use common::agent;
 use common::cmd::run as sh;
 use common::fixtures::inventory;
 use common::loopdev::LoopDev;
@@ -31,7 +32,6 @@ use ira::deploy::bootloader::efivars::{EfiVars, ATTR_NV_BS_RT, GLOBAL_GUID};
 use ira::deploy::bootloader::uefi::{manage_uefi, UefiEnv, UefiError};
 use ira::deploy::bootloader::{install_bootloader, run, BootEnv, Request, BIOS_INSTALL_DISABLED};
 use ira::deploy::mount::{MountKind, Mounter, SysMounter};
-use ira::hardware::{builtin_managers, BuiltinOptions, Registry};
 use ira::partition::fat::make_fat32;
 use ira::partition::gpt::{types, Gpt, GptEntry};
 use ira::partition::{mbr, Geometry, MIB};
@@ -747,15 +747,11 @@ fn state(
     enable_bios: bool,
 ) -> Arc<AgentState> {
     let config = Config {
-        no_power_off: true,
-        device_allowlist: vec![dev.display().to_string()],
         sysroot: root.to_path_buf(),
         ignore_bootloader_failure: config_ignore,
-        ..Config::default()
+        ..agent::allowlist_config(vec![dev.display().to_string()])
     };
-    let inv = inventory("bootloader-test", "bios");
-    let registry = Registry::new(builtin_managers(&BuiltinOptions::default()), &inv).unwrap();
-    let state = Arc::new(AgentState::new(Arc::new(config), Arc::new(registry), inv));
+    let state = agent::state(config, inventory("bootloader-test", "bios"));
     *state.node.lock().unwrap() = Some(json!({
         "uuid": "5b0c7a1e-2f3d-4c5b-9a8e-7d6c5b4a3f21",
         "properties": {"root_device": {"name": dev.display().to_string()}},

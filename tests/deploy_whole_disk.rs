@@ -17,18 +17,17 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use common::agent::{self, Served};
 use common::cmd::{run, sfdisk_json};
 use common::fake_conductor::{FakeConductor, Route};
 use common::fixtures::inventory;
 use common::misbehaving_http::{Behaviour, MisbehavingServer};
 use ira::agent::{AgentState, Secret};
-use ira::api::{self, ServerLimits};
+use ira::api::ServerLimits;
 use ira::commands::Commands;
 use ira::config::Config;
-use ira::hardware::{builtin_managers, BuiltinOptions, Registry};
 use ira::ironic::backoff::HeartbeatPolicy;
 use ira::ironic::client::{ClientOptions, IronicClient};
 use ira::ironic::Heartbeater;
@@ -371,35 +370,20 @@ struct Agent {
 async fn start(allow: &[&Disk]) -> Agent {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = Config {
-        no_power_off: true,
-        device_allowlist: allow.iter().map(|d| d.name()).collect(),
         sysroot: PathBuf::from("/"),
         image_download_connection_timeout: Duration::from_secs(5),
         image_download_connection_retries: 1,
         image_download_connection_retry_interval: Duration::from_millis(10),
-        ..Config::default()
+        ..agent::allowlist_config(allow.iter().map(|d| d.name()).collect())
     };
-    let inv = inventory("deploy-test", "uefi");
-    let registry = Registry::new(builtin_managers(&BuiltinOptions::default()), &inv)
-        .expect("managers support the test machine");
-    let state = Arc::new(AgentState::new(Arc::new(config), Arc::new(registry), inv));
+    let state = agent::state(config, inventory("deploy-test", "uefi"));
     *state.token.write().unwrap() = Some(Secret::new(TOKEN));
     let cmds = Commands::new(state.clone());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stop_rx) = watch::channel(false);
     let limits = ServerLimits {
         shutdown_grace: Duration::from_millis(500),
         ..ServerLimits::default()
     };
-    let task = tokio::spawn(api::serve_with_limits(
-        listener,
-        None,
-        state.clone(),
-        cmds,
-        stop_rx,
-        limits,
-    ));
+    let Served { addr, stop, task } = agent::serve(state.clone(), cmds, None, limits).await;
     Agent {
         base: format!("http://{addr}"),
         state,

@@ -15,13 +15,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use common::agent;
 use common::cmd::run;
 use common::misbehaving_http::{Behaviour, MisbehavingServer};
 use ira::agent::AgentState;
 use ira::config::Config;
 use ira::deploy::host::Host;
 use ira::deploy::{PartitionUuids, Written};
-use ira::hardware::{builtin_managers, BuiltinOptions, Registry, StepError};
+use ira::hardware::StepError;
 use ira::hw::{AgentHost, HwError, Inventory, StepKind, SystemVendor};
 
 const MIB: u64 = 1 << 20;
@@ -247,15 +248,10 @@ fn inventory() -> Inventory {
 
 fn state(allow: &[&str], disk: &Disk) -> Arc<AgentState> {
     let config = Config {
-        no_power_off: true,
-        device_allowlist: allow.iter().map(|s| s.to_string()).collect(),
         sysroot: PathBuf::from("/"),
-        ..Config::default()
+        ..agent::allowlist_config(allow.iter().map(|s| s.to_string()).collect())
     };
-    let inv = inventory();
-    let registry = Registry::new(builtin_managers(&BuiltinOptions::default()), &inv)
-        .expect("managers support the test machine");
-    let state = Arc::new(AgentState::new(Arc::new(config), Arc::new(registry), inv));
+    let state = agent::state(config, inventory());
     state.deploy.record(Written {
         image_id: "img".into(),
         device: disk.dev.clone(),

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::cmd::run;
+use common::fixtures::sha256_hex;
 use common::loopdev::LoopDev;
 use common::misbehaving_http::{Behaviour, MisbehavingServer};
 use ira::agent::AgentState;
@@ -28,7 +29,6 @@ use ira::deploy::partition_image;
 use ira::deploy::PartitionUuids;
 use ira::hardware::Registry;
 use ira::hw::Inventory;
-use ira::image::checksum::{HashAlgo, Hasher};
 use ira::image::ImageInfo;
 use ira::partition::configdrive::ConfigDriveImage;
 use serde_json::{json, Value};
@@ -160,12 +160,7 @@ fn flush(dev: &Path) {
 
 fn read_at(dev: &Path, offset: u64, len: usize) -> Vec<u8> {
     flush(dev);
-    let mut v = vec![0u8; len];
-    File::open(dev)
-        .unwrap()
-        .read_exact_at(&mut v, offset)
-        .unwrap();
-    v
+    common::blockio::read_at(dev, offset, len)
 }
 
 fn fill(dev: &Path, offset: u64, byte: u8, len: usize) {
@@ -192,12 +187,6 @@ fn blkid(dev: &Path) -> BTreeMap<String, String> {
 fn sfdisk_json(dev: &Path) -> Value {
     flush(dev);
     common::cmd::sfdisk_json(dev)
-}
-
-fn sha256(data: &[u8]) -> String {
-    let mut h = Hasher::new(HashAlgo::Sha256);
-    h.update(data);
-    h.finish_hex()
 }
 
 /// An ext4 filesystem image of `mib` MiB with a file in it.
@@ -275,7 +264,7 @@ async fn serve(path: &str, data: &[u8]) -> MisbehavingServer {
 fn image_info(url: &str, format: &str, digest_of: &[u8], extra: Value) -> ImageInfo {
     let mut v = json!({"id": "part-img", "urls": [url], "disk_format": format,
         "container_format": "bare", "stream_raw_images": true,
-        "os_hash_algo": "sha256", "os_hash_value": sha256(digest_of),
+        "os_hash_algo": "sha256", "os_hash_value": sha256_hex(digest_of),
         "image_type": "partition", "node_uuid": "n1", "root_mb": 16, "swap_mb": 0,
         "ephemeral_mb": 0, "ephemeral_format": null, "preserve_ephemeral": false});
     for (k, val) in extra.as_object().unwrap() {
@@ -561,12 +550,7 @@ async fn missing_or_stale_partition_nodes_stop_the_deploy() {
 
 /// Reads through the disk's page cache as any later reader of the disk would.
 fn read_cached(dev: &Path, offset: u64, len: usize) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    File::open(dev)
-        .unwrap()
-        .read_exact_at(&mut v, offset)
-        .unwrap();
-    v
+    common::blockio::read_at(dev, offset, len)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

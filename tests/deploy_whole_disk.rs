@@ -20,9 +20,9 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use common::agent::{self, Served};
-use common::cmd::{run, sfdisk_json};
+use common::cmd::{run, sfdisk_json, spawn_with_stdin};
 use common::fake_conductor::{FakeConductor, Route};
-use common::fixtures::inventory;
+use common::fixtures::{hex, inventory, sha256_hex};
 use common::misbehaving_http::{Behaviour, MisbehavingServer};
 use ira::agent::{AgentState, Secret};
 use ira::api::ServerLimits;
@@ -43,14 +43,6 @@ const IMAGE_LEN: u64 = 24 * MIB;
 const DEV_LEN: u64 = 160 * MIB;
 
 // ---------------------------------------------------------------- tools
-
-fn sha256_hex(data: &[u8]) -> String {
-    hex(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// Half pseudo-random data, half zero runs, like a real disk image.
 fn pseudo_random(buf: &mut [u8], seed: u64) {
@@ -274,17 +266,10 @@ impl Scratch {
         let path = self.path_str("mbr.raw");
         File::create(&path).unwrap().set_len(IMAGE_LEN).unwrap();
         let script = format!("label: dos\nlabel-id: 0x{SIG:08x}\n2048,8192,c,*\n,,83\n");
-        let mut child = Command::new("sfdisk")
-            .args(["-q", &path])
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(script.as_bytes())
-            .unwrap();
+        let mut child = spawn_with_stdin(
+            Command::new("sfdisk").args(["-q", &path]),
+            script.as_bytes(),
+        );
         assert!(child.wait().unwrap().success());
         let mut bytes = std::fs::read(&path).unwrap();
         // The gap after the MBR (where GRUB embeds itself) holds data too.

@@ -6,14 +6,14 @@
 
 mod common;
 
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::{json, Map, Value};
 
-use common::cmd::run;
+use common::blockio::{read_at, write_at};
+use common::cmd::{run, spawn_with_stdin};
 use common::fixtures::empty_inventory;
 use ira::blockdev::AllowList;
 use ira::erase::{erase_devices_metadata, EraseError, EraseScope};
@@ -120,21 +120,6 @@ fn signatures(file: &Path) -> String {
     run("wipefs", &["--noheadings", file.to_str().unwrap()])
         .trim()
         .to_owned()
-}
-
-fn write_at(path: &Path, offset: u64, data: &[u8]) {
-    let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    f.seek(SeekFrom::Start(offset)).unwrap();
-    f.write_all(data).unwrap();
-    f.sync_all().unwrap();
-}
-
-fn read_at(path: &Path, offset: u64, len: usize) -> Vec<u8> {
-    let mut f = File::open(path).unwrap();
-    f.seek(SeekFrom::Start(offset)).unwrap();
-    let mut b = vec![0; len];
-    f.read_exact(&mut b).unwrap();
-    b
 }
 
 fn scope(globs: &[String]) -> EraseScope {
@@ -294,17 +279,10 @@ fn skip_list_protects_a_disk_and_its_partitions() {
 #[test]
 fn a_vmfs_partition_stops_the_step_before_anything_is_written() {
     let vmfs = Loop::new(32 * MIB);
-    let mut child = Command::new("sfdisk")
-        .args(["-q", vmfs.path()])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"label: dos\n,8M,fb\n")
-        .unwrap();
+    let mut child = spawn_with_stdin(
+        Command::new("sfdisk").args(["-q", vmfs.path()]),
+        b"label: dos\n,8M,fb\n",
+    );
     assert!(child.wait().unwrap().success());
     vmfs.show_partitions(1);
     let bystander = Loop::new(16 * MIB);

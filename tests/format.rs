@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::cmd::run_retrying;
+use common::cmd::{run_retrying, spawn_with_stdin};
 use ira::image::format::{
     detect, gate, Compression, Detected, Format, FormatError, Safety, SNIFF_LEN,
 };
@@ -185,17 +185,10 @@ fn partition_tables_and_filesystems() {
     assert_eq!(resolved(&head_of(&gpt)), (Format::Gpt, Safety::Safe));
 
     let mbr = disk("mbr.img");
-    let mut child = Command::new("sfdisk")
-        .args(["-q", p(&mbr)])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"label: dos\n,4M,L,*\n,,L\n")
-        .unwrap();
+    let mut child = spawn_with_stdin(
+        Command::new("sfdisk").args(["-q", p(&mbr)]),
+        b"label: dos\n,4M,L,*\n,,L\n",
+    );
     assert!(child.wait().unwrap().success());
     assert_eq!(resolved(&head_of(&mbr)), (Format::Gpt, Safety::Safe));
 

@@ -4,13 +4,14 @@
 
 mod common;
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use base64::Engine as _;
-use common::cmd::{run, sfdisk_json};
+use common::blockio::{read_at, write_at};
+use common::cmd::{run, sfdisk_json, spawn_with_stdin};
 use common::loopdev::LoopDev;
 use ira::blockdev::{open_for_write, AllowList};
 use ira::partition::configdrive::{self, ConfigDriveError, ConfigDriveImage};
@@ -31,19 +32,13 @@ const NODE: &str = "1be26c0b-03f2-4d2e-ae87-c02d7f33c123";
 // ---------------------------------------------------------------- helpers
 
 fn run_stdin(cmd: &str, args: &[&str], input: &str) {
-    let mut child = Command::new(cmd)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
+    let child = spawn_with_stdin(
+        Command::new(cmd)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+        input.as_bytes(),
+    );
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
@@ -125,21 +120,6 @@ fn gzip_base64(data: &[u8]) -> String {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     e.write_all(data).unwrap();
     base64::engine::general_purpose::STANDARD.encode(e.finish().unwrap())
-}
-
-fn read_at(path: &Path, offset: u64, len: usize) -> Vec<u8> {
-    let mut f = File::open(path).unwrap();
-    f.seek(SeekFrom::Start(offset)).unwrap();
-    let mut buf = vec![0; len];
-    f.read_exact(&mut buf).unwrap();
-    buf
-}
-
-fn write_at(path: &Path, offset: u64, data: &[u8]) {
-    let mut f = OpenOptions::new().write(true).open(path).unwrap();
-    f.seek(SeekFrom::Start(offset)).unwrap();
-    f.write_all(data).unwrap();
-    f.sync_all().unwrap();
 }
 
 /// A loop device with 4096-byte logical sectors (detached on drop).

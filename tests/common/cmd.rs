@@ -1,8 +1,9 @@
 //! Running the external tools the tests check results with (sfdisk, losetup, qemu-img),
 //! panicking with their output when they fail.
 
+use std::io::Write;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 
@@ -44,4 +45,11 @@ pub fn sfdisk_json(path: impl AsRef<Path>) -> Value {
     let path = path.as_ref().to_str().expect("UTF-8 path");
     let out = run("sfdisk", &["--json", path]);
     serde_json::from_str::<Value>(&out).unwrap()["partitiontable"].clone()
+}
+
+/// Starts `cmd` with `input` written to its stdin, which is then closed.
+pub fn spawn_with_stdin(cmd: &mut Command, input: &[u8]) -> Child {
+    let mut child = cmd.stdin(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child
 }

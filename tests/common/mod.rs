@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod agent;
+pub mod blockio;
 pub mod cmd;
 pub mod fake_conductor;
 pub mod fixtures;

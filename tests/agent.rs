@@ -17,8 +17,6 @@ use ira::blockdev::AllowList;
 use ira::config::Config;
 use ira::inventory::InventoryOptions;
 use ira::ironic::{HeartbeatPolicy, InspectionPolicy, LookupPolicy};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -104,17 +102,7 @@ fn tls_client(
     pem: &str,
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> reqwest::Client {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(pem.as_bytes()).unwrap())
-        .unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(versions)
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let config = common::tls::client_config(pem, versions);
     reqwest::Client::builder()
         .tls_backend_preconfigured(config)
         .no_proxy()

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use common::agent::{self, Served};
 use common::fixtures::inventory;
+use common::tls;
 use ira::agent::{AgentState, Secret};
 use ira::api::{self, CommandError, ServerLimits};
 use ira::commands::{self, CommandSpec, Commands, Extension};
@@ -1048,22 +1049,6 @@ async fn connections_are_bounded() {
 
 // ---------------------------------------------------------------- TLS
 
-fn tls_client(
-    cert_pem: &str,
-    versions: &[&'static rustls::SupportedProtocolVersion],
-) -> rustls::ClientConfig {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap())
-        .unwrap();
-    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_protocol_versions(versions)
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth()
-}
-
 #[tokio::test]
 async fn https_with_the_generated_certificate() {
     let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -1076,7 +1061,10 @@ async fn https_with_the_generated_certificate() {
     .await;
     agent.client = reqwest::Client::builder()
         .no_proxy()
-        .use_preconfigured_tls(tls_client(&tls.cert_pem, &[&rustls::version::TLS13]))
+        .use_preconfigured_tls(tls::client_config(
+            &tls.cert_pem,
+            &[&rustls::version::TLS13],
+        ))
         .build()
         .unwrap();
     let (status, body) = agent.get("/v1/status").await;
@@ -1092,7 +1080,7 @@ async fn https_with_the_generated_certificate() {
     // A client that does not trust the certificate is refused.
     let untrusted = reqwest::Client::builder()
         .no_proxy()
-        .use_preconfigured_tls(tls_client(
+        .use_preconfigured_tls(tls::client_config(
             &api::generate_self_signed(ip, "other", "p256", Duration::ZERO)
                 .unwrap()
                 .cert_pem,
@@ -1120,7 +1108,7 @@ async fn tls13_only_refuses_tls12_clients() {
     let server_name = rustls::pki_types::ServerName::IpAddress(ip.into());
     let handshake = |versions: &[&'static rustls::SupportedProtocolVersion]| {
         let connector =
-            tokio_rustls::TlsConnector::from(Arc::new(tls_client(&tls.cert_pem, versions)));
+            tokio_rustls::TlsConnector::from(Arc::new(tls::client_config(&tls.cert_pem, versions)));
         let server_name = server_name.clone();
         let addr = agent.addr;
         async move {
@@ -1137,7 +1125,7 @@ async fn tls13_only_refuses_tls12_clients() {
         ..Options::default()
     })
     .await;
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_client(
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls::client_config(
         &tls.cert_pem,
         &[&rustls::version::TLS12],
     )));

@@ -1,5 +1,6 @@
-//! Helpers shared by the integration tests: the fake conductor, free ports, and an
-//! agent configuration scaled to milliseconds.
+//! Helpers shared by the integration tests: the fake conductor, free ports, an agent
+//! configuration scaled to milliseconds, and one module per kind of helper (agent
+//! states, external commands, fixtures, byte-level I/O, loop devices, TLS).
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod agent;
@@ -9,6 +10,7 @@ pub mod fake_conductor;
 pub mod fixtures;
 pub mod loopdev;
 pub mod misbehaving_http;
+pub mod tls;
 
 use std::time::Duration;
 

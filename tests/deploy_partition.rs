@@ -231,29 +231,6 @@ fn qcow2_of(raw: &[u8]) -> Vec<u8> {
     std::fs::read(q).unwrap()
 }
 
-/// An OpenStack config drive ISO made by genisoimage.
-fn config_drive_iso() -> Vec<u8> {
-    let dir = tempfile::tempdir().unwrap();
-    let latest = dir.path().join("tree/openstack/latest");
-    std::fs::create_dir_all(&latest).unwrap();
-    std::fs::write(latest.join("meta_data.json"), br#"{"uuid": "n1"}"#).unwrap();
-    let iso = dir.path().join("cd.iso");
-    run(
-        "genisoimage",
-        &[
-            "-quiet",
-            "-V",
-            "config-2",
-            "-J",
-            "-R",
-            "-o",
-            iso.to_str().unwrap(),
-            dir.path().join("tree").to_str().unwrap(),
-        ],
-    );
-    std::fs::read(iso).unwrap()
-}
-
 async fn serve(path: &str, data: &[u8]) -> MisbehavingServer {
     let s = MisbehavingServer::start(Behaviour::default()).await;
     s.add(path, data.to_vec());
@@ -299,7 +276,7 @@ async fn uefi_gpt_layout_with_swap_config_drive_and_root() {
     let layout = [(1, 550), (551, 8), (559, 1), (560, 16)];
     let rig = Rig::new(580, &layout, node);
     let image = ext4_image(12);
-    let iso = config_drive_iso();
+    let iso = common::fixtures::config_drive_iso(br#"{"uuid": "n1"}"#, None);
     let srv = serve("/root.img", &image).await;
     let info = image_info(
         &srv.url("/root.img"),

@@ -22,14 +22,14 @@ use tokio::sync::watch;
 use common::agent::{self, Served};
 use common::cmd::{run, sfdisk_json, spawn_with_stdin};
 use common::fake_conductor::{FakeConductor, Route};
-use common::fixtures::{hex, inventory, sha256_hex};
+use common::fixtures::{client_options, hex, inventory, pseudo_random, sha256_hex};
 use common::misbehaving_http::{Behaviour, MisbehavingServer};
 use ira::agent::{AgentState, Secret};
 use ira::api::ServerLimits;
 use ira::commands::Commands;
 use ira::config::Config;
 use ira::ironic::backoff::HeartbeatPolicy;
-use ira::ironic::client::{ClientOptions, IronicClient};
+use ira::ironic::client::IronicClient;
 use ira::ironic::Heartbeater;
 
 const MIB: u64 = 1 << 20;
@@ -43,22 +43,6 @@ const IMAGE_LEN: u64 = 24 * MIB;
 const DEV_LEN: u64 = 160 * MIB;
 
 // ---------------------------------------------------------------- tools
-
-/// Half pseudo-random data, half zero runs, like a real disk image.
-fn pseudo_random(buf: &mut [u8], seed: u64) {
-    let mut x = seed | 1;
-    for (i, chunk) in buf.chunks_mut(64 << 10).enumerate() {
-        if i % 2 == 1 {
-            continue;
-        }
-        for b in chunk.iter_mut() {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            *b = x as u8;
-        }
-    }
-}
 
 /// The byte range where `a` and `b` differ (first and last differing offsets), if any.
 fn diff(a: &[u8], b: &[u8]) -> Option<(usize, usize)> {
@@ -1929,17 +1913,7 @@ async fn start_heartbeats(
 ) -> tokio::task::JoinHandle<()> {
     use rand::SeedableRng as _;
     state.lookup.lock().unwrap().heartbeat_timeout = 200;
-    let client = IronicClient::new(&ClientOptions {
-        urls: vec![conductor.url()],
-        request_id: None,
-        forced_version: None,
-        timeout: Duration::from_secs(5),
-        insecure: false,
-        cafile: None,
-        tls_min_version: "1.2".into(),
-        system_roots: false,
-    })
-    .unwrap();
+    let client = IronicClient::new(&client_options(vec![conductor.url()])).unwrap();
     client.api_version().await;
     let beater = Heartbeater {
         client: Arc::new(client),

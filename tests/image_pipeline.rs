@@ -27,19 +27,8 @@ const MIB: usize = 1 << 20;
 
 /// Half pseudo-random data, half zero runs, like a real disk image.
 fn image(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
     let mut v = vec![0u8; len];
-    for (i, chunk) in v.chunks_mut(64 << 10).enumerate() {
-        if i % 2 == 1 {
-            continue;
-        }
-        for b in chunk.iter_mut() {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            *b = x as u8;
-        }
-    }
+    common::fixtures::pseudo_random(&mut v, seed);
     v
 }
 

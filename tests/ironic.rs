@@ -10,6 +10,7 @@ use std::time::Duration;
 use common::fake_conductor::{
     lookup_answer, root_document, FakeConductor, Reply, Route, NODE_UUID, TOKEN,
 };
+use common::fixtures::client_options;
 use common::{free_port, refused_url};
 use ira::agent::AgentState;
 use ira::config::Config;
@@ -17,7 +18,7 @@ use ira::hardware::Registry;
 use ira::hw::Inventory;
 use ira::ironic::advertise::{self, AdvertiseOptions};
 use ira::ironic::backoff::{self, HeartbeatPolicy, InspectionPolicy, LookupPolicy};
-use ira::ironic::client::{ClientOptions, HeartbeatError, IronicClient};
+use ira::ironic::client::{HeartbeatError, IronicClient};
 use ira::ironic::lookup::{self, LookupOutcome};
 use ira::ironic::wire::{ApiVersion, HeartbeatFields};
 use ira::ironic::{inspection, Heartbeater};
@@ -29,21 +30,8 @@ use tokio::time::Instant;
 
 const MACS: [&str; 2] = ["52:54:00:12:34:56", "52:54:00:ab:cd:ef"];
 
-fn opts(urls: Vec<String>) -> ClientOptions {
-    ClientOptions {
-        urls,
-        request_id: None,
-        forced_version: None,
-        timeout: Duration::from_secs(5),
-        insecure: false,
-        cafile: None,
-        tls_min_version: "1.2".into(),
-        system_roots: false,
-    }
-}
-
 fn client(urls: Vec<String>) -> IronicClient {
-    IronicClient::new(&opts(urls)).unwrap()
+    IronicClient::new(&client_options(urls)).unwrap()
 }
 
 fn macs() -> Vec<String> {
@@ -118,7 +106,7 @@ async fn version_is_discovered_once_and_cached() {
 #[tokio::test]
 async fn forced_version_skips_discovery() {
     let fake = FakeConductor::start().await;
-    let mut o = opts(vec![fake.url()]);
+    let mut o = client_options(vec![fake.url()]);
     o.forced_version = Some(ApiVersion::new(1, 50));
     let c = IronicClient::new(&o).unwrap();
     assert_eq!(c.api_version().await, ApiVersion::new(1, 50));
@@ -168,7 +156,7 @@ async fn no_lookup_is_sent_without_a_discovered_version() {
 #[tokio::test]
 async fn lookup_sends_every_field() {
     let fake = FakeConductor::start().await;
-    let mut o = opts(vec![format!("{}/", fake.url())]);
+    let mut o = client_options(vec![format!("{}/", fake.url())]);
     o.request_id = Some("req-5e4c1a2b-0000-4000-8000-000000000001".into());
     let c = IronicClient::new(&o).unwrap();
     let answer = lookup::lookup_once(&c, &macs(), Some("node-from-inspection"))

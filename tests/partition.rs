@@ -92,28 +92,9 @@ fn tag<'a>(tags: &'a [(String, String)], key: &str) -> Option<&'a str> {
     tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
-/// An OpenStack config drive ISO made by genisoimage.
-fn config_drive_iso(label: &str) -> Vec<u8> {
-    let dir = tempfile::tempdir().unwrap();
-    let latest = dir.path().join("tree/openstack/latest");
-    std::fs::create_dir_all(&latest).unwrap();
-    std::fs::write(latest.join("meta_data.json"), br#"{"uuid": "1be26c0b"}"#).unwrap();
-    std::fs::write(latest.join("user_data"), vec![b'x'; 300 << 10]).unwrap();
-    let iso = dir.path().join("cd.iso");
-    run(
-        "genisoimage",
-        &[
-            "-quiet",
-            "-V",
-            label,
-            "-J",
-            "-R",
-            "-o",
-            iso.to_str().unwrap(),
-            dir.path().join("tree").to_str().unwrap(),
-        ],
-    );
-    std::fs::read(iso).unwrap()
+/// The config drive these tests place, with 300 KiB of user data.
+fn config_drive_iso() -> Vec<u8> {
+    common::fixtures::config_drive_iso(br#"{"uuid": "1be26c0b"}"#, Some(&[b'x'; 300 << 10]))
 }
 
 fn gzip_base64(data: &[u8]) -> String {
@@ -404,7 +385,7 @@ fn probes_agree_with_blkid_on_iso_and_vfat() {
         &["--quiet", img.path().to_str().unwrap()],
         "label: gpt\nstart=2048, size=32768\nstart=36864, size=65536\n",
     );
-    let iso = config_drive_iso("config-2");
+    let iso = config_drive_iso();
     write_at(img.path(), 2048 * 512, &iso);
     let fat = tempfile::NamedTempFile::new().unwrap();
     std::fs::remove_file(fat.path()).unwrap();
@@ -451,7 +432,7 @@ fn config_drive_on_a_gpt_whole_disk_image_on_a_loop_device() {
     write_at(dev.path(), 0, &std::fs::read(image.path()).unwrap());
     assert!(sgdisk_verify(dev.path()).contains("doesn't reside\nat the end of the disk"));
 
-    let iso = config_drive_iso("config-2");
+    let iso = config_drive_iso();
     let cd = configdrive::decode_inline(&gzip_base64(&iso), NODE).unwrap();
     assert_eq!(cd.label().as_deref(), Some("config-2"));
     let mut f = open(dev.path());
@@ -493,7 +474,7 @@ fn config_drive_on_an_mbr_image_takes_the_last_64_mib() {
         &["--quiet", img.path().to_str().unwrap()],
         "label: dos\nlabel-id: 0x1a2b3c4d\nstart=2048, size=204800, type=83, bootable\nstart=206848, size=204800, type=82\n",
     );
-    let iso = config_drive_iso("config-2");
+    let iso = config_drive_iso();
     let cd = configdrive::decode_downloaded(gzip_base64(&iso).as_bytes(), NODE).unwrap();
     let mut f = open(img.path());
     let g = geometry(&f);
@@ -523,7 +504,7 @@ fn config_drive_refused_on_an_mbr_with_four_primaries() {
         &["--quiet", img.path().to_str().unwrap()],
         "label: dos\nstart=2048, size=2048\nstart=4096, size=2048\nstart=6144, size=2048\nstart=8192, size=2048, type=5\n",
     );
-    let cd = ConfigDriveImage::from_bytes(config_drive_iso("config-2"), NODE).unwrap();
+    let cd = ConfigDriveImage::from_bytes(config_drive_iso(), NODE).unwrap();
     let mut f = open(img.path());
     let g = geometry(&f);
     let before = read_at(img.path(), 0, 512);
@@ -544,11 +525,11 @@ fn existing_config_2_partitions_are_reused_and_duplicates_refused() {
         &["--quiet", img.path().to_str().unwrap()],
         "label: gpt\nstart=2048, size=65536\nstart=67584, size=65536\nstart=133120, size=65536\n",
     );
-    let old = config_drive_iso("config-2");
+    let old = config_drive_iso();
     write_at(img.path(), 67584 * 512, &old);
     let mut f = open(img.path());
     let g = geometry(&f);
-    let cd = ConfigDriveImage::from_bytes(config_drive_iso("config-2"), NODE).unwrap();
+    let cd = ConfigDriveImage::from_bytes(config_drive_iso(), NODE).unwrap();
     let placed =
         configdrive::place_on_whole_disk(&mut f, g, Path::new("/dev/sdc"), NODE, &cd).unwrap();
     assert!(!placed.created);
@@ -777,7 +758,7 @@ fn destroy_disk_metadata_leaves_nothing_for_wipefs_on_a_loop_device() {
     wipe::destroy_disk_metadata(&mut f, g).unwrap();
     f.sync_all().unwrap();
     assert_eq!(run("wipefs", &[path]).trim(), "");
-    write_at(dev.path(), 0, &config_drive_iso("config-2"));
+    write_at(dev.path(), 0, &config_drive_iso());
     assert!(run("wipefs", &[path]).contains("iso9660"));
     wipe::destroy_disk_metadata(&mut f, g).unwrap();
     f.sync_all().unwrap();

@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
-# Streaming benchmark, in one run: ira's image pipeline (examples/stream_image.rs, static
-# musl release build) beside each stage measured alone and beside IPA's own streaming code.
-#   ROUNDS=3 SIZE_MIB=2048 bash bench/stream.sh        (as root: losetup)
-#   IRA_ARGS="--writers 2" adds pipeline options to the ira runs.
-#   EXTRA="name|/path/to/stream_image|--args ..." (';'-separated) adds variants measured in
-#   the same rounds, e.g. a build with --features openssl-sha512 or the mimalloc example.
-# Stages alone: dd to the loop device (O_DIRECT + fsync), openssl dgst sha256/sha512 of the
-# image from page cache, curl of the image from the same HTTP server. Target: a loop device
-# with --direct-io=on over a sparse file under $WORK (IPA's driver refuses anything else).
-# Every figure is whole-process wall time and peak RSS from /usr/bin/time; ratios compare
-# each run with the slowest stage of its own round (machines of this kind drift ±25 %).
+# Deploy benchmark, everything in one run (as root: losetup):
+#   ROUNDS=3 SIZE_MIB=2048 bash bench/stream.sh
+# Per round, on a loop device with --direct-io=on over a file under $WORK (/var/tmp):
+#   stages alone: dd of the image onto the device (O_DIRECT + fsync), openssl dgst
+#     -sha256/-sha512 of the image from page cache, curl of the image from the same HTTP
+#     server (python3 -m http.server on 127.0.0.1);
+#   raw image, sha256 and sha512: ira's pipeline (examples/stream_image.rs, static musl
+#     release build: the agent's write_image path, decode stage from
+#     ira::deploy::decode::stage_for), the same with mimalloc (MIMALLOC_ARENA_EAGER_COMMIT=0),
+#     and IPA's own streaming code from PyPI (shared/bench-baselines/ipa_stream_driver.py);
+#   qcow2 (QCOW2=1): the image as `qemu-img convert -c -O qcow2` and as a plain qcow2,
+#     streamed by ira over HTTP (disk_format qcow2, sha256 of the qcow2 file), beside
+#     `qemu-img convert -f qcow2 -t none -W -O raw <local qcow2> <device>` + `sync <device>`.
+# Before every write the device is filled with a 0xA5 pattern; after it, the device is read
+# back with O_DIRECT and compared with the raw image: a run that skips or garbles a range
+# stops the benchmark. Each figure is whole-process wall time and peak RSS (/usr/bin/time);
+# ratios compare runs of the same round (machines of this kind drift by +-25 % over minutes).
+# Knobs: BIN / BIN_MI (prebuilt stream_image / stream_image_mimalloc; built if unset),
+#   NICE=-5 (niceness of every measured process), MIMALLOC=0, QCOW2=0, IRA_ARGS="--writers 2".
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
@@ -17,16 +25,22 @@ IRA_CACHE=${IRA_CACHE:-/var/tmp/ira-cache}
 WORK=${WORK:-/var/tmp/ira-bench}
 ROUNDS=${ROUNDS:-3}
 SIZE_MIB=${SIZE_MIB:-2048}
+NICE=${NICE:-0}
+QCOW2=${QCOW2:-1}
+MIMALLOC=${MIMALLOC:-1}
 IRA_ARGS=${IRA_ARGS:-}
-EXTRA=${EXTRA:-}
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 SHARED=${SHARED:-$REPO/../shared}
 DRIVER=$SHARED/bench-baselines/ipa_stream_driver.py
+case "$WORK" in /var/tmp/*) ;; *) echo "WORK must lie under /var/tmp" >&2; exit 1 ;; esac
 
-if [ -z "${BIN:-}" ]; then # BIN=path measures a prebuilt binary instead
-    cargo build -q --release --target x86_64-unknown-linux-musl --example stream_image
+if [ -z "${BIN:-}" ]; then
+    cargo build -q --release --target x86_64-unknown-linux-musl \
+        --example stream_image --example stream_image_mimalloc
     BIN=$TARGET_DIR/x86_64-unknown-linux-musl/release/examples/stream_image
+    BIN_MI=$TARGET_DIR/x86_64-unknown-linux-musl/release/examples/stream_image_mimalloc
 fi
+[ "$MIMALLOC" = 1 ] && [ -z "${BIN_MI:-}" ] && { echo "set BIN_MI or MIMALLOC=0" >&2; exit 1; }
 if [ ! -x "$IRA_CACHE/ipa-venv/bin/python" ] ||
     ! "$IRA_CACHE/ipa-venv/bin/python" -c 'import ironic_python_agent' 2>/dev/null; then
     python3 -m venv "$IRA_CACHE/ipa-venv"
@@ -35,7 +49,7 @@ fi
 mkdir -p "$WORK"
 IMG=$WORK/mixed-$SIZE_MIB.img
 if [ ! -f "$IMG" ]; then
-    # Random runs and zero runs of 64 KiB to 8 MiB, about half each, and an MBR-like start.
+    # Random runs and zero runs of 64 KiB to 8 MiB, about half each.
     python3 - "$IMG" "$SIZE_MIB" <<'PY'
 import os, random, sys
 path, size = sys.argv[1], int(sys.argv[2]) << 20
@@ -50,8 +64,19 @@ with open(path + ".tmp", "wb") as f:
 os.replace(path + ".tmp", path)
 PY
 fi
+QC=$WORK/mixed-$SIZE_MIB.c.qcow2
+QP=$WORK/mixed-$SIZE_MIB.qcow2
+if [ "$QCOW2" = 1 ]; then
+    [ -f "$QP" ] || { qemu-img convert -f raw -O qcow2 "$IMG" "$QP.tmp" && mv "$QP.tmp" "$QP"; }
+    [ -f "$QC" ] || { qemu-img convert -c -f raw -O qcow2 "$IMG" "$QC.tmp" && mv "$QC.tmp" "$QC"; }
+    QC256=$(openssl dgst -sha256 -r "$QC" | cut -d' ' -f1)
+    QP256=$(openssl dgst -sha256 -r "$QP" | cut -d' ' -f1)
+fi
 SHA256=$(openssl dgst -sha256 -r "$IMG" | cut -d' ' -f1)
 SHA512=$(openssl dgst -sha512 -r "$IMG" | cut -d' ' -f1)
+PATTERN=$WORK/pattern-64M
+[ -f "$PATTERN" ] || head -c $((64 << 20)) /dev/zero | tr '\000' '\245' >"$PATTERN"
+
 BACKING=$WORK/loop-backing.img
 rm -f "$BACKING"
 truncate -s $((SIZE_MIB + 64))M "$BACKING"
@@ -59,70 +84,161 @@ LOOP=$(losetup --find --show --direct-io=on "$BACKING")
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 python3 -m http.server --bind 127.0.0.1 --directory "$WORK" "$PORT" >/dev/null 2>&1 &
 HTTP_PID=$!
-RESULTS=$(mktemp)
+RESULTS=$WORK/stream-results-$(date -u +%Y%m%dT%H%M%SZ).txt # kept: one line per run
+: >"$RESULTS"
 cleanup() {
     kill "$HTTP_PID" 2>/dev/null || true
     losetup -d "$LOOP" 2>/dev/null || true
-    rm -f "$BACKING" "$RESULTS" "$RESULTS.t" "$RESULTS.e"
+    rm -f "$BACKING" "$RESULTS.t" "$RESULTS.e" "$RESULTS.o"
 }
 trap cleanup EXIT
 URL=http://127.0.0.1:$PORT/$(basename "$IMG")
+QC_URL=http://127.0.0.1:$PORT/$(basename "$QC")
+QP_URL=http://127.0.0.1:$PORT/$(basename "$QP")
 for _ in $(seq 50); do curl -sf -o /dev/null -r 0-0 "$URL" && break; sleep 0.1; done
+DEV_MIB=$(($(blockdev --getsize64 "$LOOP") >> 20))
 
-measure() { # round name command...
+warm() { # this machine reclaims cold page cache within minutes: read the sources again
+    cat "$IMG" >/dev/null
+    [ "$QCOW2" != 1 ] || cat "$QC" "$QP" >/dev/null
+}
+scramble() { # the whole device holds 0xA5 bytes, durably, before a write is measured
+    local off
+    for ((off = 0; off < DEV_MIB; off += 64)); do
+        dd if="$PATTERN" of="$LOOP" bs=4M seek=$((off / 4)) oflag=direct status=none
+    done
+    sync "$LOOP"
+    warm
+}
+same() { # the device's first SIZE_MIB MiB, read past any cache, equal the image
+    dd if="$LOOP" bs=4M count=$((SIZE_MIB / 4)) iflag=direct status=none | cmp -s - "$IMG"
+}
+verify() { # name
+    if ! same; then
+        echo "== $1 left a device that differs from the image: the benchmark is void" >&2
+        exit 1
+    fi
+    VERIFIED=$((VERIFIED + 1))
+}
+measure() { # round name command...: wall s, peak RSS KiB, CPU s, and the JSON line it printed
     local round=$1 name=$2
     shift 2
-    if /usr/bin/time -f '%e %M' -o "$RESULTS.t" "$@" >/dev/null 2>"$RESULTS.e"; then
-        echo "$round $name $(cat "$RESULTS.t")" >>"$RESULTS"
+    if /usr/bin/time -f '%e %M %U %S' -o "$RESULTS.t" nice -n "$NICE" "$@" >"$RESULTS.o" 2>"$RESULTS.e"; then
+        local json
+        json=$(grep '^{' "$RESULTS.o" | tail -n1 | tr -d ' ' || true)
+        echo "$round $name $(cat "$RESULTS.t") ${json:--}" >>"$RESULTS"
     else
         echo "== $name failed:" >&2
         cat "$RESULTS.e" >&2
         exit 1
     fi
 }
+write() { # round name command...: a measured write between scramble and verify
+    scramble
+    measure "$@"
+    verify "$2"
+}
+# Commands run under nice and time, so no shell functions: arrays.
+IPA=(env IPA_BENCH_SAFE_ROOT="$WORK/" "$IRA_CACHE/ipa-venv/bin/python" "$DRIVER")
+MI=(env MIMALLOC_ARENA_EAGER_COMMIT=0 "${BIN_MI:-}")
+# The local qcow2 onto the device as fast as qemu-img goes (-t none -W), then durable.
+# shellcheck disable=SC2016
+QEMU_IMG=(sh -c 'qemu-img convert -f qcow2 -t none -W -O raw "$1" "$2" && sync "$2"' qemu_img)
 
-echo "== $(nproc) CPUs, image $SIZE_MIB MiB, loop $LOOP (dio), $ROUNDS rounds, ira args: '${IRA_ARGS}'"
+VERIFIED=0
+scramble # the check itself must be able to fail: a scrambled device differs from the image
+if same; then echo "== the verification cannot tell a scrambled device from the image" >&2; exit 1; fi
+echo "== $(date -u '+%F %T') UTC; $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "== image $SIZE_MIB MiB ($(basename "$IMG")), loop $LOOP (dio) over $BACKING, $ROUNDS rounds, nice $NICE, ira args '${IRA_ARGS}'"
+[ "$QCOW2" = 1 ] && echo "== qcow2: $(basename "$QC") $(($(stat -c %s "$QC") >> 20)) MiB, $(basename "$QP") $(($(stat -c %s "$QP") >> 20)) MiB; $(qemu-img --version | head -n1)"
 for r in $(seq "$ROUNDS"); do
-    cat "$IMG" >/dev/null # the machine reclaims cold page cache: read it again each round
-    measure "$r" "dd_oflag_direct_fsync" dd if="$IMG" of="$LOOP" bs=4M oflag=direct conv=fsync
-    measure "$r" "openssl_sha256" openssl dgst -sha256 "$IMG"
-    measure "$r" "openssl_sha512" openssl dgst -sha512 "$IMG"
-    measure "$r" "curl" curl -sf -o /dev/null "$URL"
+    write "$r" dd_oflag_direct_fsync dd if="$IMG" of="$LOOP" bs=4M oflag=direct conv=fsync
+    warm
+    measure "$r" openssl_sha256 openssl dgst -sha256 "$IMG"
+    measure "$r" openssl_sha512 openssl dgst -sha512 "$IMG"
+    measure "$r" curl curl -sf -o /dev/null "$URL"
     # shellcheck disable=SC2086
-    measure "$r" "ira_sha256" "$BIN" "$URL" "$LOOP" sha256 "$SHA256" $IRA_ARGS
-    cmp -n $((SIZE_MIB << 20)) "$IMG" "$LOOP" || { echo "ira wrote a wrong image" >&2; exit 1; }
+    write "$r" ira_sha256 "$BIN" "$URL" "$LOOP" sha256 "$SHA256" $IRA_ARGS
     # shellcheck disable=SC2086
-    measure "$r" "ira_sha512" "$BIN" "$URL" "$LOOP" sha512 "$SHA512" $IRA_ARGS
-    IFS=';' read -ra variants <<<"$EXTRA"
-    for v in "${variants[@]}"; do
-        IFS='|' read -r vname vbin vargs <<<"$v"
+    write "$r" ira_sha512 "$BIN" "$URL" "$LOOP" sha512 "$SHA512" $IRA_ARGS
+    if [ "$MIMALLOC" = 1 ]; then
         # shellcheck disable=SC2086
-        measure "$r" "ira_${vname}_sha256" "$vbin" "$URL" "$LOOP" sha256 "$SHA256" $vargs
+        write "$r" ira_mimalloc_sha256 "${MI[@]}" "$URL" "$LOOP" sha256 "$SHA256" $IRA_ARGS
         # shellcheck disable=SC2086
-        measure "$r" "ira_${vname}_sha512" "$vbin" "$URL" "$LOOP" sha512 "$SHA512" $vargs
-    done
-    measure "$r" "ipa_sha256" env IPA_BENCH_SAFE_ROOT="$WORK/" "$IRA_CACHE/ipa-venv/bin/python" "$DRIVER" "$URL" "$SHA256" "$LOOP" --no-post
-    measure "$r" "ipa_sha512" env IPA_BENCH_SAFE_ROOT="$WORK/" "$IRA_CACHE/ipa-venv/bin/python" "$DRIVER" "$URL" "$SHA512" "$LOOP" --no-post
+        write "$r" ira_mimalloc_sha512 "${MI[@]}" "$URL" "$LOOP" sha512 "$SHA512" $IRA_ARGS
+    fi
+    write "$r" ipa_sha256 "${IPA[@]}" "$URL" "$SHA256" "$LOOP" --no-post
+    write "$r" ipa_sha512 "${IPA[@]}" "$URL" "$SHA512" "$LOOP" --no-post
+    if [ "$QCOW2" = 1 ]; then
+        warm
+        measure "$r" curl_qcow2c curl -sf -o /dev/null "$QC_URL"
+        measure "$r" openssl_sha256_qcow2c openssl dgst -sha256 "$QC"
+        # shellcheck disable=SC2086
+        write "$r" ira_qcow2c "$BIN" "$QC_URL" "$LOOP" sha256 "$QC256" --disk-format qcow2 $IRA_ARGS
+        # shellcheck disable=SC2086
+        [ "$MIMALLOC" = 1 ] &&
+            write "$r" ira_mimalloc_qcow2c "${MI[@]}" "$QC_URL" "$LOOP" sha256 "$QC256" --disk-format qcow2 $IRA_ARGS
+        write "$r" qemu_img_qcow2c "${QEMU_IMG[@]}" "$QC" "$LOOP"
+        # shellcheck disable=SC2086
+        write "$r" ira_qcow2 "$BIN" "$QP_URL" "$LOOP" sha256 "$QP256" --disk-format qcow2 $IRA_ARGS
+        write "$r" qemu_img_qcow2 "${QEMU_IMG[@]}" "$QP" "$LOOP"
+    fi
 done
+echo "== load after: $(cut -d' ' -f1-3 /proc/loadavg); $VERIFIED writes verified byte for byte against the image; runs in $RESULTS"
 
 python3 - "$RESULTS" "$SIZE_MIB" <<'PY'
-import collections, statistics, sys
-rows = [l.split() for l in open(sys.argv[1])]
+import collections, json, statistics, sys
 mb = (int(sys.argv[2]) << 20) / 1e6
 by = collections.defaultdict(dict)
-for r, name, sec, rss in rows:
-    by[name][r] = (float(sec), int(rss))
+cpu = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    r, name, sec, rss, usr, sys_, js = line.split()
+    inner = None
+    if js != "-":
+        j = json.loads(js)
+        inner = j.get("seconds", j.get("stream_s", 0) + j.get("fsync_s", 0))
+    by[name][r] = (float(sec), int(rss), inner)
+    cpu[name].append(float(usr) + float(sys_))
+
+def t(name, r):
+    return by[name][r][0]
+
 def floor(r, algo):
-    return max(by[n][r][0] for n in ("dd_oflag_direct_fsync", f"openssl_{algo}", "curl"))
-print(f"{'run':24} {'median s':>9} {'range s':>13} {'MB/s':>6} {'peak RSS':>9}  time / slowest stage of its round")
-for name, runs in by.items():
-    secs = [s for s, _ in runs.values()]
-    rss = max(m for _, m in runs.values())
-    med = statistics.median(secs)
-    ratio = ""
+    return max(t(n, r) for n in ("dd_oflag_direct_fsync", f"openssl_{algo}", "curl"))
+
+def ratio(runs, other):  # per-round ratio: run time / other(round)
+    rs = sorted(s / other(r) for r, (s, _, _) in runs.items() if other(r))
+    return f"{statistics.median(rs):.2f}x ({rs[0]:.2f}-{rs[-1]:.2f})"
+
+def compare(name):
+    runs = by[name]
     algo = "sha512" if name.endswith("sha512") else "sha256"
-    if name.startswith(("ira", "ipa")):
-        rs = sorted(s / floor(r, algo) for r, (s, _) in runs.items())
-        ratio = f"{statistics.median(rs):.2f}x ({rs[0]:.2f}-{rs[-1]:.2f}) vs max(dd, openssl {algo}, curl)"
-    print(f"{name:24} {med:9.2f} {min(secs):6.2f}-{max(secs):<6.2f} {mb / med:6.0f} {rss / 1024:7.1f}MB  {ratio}")
+    out = []
+    if name.startswith(("ira", "ipa")) and "qcow2" not in name:
+        out.append(f"{ratio(runs, lambda r: floor(r, algo))} of floor max(dd, openssl {algo}, curl)")
+    if name.startswith("ipa"):
+        out.append(f"ira is {ratio({r: (by['ira_' + algo][r][0], 0, 0) for r in runs}, lambda r: runs[r][0])} of IPA's time")
+    if name.startswith("ira_mimalloc"):
+        base = "ira_" + name[len("ira_mimalloc_"):]
+        out.append(f"{ratio(runs, lambda r: t(base, r))} of {base}")
+    if name.startswith("ira") and "qcow2" in name:
+        q = "qemu_img_" + name.split("_")[-1]
+        out.append(f"{ratio(runs, lambda r: t(q, r))} of {q}")
+    return "; ".join(out)
+
+print(f"\n{'run':22} {'median s':>8} {'min-max s':>11} {'MB/s':>5} {'RSS MiB':>7} {'in-proc s':>9} {'CPU s':>5}  ratios per round: median (min-max)")
+for name, runs in by.items():
+    secs = [s for s, _, _ in runs.values()]
+    rss = statistics.median(m for _, m, _ in runs.values()) / 1024
+    inner = [i for _, _, i in runs.values() if i is not None]
+    med = statistics.median(secs)
+    ins = f"{statistics.median(inner):9.2f}" if inner else f"{'':9}"
+    rate = f"{'':5}" if name.endswith("_qcow2c") and not name.startswith(("ira", "qemu")) else f"{mb / med:5.0f}"
+    print(f"{name:22} {med:8.2f} {min(secs):5.2f}-{max(secs):<5.2f} {rate} {rss:7.1f} {ins} {statistics.median(cpu[name]):5.2f}  {compare(name)}")
+print(f"\nfloor per round (slowest stage alone): sha256 "
+      + ", ".join(f"{floor(r, 'sha256'):.2f}" for r in sorted(by['curl']))
+      + " s; sha512 " + ", ".join(f"{floor(r, 'sha512'):.2f}" for r in sorted(by['curl'])) + " s")
+print("MB/s = image bytes (raw size, also for qcow2) / median wall time; RSS = median of the runs' peaks; "
+      "in-proc = the write timed inside the process (ira: pipeline; IPA: method + fsync); "
+      "CPU s = median user + system time of the process")
 PY

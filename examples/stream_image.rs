@@ -1,7 +1,7 @@
 //! Streams one image through ira's pipeline onto a target, for `bench/stream.sh`.
 //!
 //! usage: stream_image URL TARGET (sha256|sha512|md5) HEX [--writers N] [--buffers N]
-//!        [--chunk-kib N] [--buffered] [--no-decompress]
+//!        [--chunk-kib N] [--buffered] [--no-decompress] [--disk-format raw|qcow2]
 //!
 //! TARGET is opened through the allow-listed write door with an allow-list naming only
 //! TARGET. Prints one JSON line: seconds, MB/s, bytes, peak RSS (VmHWM) and the report.

@@ -5,9 +5,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ira::agent::LookupSettings;
 use ira::blockdev::{open_for_write, AllowList};
+use ira::deploy::decode::stage_for;
 use ira::image::info::ImageInfo;
-use ira::image::pipeline::{write_raw_image, Progress, WriteOptions};
+use ira::image::pipeline::{write_image, Progress, WriteOptions};
 use ira::image::source::SourceOptions;
 
 fn peak_rss_kib() -> u64 {
@@ -22,7 +24,7 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-const USAGE: &str = "usage: stream_image URL TARGET (sha256|sha512|md5) HEX [--writers N] [--buffers N] [--chunk-kib N] [--buffered] [--no-decompress]";
+const USAGE: &str = "usage: stream_image URL TARGET (sha256|sha512|md5) HEX [--writers N] [--buffers N] [--chunk-kib N] [--buffered] [--no-decompress] [--disk-format F]";
 
 /// Runs the benchmark client; the allocator is chosen by the example that includes this.
 #[tokio::main]
@@ -63,6 +65,7 @@ async fn run() -> Result<String, String> {
         progress: Arc::new(Progress::new()),
         ..WriteOptions::default()
     };
+    let mut disk_format = "raw".to_owned();
     let mut rest = args[4..].iter();
     while let Some(a) = rest.next() {
         let mut num = || -> Result<usize, String> {
@@ -76,11 +79,12 @@ async fn run() -> Result<String, String> {
             "--chunk-kib" => opts.chunk_size = num()? << 10,
             "--buffered" => opts.direct_io = false,
             "--no-decompress" => opts.decompress = false,
+            "--disk-format" => disk_format = rest.next().ok_or_else(|| USAGE.to_owned())?.clone(),
             _ => return Err(USAGE.to_owned()),
         }
     }
     let info = ImageInfo::from_value(
-        &serde_json::json!({"id": "bench", "urls": [url], "disk_format": "raw",
+        &serde_json::json!({"id": "bench", "urls": [url], "disk_format": disk_format,
             "stream_raw_images": true, "os_hash_algo": algo, "os_hash_value": hex}),
         opts.md5_enabled,
     )
@@ -88,15 +92,18 @@ async fn run() -> Result<String, String> {
     let allow = AllowList::new(vec![target.display().to_string()]);
     let file = open_for_write(&target, &allow).map_err(|e| e.to_string())?;
     let t0 = Instant::now();
-    let r = write_raw_image(&info, file, &opts)
+    // The decode stage the agent's write_image command picks for this image_info.
+    let decode = stage_for(&info, &LookupSettings::default());
+    let r = write_image(&info, file, &opts, decode)
         .await
         .map_err(|e| format!("error: {e}"))?;
     let s = t0.elapsed().as_secs_f64();
     Ok(format!(
-        "{{\"seconds\": {s:.3}, \"mb_s\": {:.0}, \"bytes\": {}, \"maxrss_kib\": {}, \"direct_io\": {}, \"requests\": {}}}",
+        "{{\"seconds\": {s:.3}, \"mb_s\": {:.0}, \"bytes\": {}, \"maxrss_kib\": {}, \"stream_bytes\": {}, \"direct_io\": {}, \"requests\": {}}}",
         r.image_size as f64 / s / 1e6,
         r.image_size,
         peak_rss_kib(),
+        r.stream_size,
         r.direct_io,
         r.requests
     ))

@@ -11,6 +11,11 @@
 //! written until [`DiskSink::sync`] (fsync, which also flushes the device's cache) has
 //! succeeded. Every error names the target and the offset; they are local errors and
 //! never retried.
+//!
+//! A whole aligned buffer of zeros (zero runs of a raw image, qcow2 zero and unallocated
+//! clusters) becomes `fallocate(FALLOC_FL_ZERO_RANGE)` instead of a write: a block device
+//! turns it into WRITE ZEROES (or writes the zeros itself), a file into a zeroed extent,
+//! as `qemu-img convert` does. A target that refuses it gets ordinary writes from then on.
 
 use std::io;
 use std::os::fd::AsFd;
@@ -18,7 +23,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::fcntl::{fallocate, fcntl, FallocateFlags, FcntlArg, OFlag};
 use nix::sys::stat::{fstat, SFlag};
 use nix::unistd::{fsync, ftruncate, lseek, Whence};
 
@@ -37,8 +42,22 @@ pub struct DiskSink<F> {
     file: F,
     path: PathBuf,
     direct: AtomicBool,
+    /// `FALLOC_FL_ZERO_RANGE` still worth trying on this target.
+    zero_range: AtomicBool,
     block_device: bool,
     size: Option<u64>,
+}
+
+/// Smallest zero run sent as a zero range rather than written (smaller runs cost more in
+/// system calls than they save).
+pub const ZERO_RANGE_MIN: usize = 64 << 10;
+
+/// Whether every byte of `data` is zero: OR-folds 64-byte blocks (vectorised by the
+/// compiler) and stops at the first block that is not zero.
+fn is_zero(data: &[u8]) -> bool {
+    let mut blocks = data.chunks_exact(64);
+    let whole = blocks.all(|b| b.iter().fold(0u8, |acc, &x| acc | x) == 0);
+    whole && blocks.remainder().iter().all(|&b| b == 0)
 }
 
 fn errno(e: nix::errno::Errno) -> io::Error {
@@ -75,6 +94,7 @@ impl<F: FileExt + AsFd + Send + Sync> DiskSink<F> {
             file,
             path,
             direct: AtomicBool::new(false),
+            zero_range: AtomicBool::new(true),
             block_device,
             size,
         })
@@ -132,9 +152,40 @@ impl<F: FileExt + AsFd + Send + Sync> DiskSink<F> {
             .map_err(|e| ImageError::write(&self.path, offset, e))
     }
 
+    /// Zeroes `data.len()` bytes at `offset` without sending them, when `data` is an
+    /// aligned run of zeros of at least [`ZERO_RANGE_MIN`] and the target allows it.
+    fn try_zero_range(&self, data: &[u8], offset: u64) -> Result<bool, ImageError> {
+        let len = data.len();
+        if len < ZERO_RANGE_MIN
+            || len % ALIGN != 0
+            || offset % ALIGN as u64 != 0
+            || !self.zero_range.load(Ordering::Relaxed)
+            || !is_zero(data)
+        {
+            return Ok(false);
+        }
+        let (Ok(off), Ok(l)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return Ok(false);
+        };
+        match fallocate(&self.file, FallocateFlags::FALLOC_FL_ZERO_RANGE, off, l) {
+            Ok(()) => Ok(true),
+            Err(
+                e @ (nix::errno::Errno::EOPNOTSUPP
+                | nix::errno::Errno::EINVAL
+                | nix::errno::Errno::ENODEV),
+            ) => {
+                tracing::debug!(path = %self.path.display(), error = %e,
+                    "zero ranges refused; writing zeros as data");
+                self.zero_range.store(false, Ordering::Relaxed);
+                Ok(false)
+            }
+            Err(e) => Err(ImageError::write(&self.path, offset, errno(e))),
+        }
+    }
+
     /// Writes all of `data` at `offset`.
     pub fn write_at(&self, data: &[u8], offset: u64) -> Result<(), ImageError> {
-        if data.is_empty() {
+        if data.is_empty() || self.try_zero_range(data, offset)? {
             return Ok(());
         }
         if self.is_direct() {
@@ -194,6 +245,47 @@ mod tests {
     use super::super::aligned::AlignedBuf;
     use super::*;
     use std::fs::File;
+
+    #[test]
+    fn zero_runs_overwrite_old_data_whether_or_not_zero_ranges_work() {
+        for dir in ["/var/tmp", "/dev/shm"] {
+            let Ok(tmp) = tempfile::NamedTempFile::new_in(dir) else {
+                continue;
+            };
+            std::fs::write(tmp.path(), vec![0xAAu8; 4 << 20]).unwrap();
+            let sink = DiskSink::new(tmp.reopen().unwrap(), tmp.path()).unwrap();
+            let zeros = AlignedBuf::new(1 << 20);
+            let mut data = AlignedBuf::new(1 << 20);
+            data.full_mut().fill(5);
+            data.set_len(1 << 20);
+            let mut small = AlignedBuf::new(8192);
+            small.set_len(8192);
+            sink.write_at(&zeros.full()[..1 << 20], 1 << 20).unwrap();
+            sink.write_at(data.as_slice(), 2 << 20).unwrap();
+            // Too small for a zero range: written as data.
+            sink.write_at(small.as_slice(), 3 << 20).unwrap();
+            sink.sync().unwrap();
+            let back = std::fs::read(tmp.path()).unwrap();
+            assert!(back[..1 << 20].iter().all(|&b| b == 0xAA), "{dir}");
+            assert!(back[1 << 20..2 << 20].iter().all(|&b| b == 0), "{dir}");
+            assert!(back[2 << 20..3 << 20].iter().all(|&b| b == 5), "{dir}");
+            assert!(
+                back[3 << 20..(3 << 20) + 8192].iter().all(|&b| b == 0),
+                "{dir}"
+            );
+            assert!(back[(3 << 20) + 8192..].iter().all(|&b| b == 0xAA), "{dir}");
+        }
+    }
+
+    #[test]
+    fn zero_detection() {
+        assert!(is_zero(&[0u8; 200]));
+        for i in [0, 63, 64, 150, 199] {
+            let mut v = vec![0u8; 200];
+            v[i] = 1;
+            assert!(!is_zero(&v), "{i}");
+        }
+    }
 
     #[test]
     fn writes_land_at_their_offsets_direct_or_not() {

@@ -21,11 +21,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::fs::File;
-use std::os::unix::fs::{FileExt, FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use nix::fcntl::PosixFadviseAdvice;
 use tokio::sync::mpsc;
@@ -52,14 +51,10 @@ use crate::partition::{fsprobe, ioctl, partition_path, Geometry};
 
 use super::bootmode::{disk_label, node_boot_mode, ramdisk_boot_mode};
 use super::prepare::source_options;
-use super::target::{open_target, rooted, sysroot};
+use super::target::{await_block_devices, open_target, rooted, sysroot};
 use super::whole_disk;
 use super::PartitionUuids;
 
-/// How long partition nodes may take to appear after the re-read (IPA:
-/// `[disk_utils]partition_detection_attempts` = 3, 1 s apart).
-const NODE_WAIT: Duration = Duration::from_secs(3);
-const NODE_POLL: Duration = Duration::from_millis(100);
 /// Where mkfs tools are looked for besides `PATH` (a ramdisk's PATH may lack sbin).
 const TOOL_DIRS: [&str; 4] = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"];
 /// Bytes of a failing tool's stderr kept for the error message.
@@ -399,34 +394,27 @@ fn existing_layout(
     })
 }
 
-fn is_block_device(path: &Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_block_device())
-}
-
 /// Waits (bounded) for every partition node, then checks each has its new size.
 fn wait_for_nodes(state: &AgentState, layout: &WrittenLayout) -> Result<(), CommandError> {
-    let until = Instant::now() + NODE_WAIT;
-    loop {
-        let missing: Vec<&WrittenPartition> = layout
-            .partitions
+    let paths: Vec<PathBuf> = layout
+        .partitions
+        .iter()
+        .map(|p| rooted(state, &p.path))
+        .collect();
+    let missing: Vec<&WrittenPartition> = await_block_devices(&paths)
+        .into_iter()
+        .map(|i| &layout.partitions[i])
+        .collect();
+    if let Some(first) = missing.first() {
+        // IPA checks the other roles first and the root last, with these messages.
+        let p = missing
             .iter()
-            .filter(|p| !is_block_device(&rooted(state, &p.path)))
-            .collect();
-        let Some(first) = missing.first() else {
-            break;
-        };
-        if Instant::now() >= until {
-            // IPA checks the other roles first and the root last, with these messages.
-            let p = missing
-                .iter()
-                .find(|p| p.role != Role::Root)
-                .unwrap_or(first);
-            return Err(CommandError::Deployment(match p.role {
-                Role::Root => format!("Root device '{}' not found", p.path.display()),
-                role => format!("'{}' device '{}' not found", role.key(), p.path.display()),
-            }));
-        }
-        std::thread::sleep(NODE_POLL);
+            .find(|p| p.role != Role::Root)
+            .unwrap_or(first);
+        return Err(CommandError::Deployment(match p.role {
+            Role::Root => format!("Root device '{}' not found", p.path.display()),
+            role => format!("'{}' device '{}' not found", role.key(), p.path.display()),
+        }));
     }
     for p in &layout.partitions {
         let path = rooted(state, &p.path);

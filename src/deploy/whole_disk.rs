@@ -5,7 +5,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use crate::agent::AgentState;
 use crate::api::error::CommandError;
@@ -18,11 +17,8 @@ use crate::partition::table::read_table;
 use crate::partition::{ioctl, partition_path, Geometry};
 
 use super::prepare::{write_options, Writing};
-use super::target::{open_target, rooted};
+use super::target::{await_block_devices, open_target, rooted};
 use super::PartitionUuids;
-
-/// How long partition device nodes may take to appear after a re-read.
-const PARTITION_WAIT: Duration = Duration::from_secs(3);
 
 /// Streams `info` onto `device` and finishes the disk; returns what
 /// `get_partition_uuids` will report.
@@ -125,11 +121,7 @@ pub fn wait_for_partitions(
         .iter()
         .map(|p| rooted(state, &partition_path(device, p.number)))
         .collect();
-    let until = Instant::now() + PARTITION_WAIT;
-    while paths.iter().any(|p| !p.exists()) && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    for p in paths.iter().filter(|p| !p.exists()) {
-        tracing::warn!(partition = %p.display(), "partition device node did not appear");
+    for i in await_block_devices(&paths) {
+        tracing::warn!(partition = %paths[i].display(), "partition device node did not appear");
     }
 }

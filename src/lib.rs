@@ -15,6 +15,7 @@ pub mod commands;
 pub mod config;
 pub mod deploy;
 pub mod erase;
+pub mod errors;
 pub mod hardware;
 pub mod image;
 pub mod inventory;

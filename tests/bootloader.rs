@@ -22,7 +22,6 @@ use common::cmd::run as sh;
 use common::fixtures::inventory;
 use common::loopdev::LoopDev;
 use ira::agent::AgentState;
-use ira::api::error::CommandError;
 use ira::blockdev::{open_for_write, AllowList};
 use ira::config::Config;
 use ira::deploy::bootloader::efivar::{
@@ -32,6 +31,7 @@ use ira::deploy::bootloader::efivars::{EfiVars, ATTR_NV_BS_RT, GLOBAL_GUID};
 use ira::deploy::bootloader::uefi::{manage_uefi, UefiEnv, UefiError};
 use ira::deploy::bootloader::{install_bootloader, run, BootEnv, Request, BIOS_INSTALL_DISABLED};
 use ira::deploy::mount::{MountKind, Mounter, SysMounter};
+use ira::errors::CommandError;
 use ira::partition::fat::make_fat32;
 use ira::partition::gpt::{types, Gpt, GptEntry};
 use ira::partition::{mbr, Geometry, MIB};

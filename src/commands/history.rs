@@ -8,8 +8,8 @@ use std::sync::Mutex;
 use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::api::error::CommandError;
 use crate::commands::result::{CommandResult, Mode};
+use crate::errors::CommandError;
 
 /// Entries kept by default; far more than one ramdisk session produces.
 pub const DEFAULT_CAPACITY: usize = 1000;

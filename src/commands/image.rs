@@ -3,8 +3,8 @@
 
 use serde_json::Value;
 
-use crate::api::error::CommandError;
 use crate::commands::registry::{CommandSpec, Context, Extension, Params};
+use crate::errors::CommandError;
 
 /// The `image` extension.
 pub fn extension() -> Extension {

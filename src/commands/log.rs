@@ -19,8 +19,8 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use serde_json::{json, Value};
 
-use crate::api::error::CommandError;
 use crate::commands::registry::{blocking, CommandSpec, Context, Extension, Params};
+use crate::errors::CommandError;
 
 /// `/proc` files copied as they are (relative to the root).
 const PROC_FILES: &[&str] = &[

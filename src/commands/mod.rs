@@ -30,7 +30,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::agent::AgentState;
-use crate::api::error::CommandError;
+use crate::errors::CommandError;
 
 pub use history::History;
 pub use registry::{CommandSpec, Context, Extension, Params};

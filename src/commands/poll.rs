@@ -2,8 +2,8 @@
 
 use serde_json::Value;
 
-use crate::api::error::CommandError;
 use crate::commands::registry::{CommandSpec, Context, Extension, Params};
+use crate::errors::CommandError;
 
 /// The `poll` extension.
 pub fn extension() -> Extension {

@@ -18,8 +18,8 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::agent::AgentState;
-use crate::api::error::CommandError;
 use crate::commands::result::Mode;
+use crate::errors::CommandError;
 
 /// A command's keyword arguments (the `params` object of the request).
 pub type Params = Map<String, Value>;

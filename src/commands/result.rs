@@ -5,7 +5,7 @@
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::api::error::{CommandError, IpaError};
+use crate::errors::{CommandError, IpaError};
 
 /// Whether a command runs inside the request or in the background.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,10 +10,10 @@ use std::sync::Arc;
 use serde_json::{json, Map, Value};
 
 use crate::agent::AgentState;
-use crate::api::error::CommandError;
 use crate::commands::registry::{
     blocking, param_list, param_value, CommandSpec, Context, Extension, Params,
 };
+use crate::errors::CommandError;
 use crate::hw::StepKind;
 
 /// The extension for `kind` with its two commands.

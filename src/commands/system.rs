@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::api::error::CommandError;
 use crate::commands::registry::{CommandSpec, Context, Extension, Params};
+use crate::errors::CommandError;
 
 /// Time given to the lockdown answer to leave before the links go down.
 const LINK_DOWN_DELAY: Duration = Duration::from_secs(2);

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::api::error::CommandError;
+use crate::errors::CommandError;
 use crate::image::source::{RedactedUrl, SourceOptions};
 use crate::partition::configdrive::{
     self as cd, decode_downloaded, ConfigDriveImage, Decoded, Placement,

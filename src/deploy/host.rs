@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use tokio::runtime::Handle;
 
 use crate::agent::AgentState;
-use crate::api::error::CommandError;
+use crate::errors::CommandError;
 use crate::hw::{AgentHost, HwError, HwResult};
 
 /// [`AgentHost`] backed by the running agent.

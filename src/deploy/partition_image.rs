@@ -31,8 +31,8 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::agent::AgentState;
-use crate::api::error::CommandError;
 use crate::commands::registry::blocking;
+use crate::errors::CommandError;
 use crate::image::format::{self, Compression, FormatError};
 use crate::image::pipeline::Progress;
 use crate::image::pool::{BufPool, Chunk};

@@ -11,8 +11,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::agent::{AgentState, LookupSettings};
-use crate::api::error::CommandError;
 use crate::commands::registry::blocking;
+use crate::errors::CommandError;
 use crate::image::pipeline::{Progress, WriteOptions};
 use crate::image::source::SourceOptions;
 use crate::image::ImageInfo;

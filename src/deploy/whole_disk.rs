@@ -7,8 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::agent::AgentState;
-use crate::api::error::CommandError;
 use crate::commands::registry::blocking;
+use crate::errors::CommandError;
 use crate::image::pipeline::{self, WriteReport};
 use crate::image::ImageInfo;
 use crate::partition::configdrive::ConfigDriveImage;

@@ -4,6 +4,7 @@
 
 use serde_json::{Map, Value};
 
+use crate::errors::CommandError;
 use crate::hw::{HwError, StepKind};
 
 /// Why a call dispatched to the managers did not produce a result.
@@ -232,4 +233,31 @@ fn version_details(current: &Map<String, Value>, ironic: &Value) -> String {
         Value::Object(current.clone()),
         ironic
     )
+}
+
+impl From<&StepError> for CommandError {
+    fn from(err: &StepError) -> Self {
+        if err.is_version_mismatch() {
+            return Self::VersionMismatch {
+                details: err.details(),
+            };
+        }
+        Self::Hardware {
+            ipa_type: err.ipa_type(),
+            code: err.code(),
+            message: err.message(),
+            details: err.details(),
+        }
+    }
+}
+
+impl From<&DispatchError> for CommandError {
+    fn from(err: &DispatchError) -> Self {
+        Self::Hardware {
+            ipa_type: err.ipa_type(),
+            code: err.code(),
+            message: err.message(),
+            details: err.details(),
+        }
+    }
 }

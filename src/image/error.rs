@@ -11,7 +11,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::api::error::CommandError;
+use crate::errors::CommandError;
 
 use super::checksum::HashAlgo;
 use super::format::Compression;

@@ -22,8 +22,8 @@ use nix::sys::stat::Mode;
 use super::efi_assets;
 use super::esp::{DiskView, EspError, Located};
 use super::{rooted, BootEnv, Request};
-use crate::api::error::CommandError;
 use crate::deploy::mount::{MountKind, MountPoint, Mounts};
+use crate::errors::CommandError;
 
 /// PATH for the chroot commands (IPA appends `:/bin:/usr/sbin:/sbin` to its own).
 const CHROOT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

@@ -30,10 +30,10 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::agent::AgentState;
-use crate::api::error::CommandError;
 use crate::commands::registry::{join_failure, Params};
 use crate::deploy::mount::{MountKind, Mounter, SysMounter};
 use crate::deploy::target::{install_device, sysroot};
+use crate::errors::CommandError;
 
 use efivars::EfiVars;
 use uefi::{manage_uefi, UefiEnv};

@@ -12,8 +12,8 @@ use super::efivar::{HardDrive, LoadOption};
 use super::efivars::{EfiVarError, EfiVars};
 use super::esp::{under, DiskView, EspError, Located};
 use super::loaders::{boot_targets, find_loaders, BootTarget, LoaderError};
-use crate::api::error::CommandError;
 use crate::deploy::mount::{MountError, MountKind, MountPoint, Mounter, Mounts};
+use crate::errors::CommandError;
 
 /// What `manage_uefi` works with.
 #[derive(Clone, Copy)]

@@ -21,6 +21,7 @@
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
+bash tests/setup.sh
 IRA_CACHE=${IRA_CACHE:-/var/tmp/ira-cache}
 WORK=${WORK:-/var/tmp/ira-bench}
 ROUNDS=${ROUNDS:-3}

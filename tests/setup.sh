@@ -1,17 +1,86 @@
 #!/usr/bin/env bash
-# Installs what building and testing ira needs on a Debian machine; a second run does
-# nothing that is already done. Needs root (apt) or the packages already present.
+# The one install step of the project (tests, demo, benchmarks): leaves this Debian machine
+# with every tool they call, whatever state it started in, then checks each tool and fails
+# naming the first one missing. A second run finds everything and installs nothing.
+# Needs root for apt (or every tool already present). Arguments add tool:package pairs a
+# caller needs beyond the common set (tests/e2e/dib.sh: debootstrap:debootstrap).
+#
+# Why one apt transaction and a check afterwards: a machine may come with other versions
+# of some packages (a backported qemu-utils, for one), and installing a missing package
+# beside them can make apt remove another to keep versions consistent. Asking for the
+# whole set at once lets apt resolve one consistent set; the check proves it did.
 set -euo pipefail
-need_apt=()
-for pkg in musl-tools python3-venv curl file cpio qemu-system-x86 qemu-utils ovmf zstd genisoimage fdisk gdisk dosfstools mtools e2fsprogs kmod hyperfine; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
-done
-if [ ${#need_apt[@]} -gt 0 ]; then
-    echo "setup: installing ${need_apt[*]}"
+
+# tool -> Debian package. Every command the tests, images/, bench/ and the demo call.
+TOOLS=(
+    cc:build-essential make:make perl:perl musl-gcc:musl-tools
+    python3:python3 curl:curl file:file cpio:cpio depmod:kmod dpkg-deb:dpkg
+    qemu-img:qemu-utils qemu-system-x86_64:qemu-system-x86
+    zstd:zstd xz:xz-utils gzip:gzip openssl:openssl genisoimage:genisoimage
+    sfdisk:fdisk sgdisk:gdisk mkfs.fat:dosfstools mkfs.vfat:dosfstools fsck.fat:dosfstools
+    mcopy:mtools mmd:mtools mtype:mtools
+    mkfs.ext4:e2fsprogs debugfs:e2fsprogs
+    losetup:mount mount:mount umount:mount blkid:util-linux blockdev:util-linux
+    partx:util-linux wipefs:util-linux mkswap:util-linux flock:util-linux
+    setsid:util-linux ip:iproute2 /usr/bin/time:time hyperfine:hyperfine
+    timeout:coreutils sha256sum:coreutils truncate:coreutils chroot:coreutils cmp:diffutils
+)
+TOOLS+=("$@")
+# Files (not commands) the VM suite needs: OVMF firmware for the UEFI scenarios.
+FILES=(/usr/share/OVMF/OVMF_CODE_4M.fd:ovmf /usr/share/OVMF/OVMF_VARS_4M.fd:ovmf)
+
+have() { case $1 in /*) [ -e "$1" ] ;; *) command -v "$1" >/dev/null 2>&1 ;; esac; }
+
+missing() {  # prints "tool:package" for every tool or file not there
+    local pair
+    for pair in "${TOOLS[@]}" "${FILES[@]}"; do
+        have "${pair%%:*}" || echo "$pair"
+    done
+    # python3 must be able to make the cached venvs (Ironic, IPA for the benchmarks).
+    python3 -c 'import venv, ensurepip' 2>/dev/null || echo "python3-venv:python3-venv"
+}
+
+# QEMU's system emulator and qemu-img must come from one release (a newer qemu-utils
+# Breaks older qemu-system-common): keep a consistent installed pair, else pin both to the
+# system emulator's candidate, downgrading a stray newer qemu-utils if need be.
+qemu_pins() {
+    local sys utils
+    sys=$(dpkg-query -W -f='${db:Status-Abbrev}${Version}' qemu-system-x86 2>/dev/null | sed -n 's/^ii *//p')
+    utils=$(dpkg-query -W -f='${db:Status-Abbrev}${Version}' qemu-utils 2>/dev/null | sed -n 's/^ii *//p')
+    if [ -n "$sys" ] && [ "$sys" = "$utils" ]; then
+        echo "qemu-system-x86 qemu-utils"
+        return
+    fi
+    sys=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
+    if [ -z "$sys" ] || [ "$sys" = "(none)" ]; then
+        echo "qemu-system-x86 qemu-utils"
+    else
+        echo "qemu-system-x86=$sys qemu-utils=$sys"
+    fi
+}
+
+gaps=$(missing)
+if [ -n "$gaps" ]; then
+    echo "setup: missing: $(echo "$gaps" | cut -d: -f1 | tr '\n' ' ')"
+    [ "$(id -u)" = 0 ] || { echo "setup: run as root to install them" >&2; exit 1; }
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    pkgs=$(printf '%s\n' "${TOOLS[@]}" "${FILES[@]}" | cut -d: -f2 | grep -v '^qemu-' | sort -u)
+    # shellcheck disable=SC2046 # word splitting of the package list is wanted
+    apt-get install -y -qq --allow-downgrades python3-venv $(qemu_pins) $pkgs >/dev/null
 fi
+gaps=$(missing)
+if [ -n "$gaps" ]; then
+    echo "setup: still missing after install (tool:package): $(echo "$gaps" | tr '\n' ' ')" >&2
+    exit 1
+fi
+# Present is not enough: a tool that cannot run (a library removed under it) fails here.
+for check in "qemu-img --version" "qemu-system-x86_64 --version" "sfdisk --version" \
+    "sgdisk --version" "mkfs.fat --help" "mcopy --version" "genisoimage --version" \
+    "zstd --version" "debugfs -V" "losetup --version" "hyperfine --version"; do
+    $check >/dev/null 2>&1 || { echo "setup: '$check' does not run" >&2; exit 1; }
+done
+
 if ! command -v cargo >/dev/null; then
     echo "setup: cargo not found; install Rust with rustup first" >&2
     exit 1
@@ -21,3 +90,6 @@ rustup target list --installed | grep -qx x86_64-unknown-linux-musl ||
 for c in rustfmt clippy; do
     rustup component list --installed | grep -q "^$c" || rustup component add "$c"
 done
+rustup target list --installed | grep -qx x86_64-unknown-linux-musl ||
+    { echo "setup: the musl target did not install" >&2; exit 1; }
+echo "setup: every tool present ($(qemu-img --version | head -n 1))"

@@ -115,19 +115,10 @@ finish() {
 BUILD_MODE="no build"
 
 # --- prerequisites ---------------------------------------------------------------------------
-need_apt=()
-for pair in debootstrap:debootstrap qemu-system-x86_64:qemu-system-x86 curl:curl cpio:cpio \
-    python3:python3 file:file; do
-    command -v "${pair%%:*}" >/dev/null || need_apt+=("${pair#*:}")
-done
-python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
-if [ ${#need_apt[@]} -gt 0 ]; then
-    log "installing ${need_apt[*]}"
-    if ! { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null ||
-        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null; }; }; then
-        fail "apt-get install ${need_apt[*]}"
-        finish
-    fi
+# The project's one install step, with what DIB needs beyond it.
+if ! bash "$REPO/tests/setup.sh" debootstrap:debootstrap; then
+    fail "tests/setup.sh"
+    finish
 fi
 if [ "$(id -u)" != 0 ]; then
     fail "DIB needs root (chroot, mounts)"

@@ -21,6 +21,7 @@ pub mod image;
 pub mod inventory;
 pub mod ironic;
 pub mod partition;
+pub mod state;
 
 pub use ira_hw as hw;
 

@@ -29,8 +29,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::agent::AgentState;
 use crate::errors::CommandError;
+use crate::state::AgentState;
 
 pub use history::History;
 pub use registry::{CommandSpec, Context, Extension, Params};

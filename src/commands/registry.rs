@@ -17,9 +17,9 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::agent::AgentState;
 use crate::commands::result::Mode;
 use crate::errors::CommandError;
+use crate::state::AgentState;
 
 /// A command's keyword arguments (the `params` object of the request).
 pub type Params = Map<String, Value>;

@@ -9,10 +9,10 @@
 use nix::sys::reboot::RebootMode;
 use serde_json::Value;
 
-use crate::agent::AgentState;
 use crate::commands::registry::{blocking, param_value, CommandSpec, Context, Extension, Params};
 use crate::deploy;
 use crate::errors::CommandError;
+use crate::state::AgentState;
 
 /// The `standby` extension.
 pub fn extension() -> Extension {

@@ -9,12 +9,12 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
-use crate::agent::AgentState;
 use crate::commands::registry::{
     blocking, param_list, param_value, CommandSpec, Context, Extension, Params,
 };
 use crate::errors::CommandError;
 use crate::hw::StepKind;
+use crate::state::AgentState;
 
 /// The extension for `kind` with its two commands.
 pub fn extension(kind: StepKind) -> Extension {

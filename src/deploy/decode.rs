@@ -6,11 +6,11 @@
 use std::io::BufRead;
 use std::sync::Arc;
 
-use crate::agent::LookupSettings;
 use crate::image::format::{self, Format};
 use crate::image::pipeline::{Decode, QueueSink};
 use crate::image::qcow2::{self, GuestSink};
 use crate::image::{ImageError, ImageInfo};
+use crate::ironic::LookupSettings;
 
 /// The decode stage for `info` under the lookup's image settings.
 pub fn stage_for(info: &ImageInfo, settings: &LookupSettings) -> Decode {

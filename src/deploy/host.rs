@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex};
 use serde_json::{json, Value};
 use tokio::runtime::Handle;
 
-use crate::agent::AgentState;
 use crate::errors::CommandError;
 use crate::hw::{AgentHost, HwError, HwResult};
+use crate::state::AgentState;
 
 /// [`AgentHost`] backed by the running agent.
 #[derive(Debug, Clone)]

@@ -24,7 +24,6 @@ use std::time::Duration;
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
-use crate::agent::AgentState;
 use crate::blockdev::{open_for_write, AllowList};
 use crate::deploy::bootloader::esp::DiskView;
 use crate::hw::safe_path::RootDir;
@@ -32,6 +31,7 @@ use crate::hw::{HwError, HwResult};
 use crate::partition::find::{describe, PartitionDetails};
 use crate::partition::fsprobe::{self, FsKind};
 use crate::partition::{ioctl, Geometry};
+use crate::state::AgentState;
 
 use super::target::{allowlist, install_device, rooted, sysroot};
 use super::PartitionUuids;

@@ -30,7 +30,6 @@ use nix::fcntl::PosixFadviseAdvice;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::agent::AgentState;
 use crate::commands::registry::blocking;
 use crate::errors::CommandError;
 use crate::image::format::{self, Compression, FormatError};
@@ -48,6 +47,7 @@ use crate::partition::swap::{make_swap, page_size, SWAP_LABEL};
 use crate::partition::table::read_table;
 use crate::partition::wipe::destroy_disk_metadata;
 use crate::partition::{fsprobe, ioctl, partition_path, Geometry};
+use crate::state::AgentState;
 
 use super::bootmode::{disk_label, node_boot_mode, ramdisk_boot_mode};
 use super::prepare::source_options;

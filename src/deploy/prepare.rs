@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::agent::{AgentState, LookupSettings};
 use crate::commands::registry::blocking;
 use crate::errors::CommandError;
 use crate::image::pipeline::{Progress, WriteOptions};
 use crate::image::source::SourceOptions;
 use crate::image::ImageInfo;
 use crate::partition::configdrive::ConfigDriveImage;
+use crate::state::{AgentState, LookupSettings};
 
 use super::status::StatusReporter;
 use super::target::install_device;

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::agent::AgentState;
 use crate::image::pipeline::Progress;
+use crate::state::AgentState;
 
 /// Publishes `progress` as the status message until dropped.
 #[derive(Debug)]

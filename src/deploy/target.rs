@@ -7,13 +7,13 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::agent::AgentState;
 use crate::blockdev::install_device::{
     get_os_install_device, list_mode_devices, needs_md_arrays, read_md_arrays, InstallDeviceQuery,
 };
 use crate::blockdev::{open_for_write, AllowList};
 use crate::errors::CommandError;
 use crate::inventory::disks::list_disks;
+use crate::state::AgentState;
 
 /// The configured device allow-list (empty: every device but the running system's).
 pub fn allowlist(state: &AgentState) -> AllowList {

@@ -6,7 +6,6 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::agent::AgentState;
 use crate::commands::registry::blocking;
 use crate::errors::CommandError;
 use crate::image::pipeline::{self, WriteReport};
@@ -15,6 +14,7 @@ use crate::partition::configdrive::ConfigDriveImage;
 use crate::partition::fixup::{fix_gpt_partition, validate_partitioning, whole_disk_root_uuid};
 use crate::partition::table::read_table;
 use crate::partition::{ioctl, partition_path, Geometry};
+use crate::state::AgentState;
 
 use super::prepare::{write_options, Writing};
 use super::target::{await_block_devices, open_target, rooted};

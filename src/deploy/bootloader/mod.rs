@@ -29,11 +29,11 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::agent::AgentState;
 use crate::commands::registry::{join_failure, Params};
 use crate::deploy::mount::{MountKind, Mounter, SysMounter};
 use crate::deploy::target::{install_device, sysroot};
 use crate::errors::CommandError;
+use crate::state::AgentState;
 
 use efivars::EfiVars;
 use uefi::{manage_uefi, UefiEnv};

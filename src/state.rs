@@ -12,6 +12,7 @@ use serde_json::Value;
 use tokio::sync::{watch, Notify};
 
 use crate::config::Config;
+use crate::deploy::{DeployEnv, DeployState};
 use crate::hardware::Registry;
 use crate::hw::Inventory;
 use crate::ironic::session::Session;
@@ -33,9 +34,9 @@ pub struct AgentState {
     /// Settings from the lookup answer.
     pub lookup: Mutex<LookupSettings>,
     /// Progress text of long work, sent as `agent_status_message` where supported.
-    pub status_message: Mutex<Option<String>>,
+    pub status_message: Arc<Mutex<Option<String>>>,
     /// What the last image write left on the disk (image cache, partition UUIDs).
-    pub deploy: crate::deploy::DeployState,
+    pub deploy: Arc<DeployState>,
     /// Unix time the agent's main run began (`/v1/status` `started_at`).
     pub started_at: f64,
     /// Wakes the heartbeat loop for a forced heartbeat.
@@ -58,8 +59,8 @@ impl AgentState {
             token: RwLock::new(None),
             node: Mutex::new(None),
             lookup: Mutex::new(LookupSettings::default()),
-            status_message: Mutex::new(None),
-            deploy: crate::deploy::DeployState::default(),
+            status_message: Arc::new(Mutex::new(None)),
+            deploy: Arc::default(),
             started_at,
             heartbeat_now: Notify::new(),
             stop_serving: watch::channel(false).0,
@@ -88,6 +89,31 @@ impl AgentState {
     /// A copy of the cached node, if any.
     pub fn node(&self) -> Option<Value> {
         self.node.lock().expect("node lock poisoned").clone()
+    }
+
+    /// A copy of the lookup settings.
+    pub fn lookup_settings(&self) -> LookupSettings {
+        self.lookup.lock().expect("lookup lock poisoned").clone()
+    }
+
+    /// The environment of a deploy command starting now (node and settings as they are).
+    pub fn deploy_env(&self) -> DeployEnv {
+        let managers = Arc::clone(&self.managers);
+        DeployEnv {
+            config: Arc::clone(&self.config),
+            settings: self.lookup_settings(),
+            node: self.node(),
+            ppc64: self
+                .inventory
+                .read()
+                .expect("inventory lock poisoned")
+                .cpu
+                .architecture
+                .starts_with("ppc64"),
+            cache: Arc::clone(&self.deploy),
+            status: Arc::clone(&self.status_message),
+            filter_devices: Arc::new(move |disks| managers.filter_devices(disks)),
+        }
     }
 }
 

@@ -15,6 +15,7 @@
 pub mod clean;
 pub mod deploy;
 pub mod history;
+pub mod host;
 pub mod image;
 pub mod log;
 pub mod poll;

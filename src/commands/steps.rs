@@ -90,8 +90,7 @@ async fn execute_step(kind: StepKind, ctx: Context, params: Params) -> Result<Va
     let inventory = ctx.state.inventory();
     let managers = Arc::clone(&ctx.state.managers);
     let echoed = step.clone();
-    let host =
-        crate::deploy::host::Host::new(Arc::clone(&ctx.state), tokio::runtime::Handle::current());
+    let host = super::host::Host::new(Arc::clone(&ctx.state), tokio::runtime::Handle::current());
     let step_host = host.clone();
     let ran = blocking(move || {
         managers.execute_step_with(

@@ -4,8 +4,8 @@
 //! `wire.rs` holds the JSON shapes, `backoff.rs` the pure schedule maths, `client.rs`
 //! the HTTP client with URL failover, `tls.rs` its TLS settings; `lookup.rs`,
 //! `heartbeat.rs` and `inspection.rs` are the loops that retry, `advertise.rs` finds the
-//! callback address, `session.rs` names the shared cells they read and write. The life
-//! cycle that calls them is `crate::agent`.
+//! callback address, `session.rs` names the shared cells they read and write. The agent's
+//! life cycle calls them.
 
 pub mod advertise;
 pub mod backoff;

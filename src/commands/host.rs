@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::{json, Value};
 use tokio::runtime::Handle;
 
+use crate::deploy::{instance_root, prepare, DeployEnv};
 use crate::errors::CommandError;
 use crate::hw::{AgentHost, HwError, HwResult};
 use crate::state::AgentState;
@@ -18,16 +19,16 @@ use crate::state::AgentState;
 /// [`AgentHost`] backed by the running agent.
 #[derive(Debug, Clone)]
 pub struct Host {
-    state: Arc<AgentState>,
+    env: DeployEnv,
     runtime: Handle,
     failure: Arc<Mutex<Option<CommandError>>>,
 }
 
 impl Host {
-    /// A host for steps started on `runtime`.
+    /// A host for steps started on `runtime`, with the agent's state as it is now.
     pub fn new(state: Arc<AgentState>, runtime: Handle) -> Self {
         Self {
-            state,
+            env: state.deploy_env(),
             runtime,
             failure: Arc::default(),
         }
@@ -57,14 +58,13 @@ pub fn step_error(e: &CommandError) -> HwError {
 
 impl AgentHost for Host {
     fn prepare_image(&self, image_info: &Value, configdrive: Option<&Value>) -> HwResult<Value> {
-        let state = Arc::clone(&self.state);
+        let info = super::standby::image_info(image_info, self.env.settings.md5_enabled)
+            .map_err(|e| self.record(e))?;
+        let drive = super::standby::configdrive_text(image_info, configdrive)
+            .map_err(|e| self.record(e))?;
         let msg = self
             .runtime
-            .block_on(super::prepare::prepare_image(
-                &state,
-                image_info,
-                configdrive,
-            ))
+            .block_on(prepare::prepare_image(&self.env, &info, drive.as_deref()))
             .map_err(|e| self.record(e))?;
         Ok(json!({ "result": format!("prepare_image: {msg}") }))
     }
@@ -74,10 +74,10 @@ impl AgentHost for Host {
         partition: Option<&str>,
         f: &mut dyn FnMut(&Path) -> HwResult<()>,
     ) -> HwResult<()> {
-        super::instance_root::with_instance_root(&self.state, partition, f)
+        instance_root::with_instance_root(&self.env, partition, f)
     }
 
     fn set_status(&self, message: Option<&str>) {
-        super::status::set(&self.state, message.map(str::to_owned));
+        self.env.set_status(message.map(str::to_owned));
     }
 }

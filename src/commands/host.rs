@@ -1,12 +1,13 @@
 //! The agent's services for steps ([`AgentHost`]): a step runs on a blocking thread, so
 //! async services are driven with the runtime handle captured when the step started.
 //!
-//! A service that fails records its [`CommandError`]; when the step then fails with that
-//! same error, the step command reports it with its own IPA class (`ImageChecksumError`,
-//! `InvalidImage`, ...), as IPA re-raises a failed `prepare_image` from `write_image`.
+//! A service that fails returns its IPA class with the error ([`HwError::Service`]); a
+//! manager that passes it on makes the step command report that class
+//! (`ImageChecksumError`, `InvalidImage`, ...), as IPA re-raises a failed
+//! `prepare_image` from `write_image`.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde_json::{json, Value};
 use tokio::runtime::Handle;
@@ -21,7 +22,6 @@ use crate::state::AgentState;
 pub struct Host {
     env: DeployEnv,
     runtime: Handle,
-    failure: Arc<Mutex<Option<CommandError>>>,
 }
 
 impl Host {
@@ -30,42 +30,31 @@ impl Host {
         Self {
             env: state.deploy_env(),
             runtime,
-            failure: Arc::default(),
         }
-    }
-
-    /// The error of the last failed service, if the step's failure `details` carry it
-    /// unchanged (the manager passed it on rather than reporting something else).
-    pub fn take_failure(&self, details: &str) -> Option<CommandError> {
-        let recorded = self.failure.lock().expect("host lock poisoned").take()?;
-        details.ends_with(&recorded.to_string()).then_some(recorded)
-    }
-
-    fn record(&self, e: CommandError) -> HwError {
-        let hw = step_error(&e);
-        *self.failure.lock().expect("host lock poisoned") = Some(e);
-        hw
     }
 }
 
-/// A command error as a step error that keeps its text (the conductor shows it).
-pub fn step_error(e: &CommandError) -> HwError {
+/// A command error as a step error that keeps its class and text.
+pub fn step_error(e: CommandError) -> HwError {
     match e {
-        CommandError::InvalidCommandParams(m) => HwError::InvalidParams(m.clone()),
-        other => HwError::Failed(other.to_string()),
+        CommandError::InvalidCommandParams(m) => HwError::InvalidParams(m),
+        other => HwError::Service {
+            class: other.ipa_type(),
+            details: other.details(),
+        },
     }
 }
 
 impl AgentHost for Host {
     fn prepare_image(&self, image_info: &Value, configdrive: Option<&Value>) -> HwResult<Value> {
         let info = super::standby::image_info(image_info, self.env.settings.md5_enabled)
-            .map_err(|e| self.record(e))?;
-        let drive = super::standby::configdrive_text(image_info, configdrive)
-            .map_err(|e| self.record(e))?;
+            .map_err(step_error)?;
+        let drive =
+            super::standby::configdrive_text(image_info, configdrive).map_err(step_error)?;
         let msg = self
             .runtime
             .block_on(prepare::prepare_image(&self.env, &info, drive.as_deref()))
-            .map_err(|e| self.record(e))?;
+            .map_err(step_error)?;
         Ok(json!({ "result": format!("prepare_image: {msg}") }))
     }
 

@@ -91,10 +91,9 @@ async fn execute_step(kind: StepKind, ctx: Context, params: Params) -> Result<Va
     let managers = Arc::clone(&ctx.state.managers);
     let echoed = step.clone();
     let host = super::host::Host::new(Arc::clone(&ctx.state), tokio::runtime::Handle::current());
-    let step_host = host.clone();
     let ran = blocking(move || {
         managers.execute_step_with(
-            &step_host,
+            &host,
             kind,
             &step,
             &node,
@@ -113,8 +112,7 @@ async fn execute_step(kind: StepKind, ctx: Context, params: Params) -> Result<Va
         }
         Err(err) => {
             tracing::warn!(%kind, error = %err, "step did not succeed");
-            let generic = CommandError::from(&err);
-            Err(host.take_failure(&generic.details()).unwrap_or(generic))
+            Err(CommandError::from(&err))
         }
     }
 }

@@ -54,7 +54,7 @@ impl AgentHost for Host {
         let msg = self
             .runtime
             .block_on(prepare::prepare_image(&self.env, &info, drive.as_deref()))
-            .map_err(step_error)?;
+            .map_err(|e| step_error(e.into()))?;
         Ok(json!({ "result": format!("prepare_image: {msg}") }))
     }
 

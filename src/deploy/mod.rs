@@ -1,5 +1,6 @@
 //! Deploy: puts an image on the install device and tells the conductor what it wrote.
 //!
+//! - `error`: [`DeployError`] and its one mapping to IPA's classes.
 //! - `env`: what a deploy command works with ([`DeployEnv`]), built where it starts.
 //! - `target`: the install device (IPA's `get_os_install_device`) and opening it.
 //! - `prepare`: `standby.prepare_image` / `cache_image`, shared by the `write_image`
@@ -19,6 +20,7 @@ pub mod bootmode;
 pub mod configdrive;
 pub mod decode;
 pub mod env;
+pub mod error;
 pub mod inject;
 pub mod instance_root;
 pub mod mount;
@@ -34,6 +36,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 pub use env::DeployEnv;
+pub use error::DeployError;
 pub use uuids::PartitionUuids;
 
 /// What the last successful write put where; `get_partition_uuids` and the image cache

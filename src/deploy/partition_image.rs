@@ -29,7 +29,6 @@ use nix::fcntl::PosixFadviseAdvice;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::errors::CommandError;
 use crate::image::format::{self, Compression, FormatError};
 use crate::image::pipeline::Progress;
 use crate::image::pool::{BufPool, Chunk};
@@ -49,6 +48,7 @@ use crate::task::blocking;
 
 use super::bootmode::{disk_label, node_boot_mode, ramdisk_boot_mode};
 use super::env::DeployEnv;
+use super::error::DeployError;
 use super::stream::{source_options, stream};
 use super::target::{await_block_devices, open_target};
 use super::whole_disk;
@@ -65,7 +65,7 @@ pub async fn write(
     device: &Path,
     info: &ImageInfo,
     configdrive: Option<ConfigDriveImage>,
-) -> Result<PartitionUuids, CommandError> {
+) -> Result<PartitionUuids, DeployError> {
     let plan = plan(env, info, configdrive.as_ref())?;
     tracing::info!(image = %info.id, device = %device.display(),
         boot_mode = ?plan.req.boot_mode, table = plan.req.table.as_str(),
@@ -76,7 +76,7 @@ pub async fn write(
 
     let st = env.clone();
     let dev = device.to_path_buf();
-    let laid = blocking(move || -> Result<Laid, CommandError> {
+    let laid = blocking(move || -> Result<Laid, DeployError> {
         let laid = lay_out(&st, &dev, &plan, configdrive.as_ref())?;
         wait_for_nodes(&st, &laid.layout)?;
         if let (Some(fs), Some(part)) = (&plan.ephemeral, laid.layout.get(Role::Ephemeral)) {
@@ -90,7 +90,7 @@ pub async fn write(
         .layout
         .get(Role::Root)
         .cloned()
-        .ok_or_else(|| CommandError::Deployment("the layout has no root partition".into()))?;
+        .ok_or_else(|| DeployError::Disk("the layout has no root partition".into()))?;
     let report = stream(env, &root.path, info).await?;
     tracing::info!(image = %info.id, partition = %root.path.display(),
         bytes = report.image_size, "root image written and verified");
@@ -124,15 +124,15 @@ struct Plan {
     ephemeral: Option<EphemeralFs>,
 }
 
-fn invalid(msg: impl Into<String>) -> CommandError {
-    CommandError::InvalidCommandParams(msg.into())
+fn invalid(msg: impl Into<String>) -> DeployError {
+    DeployError::InvalidRequest(msg.into())
 }
 
 fn plan(
     env: &DeployEnv,
     info: &ImageInfo,
     configdrive: Option<&ConfigDriveImage>,
-) -> Result<Plan, CommandError> {
+) -> Result<Plan, DeployError> {
     let root_mib = info
         .root_mb
         .filter(|&m| m > 0)
@@ -173,7 +173,7 @@ async fn check_image_fits(
     env: &DeployEnv,
     info: &ImageInfo,
     root_mib: u64,
-) -> Result<(), CommandError> {
+) -> Result<(), DeployError> {
     let Some(size) = known_image_size(env, info).await? else {
         tracing::debug!(image = %info.id, "image size not known before writing");
         return Ok(());
@@ -190,9 +190,9 @@ async fn check_image_fits(
 
 /// Reads the head of the image (one short, aborted request through the same client,
 /// auth and retry budget as the download) and derives its size on disk from it.
-async fn known_image_size(env: &DeployEnv, info: &ImageInfo) -> Result<Option<u64>, CommandError> {
+async fn known_image_size(env: &DeployEnv, info: &ImageInfo) -> Result<Option<u64>, DeployError> {
     let opts = source_options(env)?;
-    let source = HttpSource::new(info, &opts).map_err(|e| e.to_command_error(&info.id))?;
+    let source = HttpSource::new(info, &opts).map_err(|e| DeployError::image(&info.id, e))?;
     let budget = RetryBudget::new(opts.retries, opts.retry_interval);
     let mut pool = BufPool::new(2, format::SNIFF_LEN);
     let (tx, mut rx) = mpsc::channel::<Chunk>(1);
@@ -211,7 +211,7 @@ async fn known_image_size(env: &DeployEnv, info: &ImageInfo) -> Result<Option<u6
     let ((res, total), first) = tokio::join!(fetch, first);
     match res {
         Ok(_) | Err(ImageError::Aborted) => {}
-        Err(e) => return Err(e.to_command_error(&info.id)),
+        Err(e) => return Err(DeployError::image(&info.id, e)),
     }
     let head = first.map(|c| c.buf.as_slice().to_vec()).unwrap_or_default();
     let settings = &env.settings;
@@ -222,7 +222,7 @@ async fn known_image_size(env: &DeployEnv, info: &ImageInfo) -> Result<Option<u6
         &settings.permitted_image_formats,
         settings.disable_deep_image_inspection,
     )
-    .map_err(|e| ImageError::InvalidImage(e.to_string()).to_command_error(&info.id))
+    .map_err(|e| DeployError::image(&info.id, ImageError::InvalidImage(e.to_string())))
 }
 
 /// The image's size on disk from its head and the announced stream length: the
@@ -267,9 +267,9 @@ fn lay_out(
     device: &Path,
     plan: &Plan,
     configdrive: Option<&ConfigDriveImage>,
-) -> Result<Laid, CommandError> {
+) -> Result<Laid, DeployError> {
     let fail = |what: &str, e: &dyn Display| {
-        CommandError::Deployment(format!("{what} on {}: {e}", device.display()))
+        DeployError::Disk(format!("{what} on {}: {e}", device.display()))
     };
     let mut disk = open_target(env, device)?;
     let geometry = Geometry::of_file(&disk).map_err(|e| fail("reading the geometry", &e))?;
@@ -334,9 +334,9 @@ fn existing_layout(
     geometry: Geometry,
     device: &Path,
     layout: &Layout,
-) -> Result<WrittenLayout, CommandError> {
+) -> Result<WrittenLayout, DeployError> {
     let refuse = |why: String| {
-        CommandError::Deployment(format!(
+        DeployError::Disk(format!(
             "preserve_ephemeral is set but {why} on {}; refusing to write",
             device.display()
         ))
@@ -385,7 +385,7 @@ fn existing_layout(
 }
 
 /// Waits (bounded) for every partition node, then checks each has its new size.
-fn wait_for_nodes(env: &DeployEnv, layout: &WrittenLayout) -> Result<(), CommandError> {
+fn wait_for_nodes(env: &DeployEnv, layout: &WrittenLayout) -> Result<(), DeployError> {
     let paths: Vec<PathBuf> = layout
         .partitions
         .iter()
@@ -401,7 +401,7 @@ fn wait_for_nodes(env: &DeployEnv, layout: &WrittenLayout) -> Result<(), Command
             .iter()
             .find(|p| p.role != Role::Root)
             .unwrap_or(first);
-        return Err(CommandError::Deployment(match p.role {
+        return Err(DeployError::Disk(match p.role {
             Role::Root => format!("Root device '{}' not found", p.path.display()),
             role => format!("'{}' device '{}' not found", role.key(), p.path.display()),
         }));
@@ -411,9 +411,9 @@ fn wait_for_nodes(env: &DeployEnv, layout: &WrittenLayout) -> Result<(), Command
         let size = File::open(&path)
             .map_err(|e| e.to_string())
             .and_then(|f| ioctl::device_size(&f).map_err(|e| e.to_string()))
-            .map_err(|e| CommandError::Deployment(format!("probing {}: {e}", p.path.display())))?;
+            .map_err(|e| DeployError::Disk(format!("probing {}: {e}", p.path.display())))?;
         if size != p.size {
-            return Err(CommandError::Deployment(format!(
+            return Err(DeployError::Disk(format!(
                 "partition {} has {size} bytes but the new table gives it {}: the kernel \
                  did not take the new partition table",
                 p.path.display(),
@@ -444,10 +444,10 @@ fn drop_disk_cache(env: &DeployEnv, device: &Path) {
 /// `root uuid`: the root filesystem's UUID, else the partition's PARTUUID (IPA: lsblk
 /// `UUID`, then `PARTUUID`). Read through the partition node, the path the image was
 /// written through, so no stale cache of the whole disk is consulted.
-fn root_uuid(env: &DeployEnv, root: &WrittenPartition) -> Result<String, CommandError> {
+fn root_uuid(env: &DeployEnv, root: &WrittenPartition) -> Result<String, DeployError> {
     let path = env.rooted(&root.path);
     let fail = |e: std::io::Error| {
-        CommandError::Deployment(format!(
+        DeployError::Disk(format!(
             "reading the root filesystem on {}: {e}",
             root.path.display()
         ))
@@ -472,7 +472,7 @@ impl EphemeralFs {
     /// ephemeral0` (`-F` for ext3/ext4, `-n` for the label of vfat/msdos, `mkswap` for
     /// swap). The tools must exist now; a missing one fails the deploy before anything
     /// is written rather than leaving an unformatted ephemeral partition.
-    fn find(format: &str) -> Result<Self, CommandError> {
+    fn find(format: &str) -> Result<Self, DeployError> {
         if !format
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_')
@@ -482,7 +482,7 @@ impl EphemeralFs {
             )));
         }
         let missing = |tool: &str| {
-            CommandError::Deployment(format!(
+            DeployError::Disk(format!(
                 "cannot make the {format} filesystem on the ephemeral partition: {tool} not \
                  found (searched PATH and {})",
                 TOOL_DIRS.join(", ")
@@ -518,7 +518,7 @@ impl EphemeralFs {
     }
 
     /// Runs the tool on `part` (a `/dev` name) after the write door accepted that node.
-    fn make(&self, env: &DeployEnv, part: &Path) -> Result<(), CommandError> {
+    fn make(&self, env: &DeployEnv, part: &Path) -> Result<(), DeployError> {
         // The door checks the allow-list and the running system's disks; the handle stays
         // open so the node checked is the node the tool opens by path.
         let _door = open_target(env, part)?;
@@ -531,7 +531,7 @@ impl EphemeralFs {
             .env("LC_ALL", "C")
             .output()
             .map_err(|e| {
-                CommandError::Deployment(format!(
+                DeployError::Disk(format!(
                     "running {} on {}: {e}",
                     self.program.display(),
                     part.display()
@@ -550,7 +550,7 @@ impl EphemeralFs {
             .into_iter()
             .rev()
             .collect();
-        Err(CommandError::Deployment(format!(
+        Err(DeployError::Disk(format!(
             "making the {} filesystem on {} failed ({}): {tail}",
             self.format,
             part.display(),
@@ -624,10 +624,10 @@ mod tests {
     fn ephemeral_tools_are_found_or_named() {
         assert!(matches!(
             EphemeralFs::find("ext4; rm"),
-            Err(CommandError::InvalidCommandParams(_))
+            Err(DeployError::InvalidRequest(_))
         ));
         match EphemeralFs::find("nosuchfs") {
-            Err(CommandError::Deployment(m)) => assert!(m.contains("mkfs.nosuchfs"), "{m}"),
+            Err(DeployError::Disk(m)) => assert!(m.contains("mkfs.nosuchfs"), "{m}"),
             other => panic!("{other:?}"),
         }
         if find_tool("mkfs.ext4").is_some() && find_tool("mkfs").is_some() {

@@ -6,12 +6,12 @@
 
 use std::path::Path;
 
-use crate::errors::CommandError;
 use crate::image::ImageInfo;
 use crate::partition::configdrive::ConfigDriveImage;
 use crate::task::blocking;
 
 use super::env::DeployEnv;
+use super::error::DeployError;
 use super::stream::source_options;
 use super::target::install_device;
 use super::{PartitionUuids, Written};
@@ -23,7 +23,7 @@ pub async fn prepare_image(
     env: &DeployEnv,
     info: &ImageInfo,
     configdrive: Option<&str>,
-) -> Result<String, CommandError> {
+) -> Result<String, DeployError> {
     let node_uuid = info.node_uuid.clone().unwrap_or_else(|| "local".to_owned());
     let drive = match configdrive {
         Some(text) => {
@@ -69,7 +69,7 @@ pub async fn cache_image(
     env: &DeployEnv,
     info: &ImageInfo,
     force: bool,
-) -> Result<String, CommandError> {
+) -> Result<String, DeployError> {
     let device = chosen_device(env).await?;
     let cached = env
         .cache
@@ -93,7 +93,7 @@ pub async fn cache_image(
     ))
 }
 
-async fn chosen_device(env: &DeployEnv) -> Result<std::path::PathBuf, CommandError> {
+async fn chosen_device(env: &DeployEnv) -> Result<std::path::PathBuf, DeployError> {
     let env = env.clone();
     blocking(move || install_device(&env)).await?
 }
@@ -103,7 +103,7 @@ async fn write(
     device: &Path,
     info: &ImageInfo,
     drive: Option<ConfigDriveImage>,
-) -> Result<PartitionUuids, CommandError> {
+) -> Result<PartitionUuids, DeployError> {
     if info.is_partition_image() {
         super::partition_image::write(env, device, info, drive).await
     } else {
@@ -116,7 +116,7 @@ async fn refresh_whole_disk(
     device: &Path,
     node_uuid: &str,
     drive: Option<ConfigDriveImage>,
-) -> Result<PartitionUuids, CommandError> {
+) -> Result<PartitionUuids, DeployError> {
     let env = env.clone();
     let dev = device.to_path_buf();
     let node = node_uuid.to_owned();

@@ -5,12 +5,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::errors::CommandError;
 use crate::image::pipeline::{self, Progress, WriteOptions, WriteReport};
 use crate::image::source::SourceOptions;
 use crate::image::ImageInfo;
 
 use super::env::DeployEnv;
+use super::error::DeployError;
 use super::status::StatusReporter;
 use super::target::open_target;
 
@@ -48,7 +48,7 @@ pub fn write_options(
     env: &DeployEnv,
     target: &Path,
     writing: &Writing,
-) -> Result<WriteOptions, CommandError> {
+) -> Result<WriteOptions, DeployError> {
     let source = source_options(env)?;
     Ok(WriteOptions {
         md5_enabled: env.settings.md5_enabled,
@@ -60,10 +60,10 @@ pub fn write_options(
 }
 
 /// Download options (timeouts, retries, TLS) from the agent's configuration.
-pub fn source_options(env: &DeployEnv) -> Result<SourceOptions, CommandError> {
+pub fn source_options(env: &DeployEnv) -> Result<SourceOptions, DeployError> {
     let c = &env.config;
     let mut source = SourceOptions::from_config(c)
-        .map_err(|e| CommandError::CommandExecution(format!("image download set-up: {e}")))?;
+        .map_err(|e| DeployError::Execution(format!("image download set-up: {e}")))?;
     source.timeout = c.image_download_connection_timeout;
     source.retries = c.image_download_connection_retries;
     source.retry_interval = c.image_download_connection_retry_interval;
@@ -75,12 +75,12 @@ pub async fn stream(
     env: &DeployEnv,
     target: &Path,
     info: &ImageInfo,
-) -> Result<WriteReport, CommandError> {
+) -> Result<WriteReport, DeployError> {
     let file = open_target(env, target)?;
     let writing = Writing::start(env, target, "write_image");
     let opts = write_options(env, target, &writing)?;
     let decode = super::decode::stage_for(info, &env.settings);
     pipeline::write_image(info, file, &opts, decode)
         .await
-        .map_err(|e| e.to_command_error(&info.id))
+        .map_err(|e| DeployError::image(&info.id, e))
 }

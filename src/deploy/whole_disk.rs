@@ -5,7 +5,6 @@
 
 use std::path::Path;
 
-use crate::errors::CommandError;
 use crate::image::ImageInfo;
 use crate::partition::configdrive::ConfigDriveImage;
 use crate::partition::fixup::{fix_gpt_partition, validate_partitioning, whole_disk_root_uuid};
@@ -14,6 +13,7 @@ use crate::partition::{ioctl, partition_path, Geometry};
 use crate::task::blocking;
 
 use super::env::DeployEnv;
+use super::error::DeployError;
 use super::stream::stream;
 use super::target::{await_block_devices, open_target};
 use super::PartitionUuids;
@@ -25,7 +25,7 @@ pub async fn write(
     device: &Path,
     info: &ImageInfo,
     configdrive: Option<ConfigDriveImage>,
-) -> Result<PartitionUuids, CommandError> {
+) -> Result<PartitionUuids, DeployError> {
     let report = stream(env, device, info).await?;
     tracing::info!(image = %info.id, device = %device.display(),
         bytes = report.image_size, seconds = report.elapsed.as_secs_f64(),
@@ -43,7 +43,7 @@ pub fn finish_cached(
     device: &Path,
     node_uuid: &str,
     configdrive: Option<&ConfigDriveImage>,
-) -> Result<PartitionUuids, CommandError> {
+) -> Result<PartitionUuids, DeployError> {
     finish(env, device, node_uuid, configdrive)
 }
 
@@ -53,10 +53,10 @@ fn finish(
     device: &Path,
     node_uuid: &str,
     configdrive: Option<&ConfigDriveImage>,
-) -> Result<PartitionUuids, CommandError> {
+) -> Result<PartitionUuids, DeployError> {
     let mut disk = open_target(env, device)?;
     let geometry = Geometry::of_file(&disk)
-        .map_err(|e| CommandError::Deployment(format!("{}: {e}", device.display())))?;
+        .map_err(|e| DeployError::Disk(format!("{}: {e}", device.display())))?;
     reread(&disk, device);
     match fix_gpt_partition(&mut disk, geometry, device, Some(node_uuid)) {
         Ok(fix) => tracing::debug!(?fix, "backup GPT checked"),
@@ -64,14 +64,14 @@ fn finish(
         Err(e) => tracing::warn!(error = %e, "could not move the backup GPT to the disk end"),
     }
     validate_partitioning(&mut disk, geometry, device)
-        .map_err(|e| CommandError::Deployment(e.to_string()))?;
+        .map_err(|e| DeployError::Disk(e.to_string()))?;
     if let Some(image) = configdrive {
         super::configdrive::place(&mut disk, device, node_uuid, image)?;
     }
     reread(&disk, device);
     wait_for_partitions(env, &mut disk, geometry, device);
     let root_uuid = whole_disk_root_uuid(&mut disk).map_err(|e| {
-        CommandError::Deployment(format!(
+        DeployError::Disk(format!(
             "reading the disk signature of {}: {e}",
             device.display()
         ))

@@ -14,9 +14,9 @@ use tokio::sync::{watch, Notify};
 use crate::config::Config;
 use crate::deploy::{DeployEnv, DeployState};
 use crate::hardware::Registry;
-use crate::hw::Inventory;
 use crate::ironic::session::Session;
 pub use crate::ironic::session::{LookupSettings, Secret};
+use ira_hw::Inventory;
 
 /// Everything the running agent shares between tasks.
 #[derive(Debug)]

@@ -14,8 +14,8 @@ use tokio::runtime::Handle;
 
 use crate::deploy::{instance_root, prepare, DeployEnv};
 use crate::errors::CommandError;
-use crate::hw::{AgentHost, HwError, HwResult};
 use crate::state::AgentState;
+use ira_hw::{AgentHost, HwError, HwResult};
 
 /// [`AgentHost`] backed by the running agent.
 #[derive(Debug, Clone)]

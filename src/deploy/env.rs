@@ -9,8 +9,8 @@ use serde_json::Value;
 
 use crate::blockdev::AllowList;
 use crate::config::Config;
-use crate::hw::BlockDevice;
 use crate::ironic::LookupSettings;
+use ira_hw::BlockDevice;
 
 use super::status::StatusCell;
 use super::DeployState;

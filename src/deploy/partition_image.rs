@@ -240,8 +240,7 @@ fn size_from_head(
     if Compression::sniff(head).is_some() {
         return Ok(None);
     }
-    // IPA copies declared raw/gpt bit for bit, whatever the bytes look like.
-    if matches!(declared, Some("raw") | Some("gpt")) {
+    if !super::decode::inspects(declared) {
         return Ok(total);
     }
     let detected = format::detect(head);

@@ -39,6 +39,8 @@ pub enum CommandError {
     Servicing(String),
     /// `HardwareManagerNotFound` (500): no manager supports this machine.
     HardwareManagerNotFound(String),
+    /// `HardwareManagerConfigurationError` (500): a manager is misconfigured.
+    HardwareManagerConfiguration(String),
     /// `HardwareManagerMethodNotFound` (500): every manager declined the method.
     HardwareManagerMethodNotFound {
         /// The method or step name.
@@ -71,17 +73,6 @@ pub enum CommandError {
     SoftwareRaid(String),
     /// `ClockSyncError` (500).
     ClockSync(String),
-    /// An error class reported by a hardware manager as (type, code, message).
-    Hardware {
-        /// IPA class name.
-        ipa_type: &'static str,
-        /// HTTP-like code.
-        code: u16,
-        /// Class-level message.
-        message: &'static str,
-        /// Instance details.
-        details: String,
-    },
 }
 
 impl CommandError {
@@ -100,6 +91,7 @@ impl CommandError {
             Self::Deployment(_) => "DeploymentError",
             Self::Servicing(_) => "ServicingError",
             Self::HardwareManagerNotFound(_) => "HardwareManagerNotFound",
+            Self::HardwareManagerConfiguration(_) => "HardwareManagerConfigurationError",
             Self::HardwareManagerMethodNotFound { .. } => "HardwareManagerMethodNotFound",
             Self::IncompatibleHardwareMethod(_) => "IncompatibleHardwareMethodError",
             Self::VersionMismatch { .. } => "VersionMismatch",
@@ -113,7 +105,6 @@ impl CommandError {
             Self::BlockDevice(_) => "BlockDeviceError",
             Self::SoftwareRaid(_) => "SoftwareRAIDError",
             Self::ClockSync(_) => "ClockSyncError",
-            Self::Hardware { ipa_type, .. } => ipa_type,
         }
     }
 
@@ -127,7 +118,6 @@ impl CommandError {
             Self::RequestedObjectNotFound { .. } | Self::DeviceNotFound(_) => 404,
             Self::ImageDownloadTimeout(_) => 408,
             Self::AgentIsBusy { .. } | Self::VersionMismatch { .. } => 409,
-            Self::Hardware { code, .. } => *code,
             _ => 500,
         }
     }
@@ -146,6 +136,7 @@ impl CommandError {
             Self::Deployment(_) => "Deploy step failed",
             Self::Servicing(_) => "Service step failed",
             Self::HardwareManagerNotFound(_) => "No valid HardwareManager found",
+            Self::HardwareManagerConfiguration(_) => "Hardware manager configuration error",
             Self::HardwareManagerMethodNotFound { .. } => {
                 "No HardwareManager found to handle method"
             }
@@ -167,7 +158,6 @@ impl CommandError {
             Self::BlockDevice(_) => "Block device caused unknown error",
             Self::SoftwareRaid(_) => "Software RAID caused unknown error",
             Self::ClockSync(_) => "Error syncing system clock",
-            Self::Hardware { message, .. } => message,
         }
     }
 
@@ -179,7 +169,7 @@ impl CommandError {
             Self::HardwareManagerMethodNotFound { method } => {
                 format!("Could not find method: {method}")
             }
-            Self::VersionMismatch { details } | Self::Hardware { details, .. } => details.clone(),
+            Self::VersionMismatch { details } => details.clone(),
             Self::InvalidContent(d)
             | Self::InvalidCommand(d)
             | Self::InvalidCommandParams(d)
@@ -189,6 +179,7 @@ impl CommandError {
             | Self::Deployment(d)
             | Self::Servicing(d)
             | Self::HardwareManagerNotFound(d)
+            | Self::HardwareManagerConfiguration(d)
             | Self::IncompatibleHardwareMethod(d)
             | Self::ImageDownload(d)
             | Self::ImageDownloadTimeout(d)
@@ -200,6 +191,41 @@ impl CommandError {
             | Self::BlockDevice(d)
             | Self::SoftwareRaid(d)
             | Self::ClockSync(d) => d.clone(),
+        }
+    }
+
+    /// The error of class `class` (an [`Self::ipa_type`] of a class whose instance is
+    /// its details) with `details`, as it travels through a hardware manager; any other
+    /// class is a `CommandExecutionError` that names it.
+    pub fn from_class(class: &str, details: String) -> Self {
+        const BY_DETAILS: [fn(String) -> CommandError; 22] = [
+            CommandError::InvalidContent,
+            CommandError::InvalidCommand,
+            CommandError::InvalidCommandParams,
+            CommandError::CommandExecution,
+            CommandError::SystemReboot,
+            CommandError::Cleaning,
+            CommandError::Deployment,
+            CommandError::Servicing,
+            CommandError::HardwareManagerNotFound,
+            CommandError::HardwareManagerConfiguration,
+            CommandError::IncompatibleHardwareMethod,
+            |details| CommandError::VersionMismatch { details },
+            CommandError::ImageDownload,
+            CommandError::ImageDownloadTimeout,
+            CommandError::ImageChecksum,
+            CommandError::ImageWrite,
+            CommandError::InvalidImage,
+            CommandError::DeviceNotFound,
+            CommandError::BlockDeviceErase,
+            CommandError::BlockDevice,
+            CommandError::SoftwareRaid,
+            CommandError::ClockSync,
+        ];
+        let probe = |make: &fn(String) -> CommandError| make(String::new()).ipa_type() == class;
+        match BY_DETAILS.iter().find(|make| probe(make)) {
+            Some(make) => make(details),
+            None => Self::CommandExecution(format!("{class}: {details}")),
         }
     }
 
@@ -237,6 +263,25 @@ pub struct IpaError {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_class_and_its_details_make_the_same_error_again() {
+        for err in [
+            CommandError::ImageChecksum("sha256 mismatch".into()),
+            CommandError::DeviceNotFound("no disk".into()),
+            CommandError::InvalidImage("qcow2 with a backing file".into()),
+            CommandError::HardwareManagerConfiguration("m: bad".into()),
+        ] {
+            let again = CommandError::from_class(err.ipa_type(), err.details());
+            assert_eq!(again, err);
+            assert_eq!(again.to_ipa(), err.to_ipa());
+        }
+        let unknown = CommandError::from_class("VendorError", "x".into());
+        assert_eq!(
+            unknown,
+            CommandError::CommandExecution("VendorError: x".into())
+        );
+    }
 
     #[test]
     fn command_error_object_has_exactly_four_keys() {

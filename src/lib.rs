@@ -1,11 +1,15 @@
 //! ira: an in-band deploy agent for Ironic, wire-compatible with ironic-python-agent.
 //!
-//! Layout: `config` (options from kernel command line, file and flags), `inventory`
-//! (hardware facts read from sysfs/procfs/SMBIOS under a root path), `blockdev` (device
-//! allow-list and the one door to writable handles), `hardware` (manager registry,
-//! dispatch, generic manager), `commands` (IPA's extensions and the command history),
-//! `api` (the local HTTP(S) API), `ironic` (lookup, heartbeat, inspection client) and
-//! `agent` (the life cycle that ties them together).
+//! Layout, top to bottom (a module uses only those below it): `agent` (the life cycle
+//! that ties them together), `api` (the local HTTP(S) API), `commands` (IPA's
+//! extensions and the command history), `state` (what the API, the commands and the
+//! heartbeat share), `hardware` (manager registry, dispatch, generic manager), `deploy`
+//! and `erase` (image writes, bootloader, disk erasure), `task` (blocking work off the
+//! runtime), `image` (download and decode pipeline), `ironic` (lookup, heartbeat,
+//! inspection client), `blockdev` (device allow-list and the one door to writable
+//! handles), `inventory` (hardware facts read from sysfs/procfs/SMBIOS under a root
+//! path), `partition` (tables and filesystems), `config` (options from kernel command
+//! line, file and flags) and `errors` (IPA's error classes).
 #![deny(unsafe_code)]
 
 pub mod agent;
@@ -21,6 +25,8 @@ pub mod image;
 pub mod inventory;
 pub mod ironic;
 pub mod partition;
+pub mod state;
+pub mod task;
 
 pub use ira_hw as hw;
 

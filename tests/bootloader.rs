@@ -23,13 +23,14 @@ use common::fixtures::inventory;
 use common::loopdev::LoopDev;
 use ira::agent::AgentState;
 use ira::blockdev::{open_for_write, AllowList};
+use ira::commands::image::{bootloader_request, install_bootloader};
 use ira::config::Config;
 use ira::deploy::bootloader::efivar::{
     DevicePathNode, HardDrive, LoadOption, PartitionSignature, LOAD_OPTION_ACTIVE,
 };
 use ira::deploy::bootloader::efivars::{EfiVars, ATTR_NV_BS_RT, GLOBAL_GUID};
 use ira::deploy::bootloader::uefi::{manage_uefi, UefiEnv, UefiError};
-use ira::deploy::bootloader::{install_bootloader, run, BootEnv, Request, BIOS_INSTALL_DISABLED};
+use ira::deploy::bootloader::{run, BootEnv, Request, BIOS_INSTALL_DISABLED};
 use ira::deploy::mount::{MountKind, Mounter, SysMounter};
 use ira::errors::CommandError;
 use ira::partition::fat::make_fat32;
@@ -603,7 +604,7 @@ fn sysroot(uefi: bool) -> tempfile::TempDir {
 }
 
 fn request(params: Value, default_ignore: bool) -> Request {
-    Request::from_params(params.as_object().unwrap(), default_ignore).unwrap()
+    bootloader_request(params.as_object().unwrap(), default_ignore).unwrap()
 }
 
 #[test]
@@ -733,7 +734,7 @@ fn bad_parameter_types_are_refused() {
         json!({"root_uuid": 5}),
         json!({"ignore_bootloader_failure": "yes"}),
     ] {
-        let err = Request::from_params(params.as_object().unwrap(), false).unwrap_err();
+        let err = bootloader_request(params.as_object().unwrap(), false).unwrap_err();
         assert_eq!(err.ipa_type(), "InvalidCommandParamsError");
     }
 }

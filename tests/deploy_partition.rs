@@ -123,7 +123,9 @@ impl Rig {
         info: &ImageInfo,
         drive: Option<ConfigDriveImage>,
     ) -> Result<PartitionUuids, CommandError> {
-        partition_image::write(&self.state, self.dev(), info, drive).await
+        partition_image::write(&self.state.deploy_env(), self.dev(), info, drive)
+            .await
+            .map_err(CommandError::from)
     }
 }
 

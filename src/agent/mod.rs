@@ -1,14 +1,12 @@
 //! The agent's life cycle (protocol spec section 7): inventory, inspection, lookup,
 //! TLS, serve, heartbeat, until a signal stops it.
 //!
-//! `state.rs` holds what the API, the commands and the heartbeat loop share. The pieces
+//! `crate::state` holds what the API, the commands and the heartbeat loop share. The pieces
 //! live elsewhere (`crate::inventory`, `crate::ironic`, `crate::api`, `crate::commands`);
 //! this module only orders them, logs one line per phase with its duration, and decides
 //! what is fatal. Every wait comes from a [`RunPolicy`] so tests run in milliseconds.
 
-pub mod state;
-
-pub use state::{AgentState, LookupSettings, Secret};
+pub use crate::state::{AgentState, LookupSettings, Secret};
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

@@ -6,8 +6,8 @@
 
 use std::borrow::Cow;
 
-use crate::agent::AgentState;
 use crate::api::error::ApiError;
+use crate::state::AgentState;
 
 /// The first value of query parameter `name`, percent-decoded (`+` is a space, as in
 /// HTML forms, which is how Werkzeug reads `request.args`).

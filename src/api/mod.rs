@@ -17,8 +17,8 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::agent::AgentState;
 use crate::commands::Commands;
+use crate::state::AgentState;
 
 pub use error::{ApiError, CommandError, IpaError};
 pub use limits::ServerLimits;

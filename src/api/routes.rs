@@ -17,11 +17,11 @@ use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Map, Value};
 
-use crate::agent::AgentState;
 use crate::api::auth;
 use crate::api::error::ApiError;
 use crate::api::limits::{json_depth_exceeds, ServerLimits};
 use crate::commands::Commands;
+use crate::state::AgentState;
 
 /// Where the documentation link of the discovery documents points.
 const DOCS_URL: &str = "https://docs.openstack.org/ironic-python-agent/";

@@ -22,10 +22,10 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-use crate::agent::AgentState;
 use crate::api::limits::ServerLimits;
 use crate::api::routes::{self, App};
 use crate::commands::Commands;
+use crate::state::AgentState;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop cannot spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);

@@ -15,6 +15,7 @@
 pub mod clean;
 pub mod deploy;
 pub mod history;
+pub mod host;
 pub mod image;
 pub mod log;
 pub mod poll;
@@ -29,8 +30,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::agent::AgentState;
 use crate::errors::CommandError;
+use crate::state::AgentState;
 
 pub use history::History;
 pub use registry::{CommandSpec, Context, Extension, Params};

@@ -17,9 +17,9 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::agent::AgentState;
 use crate::commands::result::Mode;
 use crate::errors::CommandError;
+use crate::state::AgentState;
 
 /// A command's keyword arguments (the `params` object of the request).
 pub type Params = Map<String, Value>;
@@ -160,27 +160,12 @@ where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(join_failure)
+    Ok(crate::task::blocking(work).await?)
 }
 
-/// The error recorded for a command whose task panicked or was cancelled (IPA wraps any
-/// unexpected exception as `CommandExecutionError`).
+/// The error recorded for a command whose task panicked or was cancelled.
 pub fn join_failure(err: tokio::task::JoinError) -> CommandError {
-    let detail = match err.try_into_panic() {
-        Ok(payload) => {
-            let text = payload
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "non-string panic payload".to_owned());
-            format!("command panicked: {text}")
-        }
-        Err(err) => format!("command task ended abnormally: {err}"),
-    };
-    tracing::error!(%detail, "command task failed");
-    CommandError::CommandExecution(detail)
+    crate::task::join_failure(err).into()
 }
 
 /// `params[key]` as an object-or-null value (absent = null), for `node`.

@@ -9,10 +9,11 @@
 use nix::sys::reboot::RebootMode;
 use serde_json::Value;
 
-use crate::agent::AgentState;
 use crate::commands::registry::{blocking, param_value, CommandSpec, Context, Extension, Params};
 use crate::deploy;
 use crate::errors::CommandError;
+use crate::image::ImageInfo;
+use crate::state::AgentState;
 
 /// The `standby` extension.
 pub fn extension() -> Extension {
@@ -40,22 +41,55 @@ fn validate_image_info(state: &AgentState, params: &Params) -> Result<(), Comman
     let info = params
         .get("image_info")
         .ok_or_else(|| CommandError::InvalidCommandParams("image_info is required".to_owned()))?;
-    deploy::prepare::parse_image_info(state, info).map(|_| ())
+    image_info(info, state.lookup_settings().md5_enabled).map(|_| ())
+}
+
+/// Parses and validates `image_info` as IPA does (400 `InvalidCommandParamsError`).
+pub fn image_info(image_info: &Value, md5_enabled: bool) -> Result<ImageInfo, CommandError> {
+    ImageInfo::from_value(image_info, md5_enabled).map_err(|e| match e.to_command_error("") {
+        CommandError::InvalidCommandParams(m) => CommandError::InvalidCommandParams(m),
+        other => CommandError::InvalidCommandParams(other.to_string()),
+    })
+}
+
+/// The config drive argument (or, when absent, the copy the conductor also puts in
+/// `image_info`): a non-empty string, or nothing.
+pub fn configdrive_text(
+    image_info: &Value,
+    configdrive: Option<&Value>,
+) -> Result<Option<String>, CommandError> {
+    let configdrive = match configdrive {
+        None | Some(Value::Null) => image_info.get("configdrive"),
+        given => given,
+    };
+    match configdrive {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(CommandError::InvalidCommandParams(
+            "configdrive must be a string (gzip+base64 content or a URL)".to_owned(),
+        )),
+    }
 }
 
 async fn prepare_image(ctx: Context, params: Params) -> Result<Value, CommandError> {
-    let info = param_value(&params, "image_info");
-    let msg = deploy::prepare::prepare_image(&ctx.state, &info, params.get("configdrive")).await?;
+    let raw = param_value(&params, "image_info");
+    let env = ctx.state.deploy_env();
+    let info = image_info(&raw, env.settings.md5_enabled)?;
+    let drive = configdrive_text(&raw, params.get("configdrive"))?;
+    let msg = deploy::prepare::prepare_image(&env, &info, drive.as_deref()).await?;
     Ok(Value::String(msg))
 }
 
 async fn cache_image(ctx: Context, params: Params) -> Result<Value, CommandError> {
-    let info = param_value(&params, "image_info");
+    let raw = param_value(&params, "image_info");
     let force = params
         .get("force")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let msg = deploy::prepare::cache_image(&ctx.state, &info, force).await?;
+    let env = ctx.state.deploy_env();
+    let info = image_info(&raw, env.settings.md5_enabled)?;
+    let msg = deploy::prepare::cache_image(&env, &info, force).await?;
     Ok(Value::String(msg))
 }
 

@@ -9,12 +9,12 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
-use crate::agent::AgentState;
 use crate::commands::registry::{
     blocking, param_list, param_value, CommandSpec, Context, Extension, Params,
 };
 use crate::errors::CommandError;
 use crate::hw::StepKind;
+use crate::state::AgentState;
 
 /// The extension for `kind` with its two commands.
 pub fn extension(kind: StepKind) -> Extension {
@@ -90,12 +90,10 @@ async fn execute_step(kind: StepKind, ctx: Context, params: Params) -> Result<Va
     let inventory = ctx.state.inventory();
     let managers = Arc::clone(&ctx.state.managers);
     let echoed = step.clone();
-    let host =
-        crate::deploy::host::Host::new(Arc::clone(&ctx.state), tokio::runtime::Handle::current());
-    let step_host = host.clone();
+    let host = super::host::Host::new(Arc::clone(&ctx.state), tokio::runtime::Handle::current());
     let ran = blocking(move || {
         managers.execute_step_with(
-            &step_host,
+            &host,
             kind,
             &step,
             &node,
@@ -114,8 +112,7 @@ async fn execute_step(kind: StepKind, ctx: Context, params: Params) -> Result<Va
         }
         Err(err) => {
             tracing::warn!(%kind, error = %err, "step did not succeed");
-            let generic = CommandError::from(&err);
-            Err(host.take_failure(&generic.details()).unwrap_or(generic))
+            Err(CommandError::from(&err))
         }
     }
 }

@@ -20,7 +20,7 @@ pub use flags::{Command, Flags};
 pub use resolve::{resolve, resolve_sources, ConfigError, Origin, Sources};
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The fully resolved configuration the agent runs with.
@@ -120,6 +120,26 @@ pub struct Config {
     pub no_power_off: bool,
     /// Root of the filesystem the inventory reads (`--sysroot`, for tests; default `/`).
     pub sysroot: PathBuf,
+}
+
+impl Config {
+    /// The filesystem root the agent reads sysfs, udev data and `/dev` under (`/` when unset).
+    pub fn root(&self) -> &Path {
+        if self.sysroot.as_os_str().is_empty() {
+            Path::new("/")
+        } else {
+            self.sysroot.as_path()
+        }
+    }
+}
+
+/// `path` (an absolute name such as `/dev/sda1`) under `sysroot`, as the process must open it.
+pub fn rooted(sysroot: &Path, path: &Path) -> PathBuf {
+    if sysroot == Path::new("/") {
+        path.to_path_buf()
+    } else {
+        sysroot.join(path.strip_prefix("/").unwrap_or(path))
+    }
 }
 
 impl Default for Config {

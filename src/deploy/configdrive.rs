@@ -6,12 +6,13 @@ use std::fs::File;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::errors::CommandError;
 use crate::image::source::{RedactedUrl, SourceOptions};
 use crate::partition::configdrive::{
     self as cd, decode_downloaded, ConfigDriveImage, Decoded, Placement,
 };
 use crate::partition::{ioctl, Geometry};
+
+use super::error::DeployError;
 
 /// Largest body accepted from a config drive URL: base64 of a gzip that may inflate to
 /// the 64 MiB limit, or a plain image of that size.
@@ -22,25 +23,25 @@ pub async fn fetch(
     value: &str,
     node_uuid: &str,
     source: &SourceOptions,
-) -> Result<ConfigDriveImage, CommandError> {
-    let url = match cd::decode(value, node_uuid).map_err(deployment)? {
+) -> Result<ConfigDriveImage, DeployError> {
+    let url = match cd::decode(value, node_uuid)? {
         Decoded::Image(img) => return Ok(img),
         Decoded::NeedsDownload(url) => url,
     };
     let shown = RedactedUrl::parse(&url)
         .map(|u| u.to_string())
         .unwrap_or_else(|_| "<invalid URL>".to_owned());
-    let failed = |reason: String| {
-        CommandError::Deployment(format!(
-            "Can't download the configdrive content for node {node_uuid} from {shown}. Reason: {reason}"
-        ))
+    let failed = |reason: String| DeployError::ConfigDriveDownload {
+        node_uuid: node_uuid.to_owned(),
+        url: shown.clone(),
+        reason,
     };
     let body = download(&url, source).await.map_err(failed)?;
     let node = node_uuid.to_owned();
     tokio::task::spawn_blocking(move || decode_downloaded(&body, &node))
         .await
-        .map_err(|e| CommandError::CommandExecution(e.to_string()))?
-        .map_err(deployment)
+        .map_err(|e| DeployError::Execution(e.to_string()))?
+        .map_err(DeployError::from)
 }
 
 async fn download(url: &str, source: &SourceOptions) -> Result<Vec<u8>, String> {
@@ -87,17 +88,16 @@ pub fn place(
     dev: &Path,
     node_uuid: &str,
     image: &ConfigDriveImage,
-) -> Result<Placement, CommandError> {
+) -> Result<Placement, DeployError> {
     let geometry = Geometry::of_file(disk).map_err(|e| {
-        CommandError::Deployment(format!(
+        DeployError::Disk(format!(
             "Failed to create config drive on disk {} for node {node_uuid}. Error: {e}",
             dev.display()
         ))
     })?;
-    let placed =
-        cd::place_on_whole_disk(disk, geometry, dev, node_uuid, image).map_err(deployment)?;
+    let placed = cd::place_on_whole_disk(disk, geometry, dev, node_uuid, image)?;
     ioctl::rescan(disk).map_err(|e| {
-        CommandError::Deployment(format!(
+        DeployError::Disk(format!(
             "Failed to create config drive on disk {} for node {node_uuid}. Error: {e}",
             dev.display()
         ))
@@ -105,8 +105,4 @@ pub fn place(
     tracing::info!(partition = %placed.path.display(), created = placed.created,
         size = placed.size, "config drive written");
     Ok(placed)
-}
-
-fn deployment(e: cd::ConfigDriveError) -> CommandError {
-    CommandError::Deployment(e.to_string())
 }

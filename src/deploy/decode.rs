@@ -6,16 +6,22 @@
 use std::io::BufRead;
 use std::sync::Arc;
 
-use crate::agent::LookupSettings;
 use crate::image::format::{self, Format};
 use crate::image::pipeline::{Decode, QueueSink};
 use crate::image::qcow2::{self, GuestSink};
 use crate::image::{ImageError, ImageInfo};
+use crate::ironic::LookupSettings;
+
+/// Whether an image declared as `declared` is inspected at all: IPA copies declared
+/// `raw`/`gpt` bit for bit, whatever the bytes look like.
+pub fn inspects(declared: Option<&str>) -> bool {
+    !matches!(declared, Some("raw") | Some("gpt"))
+}
 
 /// The decode stage for `info` under the lookup's image settings.
 pub fn stage_for(info: &ImageInfo, settings: &LookupSettings) -> Decode {
     let declared = info.disk_format.clone();
-    if matches!(declared.as_deref(), Some("raw") | Some("gpt")) {
+    if !inspects(declared.as_deref()) {
         return Decode::Raw;
     }
     let permitted = settings.permitted_image_formats.clone();

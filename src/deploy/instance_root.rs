@@ -24,7 +24,6 @@ use std::time::Duration;
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
-use crate::agent::AgentState;
 use crate::blockdev::{open_for_write, AllowList};
 use crate::deploy::bootloader::esp::DiskView;
 use crate::hw::safe_path::RootDir;
@@ -33,7 +32,8 @@ use crate::partition::find::{describe, PartitionDetails};
 use crate::partition::fsprobe::{self, FsKind};
 use crate::partition::{ioctl, Geometry};
 
-use super::target::{allowlist, install_device, rooted, sysroot};
+use super::env::DeployEnv;
+use super::target::install_device;
 use super::PartitionUuids;
 
 /// The directory whose presence marks a root filesystem (IPA looks for the path's
@@ -148,14 +148,14 @@ pub enum Choice {
 
 /// Mounts the instance root (or `partition`), runs `f` on the mount point, unmounts.
 pub fn with_instance_root(
-    state: &AgentState,
+    env: &DeployEnv,
     partition: Option<&str>,
     f: &mut dyn FnMut(&Path) -> HwResult<()>,
 ) -> HwResult<()> {
-    match choose(state, partition)? {
+    match choose(env, partition)? {
         Choice::Exact(c) => {
-            check_device(state, &c)?;
-            let mounted = Mounted::mount(state, &c)?;
+            check_device(env, &c)?;
+            let mounted = Mounted::mount(env, &c)?;
             tracing::info!(partition = %c.path.display(), fs = c.kind.as_str(),
                 "instance partition mounted");
             let result = f(mounted.dir());
@@ -165,8 +165,8 @@ pub fn with_instance_root(
         Choice::Search { disk, candidates } => {
             let mut scanned = Vec::new();
             for c in &candidates {
-                check_device(state, c)?;
-                let mounted = Mounted::mount(state, c)?;
+                check_device(env, c)?;
+                let mounted = Mounted::mount(env, c)?;
                 let is_root = RootDir::open(mounted.dir())
                     .and_then(|r| r.is_dir(ROOT_MARKER))
                     .map_err(|e| HwError::Failed(format!("{}: {e}", c.path.display())))?;
@@ -195,19 +195,19 @@ pub fn with_instance_root(
 }
 
 /// Decides which partition(s) to mount, reading the install device's table.
-pub fn choose(state: &AgentState, partition: Option<&str>) -> Result<Choice, InstanceRootError> {
-    let written = state.deploy.written();
+pub fn choose(env: &DeployEnv, partition: Option<&str>) -> Result<Choice, InstanceRootError> {
+    let written = env.cache.written();
     let disk = match &written {
         Some(w) => w.device.clone(),
         None => {
-            install_device(state).map_err(|e| InstanceRootError::NoInstallDevice(e.to_string()))?
+            install_device(env).map_err(|e| InstanceRootError::NoInstallDevice(e.to_string()))?
         }
     };
     if let Some(spec) = partition.map(str::trim).filter(|s| !s.is_empty()) {
         if spec.starts_with('/') {
-            return named_device(state, Path::new(spec)).map(Choice::Exact);
+            return named_device(env, Path::new(spec)).map(Choice::Exact);
         }
-        let parts = read_partitions(state, &disk)?;
+        let parts = read_partitions(env, &disk)?;
         let found = match spec.parse::<u32>() {
             // IPA: a bare number is a partition of the root device.
             Ok(n) => parts.into_iter().find(|p| p.info.number == n),
@@ -223,7 +223,7 @@ pub fn choose(state: &AgentState, partition: Option<&str>) -> Result<Choice, Ins
         })?;
         return candidate(found, &disk).map(Choice::Exact);
     }
-    let parts = read_partitions(state, &disk)?;
+    let parts = read_partitions(env, &disk)?;
     if let Some(PartitionUuids::Partition {
         root_uuid,
         partitions,
@@ -277,28 +277,28 @@ fn mountable(path: &Path, kind: Option<FsKind>) -> Result<FsKind, InstanceRootEr
 
 /// Every partition of `disk` with its filesystem, read from the disk.
 fn read_partitions(
-    state: &AgentState,
+    env: &DeployEnv,
     disk: &Path,
 ) -> Result<Vec<PartitionDetails>, InstanceRootError> {
     let read = |reason: String| InstanceRootError::Read {
         path: disk.to_path_buf(),
         reason,
     };
-    let mut file = File::open(rooted(state, disk)).map_err(|e| read(e.to_string()))?;
+    let mut file = File::open(env.rooted(disk)).map_err(|e| read(e.to_string()))?;
     let geometry = Geometry::of_file(&file).map_err(|e| read(e.to_string()))?;
     describe(&mut file, geometry, disk).map_err(|e| read(e.to_string()))
 }
 
 /// A partition named by its `/dev` path, probed directly.
-fn named_device(state: &AgentState, path: &Path) -> Result<Candidate, InstanceRootError> {
+fn named_device(env: &DeployEnv, path: &Path) -> Result<Candidate, InstanceRootError> {
     let read = |reason: String| InstanceRootError::Read {
         path: path.to_path_buf(),
         reason,
     };
-    let disk = parent_disk(state, path);
+    let disk = parent_disk(env, path);
     // Not even read before the allow-list agrees.
-    check_allowed(state, path, disk.as_deref())?;
-    let mut file = File::open(rooted(state, path)).map_err(|e| read(e.to_string()))?;
+    check_allowed(env, path, disk.as_deref())?;
+    let mut file = File::open(env.rooted(path)).map_err(|e| read(e.to_string()))?;
     let size = match ioctl::device_size(&file) {
         Ok(size) => size,
         Err(_) => file.metadata().map_err(|e| read(e.to_string()))?.len(),
@@ -315,9 +315,9 @@ fn named_device(state: &AgentState, path: &Path) -> Result<Candidate, InstanceRo
 }
 
 /// The disk holding partition `path`, from sysfs (`None` for a whole disk).
-fn parent_disk(state: &AgentState, path: &Path) -> Option<PathBuf> {
+fn parent_disk(env: &DeployEnv, path: &Path) -> Option<PathBuf> {
     let name = path.file_name()?;
-    let sys = sysroot(state).join("sys/class/block").join(name);
+    let sys = env.sysroot().join("sys/class/block").join(name);
     if !sys.join("partition").exists() {
         return None;
     }
@@ -328,12 +328,12 @@ fn parent_disk(state: &AgentState, path: &Path) -> Option<PathBuf> {
 
 /// The write-path checks for a partition: allow-list (the partition or its disk) and
 /// the running-system check of the one write door.
-fn check_device(state: &AgentState, c: &Candidate) -> Result<(), InstanceRootError> {
-    check_allowed(state, &c.path, c.disk.as_deref())?;
-    ensure_node(state, c)?;
+fn check_device(env: &DeployEnv, c: &Candidate) -> Result<(), InstanceRootError> {
+    check_allowed(env, &c.path, c.disk.as_deref())?;
+    ensure_node(env, c)?;
     // The allow-list was applied above (with the disk rule); the door adds the
     // running-system and device-kind checks.
-    open_for_write(&rooted(state, &c.path), &AllowList::default())
+    open_for_write(&env.rooted(&c.path), &AllowList::default())
         .map(drop)
         .map_err(|e| InstanceRootError::Refused {
             path: c.path.clone(),
@@ -344,7 +344,7 @@ fn check_device(state: &AgentState, c: &Candidate) -> Result<(), InstanceRootErr
 /// Makes sure a partition found in the disk's table has a device node that matches the
 /// table: a kernel without a parser for the table (or a re-read that found the disk
 /// busy) leaves that to user space, as IPA's `partx -a` does.
-fn ensure_node(state: &AgentState, c: &Candidate) -> Result<(), InstanceRootError> {
+fn ensure_node(env: &DeployEnv, c: &Candidate) -> Result<(), InstanceRootError> {
     let (Some(disk), Some(number)) = (c.disk.as_deref(), c.number) else {
         return Ok(());
     };
@@ -352,7 +352,7 @@ fn ensure_node(state: &AgentState, c: &Candidate) -> Result<(), InstanceRootErro
         path: c.path.clone(),
         reason,
     };
-    let view = DiskView::open(disk, &rooted(state, disk)).map_err(|e| failed(e.to_string()))?;
+    let view = DiskView::open(disk, &env.rooted(disk)).map_err(|e| failed(e.to_string()))?;
     let part = view
         .partition(number)
         .ok_or_else(|| InstanceRootError::NotFound {
@@ -360,7 +360,7 @@ fn ensure_node(state: &AgentState, c: &Candidate) -> Result<(), InstanceRootErro
             dev: disk.to_path_buf(),
         })?;
     let node = view
-        .ensure_node(&part, sysroot(state))
+        .ensure_node(&part, env.sysroot())
         .map_err(|e| failed(e.to_string()))?;
     tracing::debug!(partition = %c.path.display(), node = %node.display(), "partition node ready");
     Ok(())
@@ -368,12 +368,12 @@ fn ensure_node(state: &AgentState, c: &Candidate) -> Result<(), InstanceRootErro
 
 /// The allow-list part of the checks: the partition or its disk must be listed.
 fn check_allowed(
-    state: &AgentState,
+    env: &DeployEnv,
     path: &Path,
     disk: Option<&Path>,
 ) -> Result<(), InstanceRootError> {
-    let allow = allowlist(state);
-    let listed = |p: &Path| allow.permits(p) || allow.permits(&rooted(state, p));
+    let allow = env.allowlist();
+    let listed = |p: &Path| allow.permits(p) || allow.permits(&env.rooted(p));
     if listed(path) || disk.is_some_and(listed) {
         Ok(())
     } else {
@@ -392,7 +392,7 @@ struct Mounted {
 }
 
 impl Mounted {
-    fn mount(state: &AgentState, c: &Candidate) -> Result<Self, InstanceRootError> {
+    fn mount(env: &DeployEnv, c: &Candidate) -> Result<Self, InstanceRootError> {
         let dir = std::env::temp_dir().join(format!("ira-instance-{}", uuid::Uuid::new_v4()));
         std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
             .create(&dir)
@@ -408,7 +408,7 @@ impl Mounted {
             other => (other.as_str(), None),
         };
         let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-        let source = rooted(state, &c.path);
+        let source = env.rooted(&c.path);
         if let Err(errno) = mount(Some(&source), &dir, Some(fstype), flags, data) {
             let _ = std::fs::remove_dir(&dir);
             return Err(InstanceRootError::Mount {

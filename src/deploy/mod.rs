@@ -1,14 +1,16 @@
 //! Deploy: puts an image on the install device and tells the conductor what it wrote.
 //!
+//! - `error`: [`DeployError`] and its one mapping to IPA's classes.
+//! - `env`: what a deploy command works with ([`DeployEnv`]), built where it starts.
 //! - `target`: the install device (IPA's `get_os_install_device`) and opening it.
 //! - `prepare`: `standby.prepare_image` / `cache_image`, shared by the `write_image`
-//!   deploy step; `whole_disk` and `partition_image` do the two kinds of image.
+//!   deploy step; `whole_disk` and `partition_image` do the two kinds of image, both
+//!   through `stream` (download options, pipeline, progress).
 //! - `decode`: which stage turns the downloaded stream into disk bytes (raw copy or the
 //!   qcow2 reader behind the format gate).
 //! - `configdrive`: fetch and decode the config drive, place it on a whole-disk image.
 //! - `uuids`: what `standby.get_partition_uuids` answers.
 //! - `status`: download/write progress into the heartbeat's status message.
-//! - `host`: the [`crate::hw::AgentHost`] steps receive.
 //! - `bootmode`: the node's boot mode as IPA derives it.
 //! - `bootloader`: `image.install_bootloader`; `instance_root`: mounting the written root;
 //!   `inject`: the `inject_files` step that writes files into it.
@@ -17,13 +19,15 @@ pub mod bootloader;
 pub mod bootmode;
 pub mod configdrive;
 pub mod decode;
-pub mod host;
+pub mod env;
+pub mod error;
 pub mod inject;
 pub mod instance_root;
 pub mod mount;
 pub mod partition_image;
 pub mod prepare;
 pub mod status;
+pub mod stream;
 pub mod target;
 pub mod uuids;
 pub mod whole_disk;
@@ -31,6 +35,8 @@ pub mod whole_disk;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
+pub use env::DeployEnv;
+pub use error::DeployError;
 pub use uuids::PartitionUuids;
 
 /// What the last successful write put where; `get_partition_uuids` and the image cache

@@ -24,15 +24,11 @@ use std::fs::File;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 
 use nix::fcntl::PosixFadviseAdvice;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::agent::AgentState;
-use crate::commands::registry::blocking;
-use crate::errors::CommandError;
 use crate::image::format::{self, Compression, FormatError};
 use crate::image::pipeline::Progress;
 use crate::image::pool::{BufPool, Chunk};
@@ -48,10 +44,13 @@ use crate::partition::swap::{make_swap, page_size, SWAP_LABEL};
 use crate::partition::table::read_table;
 use crate::partition::wipe::destroy_disk_metadata;
 use crate::partition::{fsprobe, ioctl, partition_path, Geometry};
+use crate::task::blocking;
 
 use super::bootmode::{disk_label, node_boot_mode, ramdisk_boot_mode};
-use super::prepare::source_options;
-use super::target::{await_block_devices, open_target, rooted, sysroot};
+use super::env::DeployEnv;
+use super::error::DeployError;
+use super::stream::{source_options, stream};
+use super::target::{await_block_devices, open_target};
 use super::whole_disk;
 use super::PartitionUuids;
 
@@ -62,22 +61,22 @@ const STDERR_KEPT: usize = 1000;
 
 /// Lays out `device` for the partition image `info` and writes it.
 pub async fn write(
-    state: &Arc<AgentState>,
+    env: &DeployEnv,
     device: &Path,
     info: &ImageInfo,
     configdrive: Option<ConfigDriveImage>,
-) -> Result<PartitionUuids, CommandError> {
-    let plan = plan(state, info, configdrive.as_ref())?;
+) -> Result<PartitionUuids, DeployError> {
+    let plan = plan(env, info, configdrive.as_ref())?;
     tracing::info!(image = %info.id, device = %device.display(),
         boot_mode = ?plan.req.boot_mode, table = plan.req.table.as_str(),
         root_mib = plan.req.root_mib, swap_mib = plan.req.swap_mib,
         ephemeral_mib = plan.req.ephemeral_mib, configdrive_mib = plan.req.configdrive_mib,
         preserve_ephemeral = plan.preserve_ephemeral, "writing a partition image");
-    check_image_fits(state, info, plan.req.root_mib).await?;
+    check_image_fits(env, info, plan.req.root_mib).await?;
 
-    let st = Arc::clone(state);
+    let st = env.clone();
     let dev = device.to_path_buf();
-    let laid = blocking(move || -> Result<Laid, CommandError> {
+    let laid = blocking(move || -> Result<Laid, DeployError> {
         let laid = lay_out(&st, &dev, &plan, configdrive.as_ref())?;
         wait_for_nodes(&st, &laid.layout)?;
         if let (Some(fs), Some(part)) = (&plan.ephemeral, laid.layout.get(Role::Ephemeral)) {
@@ -91,12 +90,12 @@ pub async fn write(
         .layout
         .get(Role::Root)
         .cloned()
-        .ok_or_else(|| CommandError::Deployment("the layout has no root partition".into()))?;
-    let report = whole_disk::stream(state, &root.path, info).await?;
+        .ok_or_else(|| DeployError::Disk("the layout has no root partition".into()))?;
+    let report = stream(env, &root.path, info).await?;
     tracing::info!(image = %info.id, partition = %root.path.display(),
         bytes = report.image_size, "root image written and verified");
 
-    let st = Arc::clone(state);
+    let st = env.clone();
     let dev = device.to_path_buf();
     let root_uuid = blocking(move || {
         drop_disk_cache(&st, &dev);
@@ -125,30 +124,24 @@ struct Plan {
     ephemeral: Option<EphemeralFs>,
 }
 
-fn invalid(msg: impl Into<String>) -> CommandError {
-    CommandError::InvalidCommandParams(msg.into())
+fn invalid(msg: impl Into<String>) -> DeployError {
+    DeployError::InvalidRequest(msg.into())
 }
 
 fn plan(
-    state: &AgentState,
+    env: &DeployEnv,
     info: &ImageInfo,
     configdrive: Option<&ConfigDriveImage>,
-) -> Result<Plan, CommandError> {
+) -> Result<Plan, DeployError> {
     let root_mib = info
         .root_mb
         .filter(|&m| m > 0)
         .ok_or_else(|| invalid("root_mb must be a positive size in MiB for a partition image"))?;
-    let node = state.node();
+    let node = env.node.as_ref();
     // IPA: utils.get_node_boot_mode and get_partition_table_type_from_specs (spec 6.1).
-    let boot_mode = node_boot_mode(node.as_ref(), ramdisk_boot_mode(sysroot(state)));
-    let table = table_kind_for(boot_mode, disk_label(node.as_ref()).as_deref());
-    let ppc64 = state
-        .inventory
-        .read()
-        .expect("inventory lock poisoned")
-        .cpu
-        .architecture
-        .starts_with("ppc64");
+    let boot_mode = node_boot_mode(node, ramdisk_boot_mode(env.sysroot()));
+    let table = table_kind_for(boot_mode, disk_label(node).as_deref());
+    let ppc64 = env.ppc64;
     let mut req = LayoutRequest::new(boot_mode, table, root_mib);
     req.swap_mib = info.swap_mb.unwrap_or(0);
     req.ephemeral_mib = info.ephemeral_mb.unwrap_or(0);
@@ -177,11 +170,11 @@ fn plan(
 /// request leaves the disk untouched. A compressed image's size is only known once
 /// decompressed; the pipeline bounds it by the partition's size then.
 async fn check_image_fits(
-    state: &AgentState,
+    env: &DeployEnv,
     info: &ImageInfo,
     root_mib: u64,
-) -> Result<(), CommandError> {
-    let Some(size) = known_image_size(state, info).await? else {
+) -> Result<(), DeployError> {
+    let Some(size) = known_image_size(env, info).await? else {
         tracing::debug!(image = %info.id, "image size not known before writing");
         return Ok(());
     };
@@ -197,12 +190,9 @@ async fn check_image_fits(
 
 /// Reads the head of the image (one short, aborted request through the same client,
 /// auth and retry budget as the download) and derives its size on disk from it.
-async fn known_image_size(
-    state: &AgentState,
-    info: &ImageInfo,
-) -> Result<Option<u64>, CommandError> {
-    let opts = source_options(state)?;
-    let source = HttpSource::new(info, &opts).map_err(|e| e.to_command_error(&info.id))?;
+async fn known_image_size(env: &DeployEnv, info: &ImageInfo) -> Result<Option<u64>, DeployError> {
+    let opts = source_options(env)?;
+    let source = HttpSource::new(info, &opts).map_err(|e| DeployError::image(&info.id, e))?;
     let budget = RetryBudget::new(opts.retries, opts.retry_interval);
     let mut pool = BufPool::new(2, format::SNIFF_LEN);
     let (tx, mut rx) = mpsc::channel::<Chunk>(1);
@@ -221,10 +211,10 @@ async fn known_image_size(
     let ((res, total), first) = tokio::join!(fetch, first);
     match res {
         Ok(_) | Err(ImageError::Aborted) => {}
-        Err(e) => return Err(e.to_command_error(&info.id)),
+        Err(e) => return Err(DeployError::image(&info.id, e)),
     }
     let head = first.map(|c| c.buf.as_slice().to_vec()).unwrap_or_default();
-    let settings = state.lookup.lock().expect("lookup lock poisoned").clone();
+    let settings = &env.settings;
     size_from_head(
         &head,
         total,
@@ -232,7 +222,7 @@ async fn known_image_size(
         &settings.permitted_image_formats,
         settings.disable_deep_image_inspection,
     )
-    .map_err(|e| ImageError::InvalidImage(e.to_string()).to_command_error(&info.id))
+    .map_err(|e| DeployError::image(&info.id, ImageError::InvalidImage(e.to_string())))
 }
 
 /// The image's size on disk from its head and the announced stream length: the
@@ -250,8 +240,7 @@ fn size_from_head(
     if Compression::sniff(head).is_some() {
         return Ok(None);
     }
-    // IPA copies declared raw/gpt bit for bit, whatever the bytes look like.
-    if matches!(declared, Some("raw") | Some("gpt")) {
+    if !super::decode::inspects(declared) {
         return Ok(total);
     }
     let detected = format::detect(head);
@@ -273,15 +262,15 @@ struct Laid {
 
 /// Step 2 of the module docs, on a blocking thread.
 fn lay_out(
-    state: &AgentState,
+    env: &DeployEnv,
     device: &Path,
     plan: &Plan,
     configdrive: Option<&ConfigDriveImage>,
-) -> Result<Laid, CommandError> {
+) -> Result<Laid, DeployError> {
     let fail = |what: &str, e: &dyn Display| {
-        CommandError::Deployment(format!("{what} on {}: {e}", device.display()))
+        DeployError::Disk(format!("{what} on {}: {e}", device.display()))
     };
-    let mut disk = open_target(state, device)?;
+    let mut disk = open_target(env, device)?;
     let geometry = Geometry::of_file(&disk).map_err(|e| fail("reading the geometry", &e))?;
     let layout =
         Layout::plan(&plan.req, geometry).map_err(|e| fail("planning the partitions", &e))?;
@@ -344,9 +333,9 @@ fn existing_layout(
     geometry: Geometry,
     device: &Path,
     layout: &Layout,
-) -> Result<WrittenLayout, CommandError> {
+) -> Result<WrittenLayout, DeployError> {
     let refuse = |why: String| {
-        CommandError::Deployment(format!(
+        DeployError::Disk(format!(
             "preserve_ephemeral is set but {why} on {}; refusing to write",
             device.display()
         ))
@@ -395,11 +384,11 @@ fn existing_layout(
 }
 
 /// Waits (bounded) for every partition node, then checks each has its new size.
-fn wait_for_nodes(state: &AgentState, layout: &WrittenLayout) -> Result<(), CommandError> {
+fn wait_for_nodes(env: &DeployEnv, layout: &WrittenLayout) -> Result<(), DeployError> {
     let paths: Vec<PathBuf> = layout
         .partitions
         .iter()
-        .map(|p| rooted(state, &p.path))
+        .map(|p| env.rooted(&p.path))
         .collect();
     let missing: Vec<&WrittenPartition> = await_block_devices(&paths)
         .into_iter()
@@ -411,19 +400,19 @@ fn wait_for_nodes(state: &AgentState, layout: &WrittenLayout) -> Result<(), Comm
             .iter()
             .find(|p| p.role != Role::Root)
             .unwrap_or(first);
-        return Err(CommandError::Deployment(match p.role {
+        return Err(DeployError::Disk(match p.role {
             Role::Root => format!("Root device '{}' not found", p.path.display()),
             role => format!("'{}' device '{}' not found", role.key(), p.path.display()),
         }));
     }
     for p in &layout.partitions {
-        let path = rooted(state, &p.path);
+        let path = env.rooted(&p.path);
         let size = File::open(&path)
             .map_err(|e| e.to_string())
             .and_then(|f| ioctl::device_size(&f).map_err(|e| e.to_string()))
-            .map_err(|e| CommandError::Deployment(format!("probing {}: {e}", p.path.display())))?;
+            .map_err(|e| DeployError::Disk(format!("probing {}: {e}", p.path.display())))?;
         if size != p.size {
-            return Err(CommandError::Deployment(format!(
+            return Err(DeployError::Disk(format!(
                 "partition {} has {size} bytes but the new table gives it {}: the kernel \
                  did not take the new partition table",
                 p.path.display(),
@@ -438,8 +427,8 @@ fn wait_for_nodes(state: &AgentState, layout: &WrittenLayout) -> Result<(), Comm
 /// root image through the partition node, and the kernel caches the two apart: without
 /// this, a later read through the disk (a partition lookup by UUID) could be served the
 /// blocks the metadata wipe zeroed inside what is now the root filesystem.
-fn drop_disk_cache(state: &AgentState, device: &Path) {
-    let dropped = File::open(rooted(state, device))
+fn drop_disk_cache(env: &DeployEnv, device: &Path) {
+    let dropped = File::open(env.rooted(device))
         .map_err(|e| e.to_string())
         .and_then(|disk| {
             nix::fcntl::posix_fadvise(&disk, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED)
@@ -454,10 +443,10 @@ fn drop_disk_cache(state: &AgentState, device: &Path) {
 /// `root uuid`: the root filesystem's UUID, else the partition's PARTUUID (IPA: lsblk
 /// `UUID`, then `PARTUUID`). Read through the partition node, the path the image was
 /// written through, so no stale cache of the whole disk is consulted.
-fn root_uuid(state: &AgentState, root: &WrittenPartition) -> Result<String, CommandError> {
-    let path = rooted(state, &root.path);
+fn root_uuid(env: &DeployEnv, root: &WrittenPartition) -> Result<String, DeployError> {
+    let path = env.rooted(&root.path);
     let fail = |e: std::io::Error| {
-        CommandError::Deployment(format!(
+        DeployError::Disk(format!(
             "reading the root filesystem on {}: {e}",
             root.path.display()
         ))
@@ -482,7 +471,7 @@ impl EphemeralFs {
     /// ephemeral0` (`-F` for ext3/ext4, `-n` for the label of vfat/msdos, `mkswap` for
     /// swap). The tools must exist now; a missing one fails the deploy before anything
     /// is written rather than leaving an unformatted ephemeral partition.
-    fn find(format: &str) -> Result<Self, CommandError> {
+    fn find(format: &str) -> Result<Self, DeployError> {
         if !format
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_')
@@ -492,7 +481,7 @@ impl EphemeralFs {
             )));
         }
         let missing = |tool: &str| {
-            CommandError::Deployment(format!(
+            DeployError::Disk(format!(
                 "cannot make the {format} filesystem on the ephemeral partition: {tool} not \
                  found (searched PATH and {})",
                 TOOL_DIRS.join(", ")
@@ -528,11 +517,11 @@ impl EphemeralFs {
     }
 
     /// Runs the tool on `part` (a `/dev` name) after the write door accepted that node.
-    fn make(&self, state: &AgentState, part: &Path) -> Result<(), CommandError> {
+    fn make(&self, env: &DeployEnv, part: &Path) -> Result<(), DeployError> {
         // The door checks the allow-list and the running system's disks; the handle stays
         // open so the node checked is the node the tool opens by path.
-        let _door = open_target(state, part)?;
-        let path = rooted(state, part);
+        let _door = open_target(env, part)?;
+        let path = env.rooted(part);
         tracing::info!(partition = %part.display(), format = %self.format,
             "making the ephemeral filesystem");
         let out = Command::new(&self.program)
@@ -541,7 +530,7 @@ impl EphemeralFs {
             .env("LC_ALL", "C")
             .output()
             .map_err(|e| {
-                CommandError::Deployment(format!(
+                DeployError::Disk(format!(
                     "running {} on {}: {e}",
                     self.program.display(),
                     part.display()
@@ -560,7 +549,7 @@ impl EphemeralFs {
             .into_iter()
             .rev()
             .collect();
-        Err(CommandError::Deployment(format!(
+        Err(DeployError::Disk(format!(
             "making the {} filesystem on {} failed ({}): {tail}",
             self.format,
             part.display(),
@@ -634,10 +623,10 @@ mod tests {
     fn ephemeral_tools_are_found_or_named() {
         assert!(matches!(
             EphemeralFs::find("ext4; rm"),
-            Err(CommandError::InvalidCommandParams(_))
+            Err(DeployError::InvalidRequest(_))
         ));
         match EphemeralFs::find("nosuchfs") {
-            Err(CommandError::Deployment(m)) => assert!(m.contains("mkfs.nosuchfs"), "{m}"),
+            Err(DeployError::Disk(m)) => assert!(m.contains("mkfs.nosuchfs"), "{m}"),
             other => panic!("{other:?}"),
         }
         if find_tool("mkfs.ext4").is_some() && find_tool("mkfs").is_some() {

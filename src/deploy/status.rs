@@ -2,29 +2,26 @@
 //! refreshed while the work runs and cleared when it ends, so the operator sees
 //! "write_image: 412 of 1024 MiB written" in the node's `driver_internal_info`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::agent::AgentState;
 use crate::image::pipeline::Progress;
+
+/// The agent's status message, sent with the next heartbeats.
+pub type StatusCell = Arc<Mutex<Option<String>>>;
 
 /// Publishes `progress` as the status message until dropped.
 #[derive(Debug)]
 pub struct StatusReporter {
     task: tokio::task::JoinHandle<()>,
-    state: Arc<AgentState>,
+    status: StatusCell,
 }
 
 impl StatusReporter {
     /// Starts publishing `"<what>: <progress summary>"` every `every`.
-    pub fn start(
-        state: Arc<AgentState>,
-        what: &str,
-        progress: Arc<Progress>,
-        every: Duration,
-    ) -> Self {
+    pub fn start(status: StatusCell, what: &str, progress: Arc<Progress>, every: Duration) -> Self {
         let what = what.to_owned();
-        let st = Arc::clone(&state);
+        let st = Arc::clone(&status);
         set(&st, Some(format!("{what}: starting")));
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
@@ -33,21 +30,18 @@ impl StatusReporter {
                 set(&st, Some(format!("{what}: {}", progress.summary())));
             }
         });
-        Self { task, state }
+        Self { task, status }
     }
 }
 
 impl Drop for StatusReporter {
     fn drop(&mut self) {
         self.task.abort();
-        set(&self.state, None);
+        set(&self.status, None);
     }
 }
 
 /// Sets the status message sent with the next heartbeats.
-pub fn set(state: &AgentState, message: Option<String>) {
-    *state
-        .status_message
-        .lock()
-        .expect("status message lock poisoned") = message;
+pub fn set(status: &StatusCell, message: Option<String>) {
+    *status.lock().expect("status message lock poisoned") = message;
 }

@@ -4,77 +4,59 @@
 //! placed, and the MBR disk signature becomes `root uuid`.
 
 use std::path::Path;
-use std::sync::Arc;
 
-use crate::agent::AgentState;
-use crate::commands::registry::blocking;
-use crate::errors::CommandError;
-use crate::image::pipeline::{self, WriteReport};
 use crate::image::ImageInfo;
 use crate::partition::configdrive::ConfigDriveImage;
 use crate::partition::fixup::{fix_gpt_partition, validate_partitioning, whole_disk_root_uuid};
 use crate::partition::table::read_table;
 use crate::partition::{ioctl, partition_path, Geometry};
+use crate::task::blocking;
 
-use super::prepare::{write_options, Writing};
-use super::target::{await_block_devices, open_target, rooted};
+use super::env::DeployEnv;
+use super::error::DeployError;
+use super::stream::stream;
+use super::target::{await_block_devices, open_target};
 use super::PartitionUuids;
 
 /// Streams `info` onto `device` and finishes the disk; returns what
 /// `get_partition_uuids` will report.
 pub async fn write(
-    state: &Arc<AgentState>,
+    env: &DeployEnv,
     device: &Path,
     info: &ImageInfo,
     configdrive: Option<ConfigDriveImage>,
-) -> Result<PartitionUuids, CommandError> {
-    let report = stream(state, device, info).await?;
+) -> Result<PartitionUuids, DeployError> {
+    let report = stream(env, device, info).await?;
     tracing::info!(image = %info.id, device = %device.display(),
         bytes = report.image_size, seconds = report.elapsed.as_secs_f64(),
         "image written and verified");
-    let st = Arc::clone(state);
+    let env = env.clone();
     let dev = device.to_path_buf();
     let node_uuid = info.node_uuid.clone().unwrap_or_else(|| "local".to_owned());
-    blocking(move || finish(&st, &dev, &node_uuid, configdrive.as_ref())).await?
-}
-
-/// Streams `info` onto `target` (a disk or a partition) with progress in the status line.
-pub async fn stream(
-    state: &Arc<AgentState>,
-    target: &Path,
-    info: &ImageInfo,
-) -> Result<WriteReport, CommandError> {
-    let file = open_target(state, target)?;
-    let writing = Writing::start(state, target, "write_image");
-    let settings = state.lookup.lock().expect("lookup lock poisoned").clone();
-    let opts = write_options(state, target, &writing, &settings)?;
-    let decode = super::decode::stage_for(info, &settings);
-    pipeline::write_image(info, file, &opts, decode)
-        .await
-        .map_err(|e| e.to_command_error(&info.id))
+    blocking(move || finish(&env, &dev, &node_uuid, configdrive.as_ref())).await?
 }
 
 /// The post-write work for an image this process already wrote (cache hit): config
 /// drive and identifiers only.
 pub fn finish_cached(
-    state: &AgentState,
+    env: &DeployEnv,
     device: &Path,
     node_uuid: &str,
     configdrive: Option<&ConfigDriveImage>,
-) -> Result<PartitionUuids, CommandError> {
-    finish(state, device, node_uuid, configdrive)
+) -> Result<PartitionUuids, DeployError> {
+    finish(env, device, node_uuid, configdrive)
 }
 
 /// The post-write work on the whole disk (runs on a blocking thread).
 fn finish(
-    state: &AgentState,
+    env: &DeployEnv,
     device: &Path,
     node_uuid: &str,
     configdrive: Option<&ConfigDriveImage>,
-) -> Result<PartitionUuids, CommandError> {
-    let mut disk = open_target(state, device)?;
+) -> Result<PartitionUuids, DeployError> {
+    let mut disk = open_target(env, device)?;
     let geometry = Geometry::of_file(&disk)
-        .map_err(|e| CommandError::Deployment(format!("{}: {e}", device.display())))?;
+        .map_err(|e| DeployError::Disk(format!("{}: {e}", device.display())))?;
     reread(&disk, device);
     match fix_gpt_partition(&mut disk, geometry, device, Some(node_uuid)) {
         Ok(fix) => tracing::debug!(?fix, "backup GPT checked"),
@@ -82,14 +64,14 @@ fn finish(
         Err(e) => tracing::warn!(error = %e, "could not move the backup GPT to the disk end"),
     }
     validate_partitioning(&mut disk, geometry, device)
-        .map_err(|e| CommandError::Deployment(e.to_string()))?;
+        .map_err(|e| DeployError::Disk(e.to_string()))?;
     if let Some(image) = configdrive {
         super::configdrive::place(&mut disk, device, node_uuid, image)?;
     }
     reread(&disk, device);
-    wait_for_partitions(state, &mut disk, geometry, device);
+    wait_for_partitions(env, &mut disk, geometry, device);
     let root_uuid = whole_disk_root_uuid(&mut disk).map_err(|e| {
-        CommandError::Deployment(format!(
+        DeployError::Disk(format!(
             "reading the disk signature of {}: {e}",
             device.display()
         ))
@@ -108,7 +90,7 @@ pub fn reread(disk: &std::fs::File, device: &Path) {
 /// Waits (bounded) until every partition of the table has its device node, as IPA
 /// waits for udev; a missing node is logged, not fatal, for a whole-disk image.
 pub fn wait_for_partitions(
-    state: &AgentState,
+    env: &DeployEnv,
     disk: &mut std::fs::File,
     geometry: Geometry,
     device: &Path,
@@ -119,7 +101,7 @@ pub fn wait_for_partitions(
     let paths: Vec<_> = table
         .partitions(geometry)
         .iter()
-        .map(|p| rooted(state, &partition_path(device, p.number)))
+        .map(|p| env.rooted(&partition_path(device, p.number)))
         .collect();
     for i in await_block_devices(&paths) {
         tracing::warn!(partition = %paths[i].display(), "partition device node did not appear");

@@ -66,11 +66,7 @@ impl EraseScope {
 
     /// `device` (a `/dev/...` name) as this process must open it.
     pub fn rooted(&self, device: &str) -> PathBuf {
-        if self.sysroot == Path::new("/") {
-            PathBuf::from(device)
-        } else {
-            self.sysroot.join(device.trim_start_matches('/'))
-        }
+        crate::config::rooted(&self.sysroot, Path::new(device))
     }
 }
 

@@ -1,6 +1,7 @@
 //! Errors of the manager registry: [`DispatchError`] for any dispatched call and
-//! [`StepError`] for step execution. Each knows the IPA error class it becomes on the
-//! wire (`ipa_type`, `code`, `message`, `details`); the API layer only serializes them.
+//! [`StepError`] for step execution. Each maps into one [`CommandError`] (whose table in
+//! `crate::errors` holds every IPA class); their `ipa_type`, `code`, `message` and
+//! `details` are that error's.
 
 use serde_json::{Map, Value};
 
@@ -45,6 +46,14 @@ pub enum DispatchError {
         /// Its explanation.
         message: String,
     },
+    /// A manager passed on the failure of one of the agent's services, with its class.
+    #[error("hardware manager {manager}: {error}")]
+    Service {
+        /// The manager that reported it.
+        manager: &'static str,
+        /// The service's error.
+        error: CommandError,
+    },
 }
 
 impl DispatchError {
@@ -56,48 +65,53 @@ impl DispatchError {
             HwError::Configuration(message) => Some(Self::Configuration { manager, message }),
             HwError::InvalidParams(message) => Some(Self::InvalidParams { manager, message }),
             HwError::Failed(message) => Some(Self::Failed { manager, message }),
+            HwError::Service { class, details } => Some(Self::Service {
+                manager,
+                error: CommandError::from_class(class, details),
+            }),
+        }
+    }
+
+    /// The error answered on the wire.
+    pub fn to_command_error(&self) -> CommandError {
+        match self {
+            Self::NoManager => CommandError::HardwareManagerNotFound(
+                "No hardware manager supports this machine".to_owned(),
+            ),
+            Self::MethodNotFound { method } => CommandError::HardwareManagerMethodNotFound {
+                method: method.clone(),
+            },
+            Self::Configuration { manager, message } => {
+                CommandError::HardwareManagerConfiguration(format!("{manager}: {message}"))
+            }
+            Self::InvalidParams { manager, message } => {
+                CommandError::InvalidCommandParams(format!("{manager}: {message}"))
+            }
+            Self::Failed { manager, message } => {
+                CommandError::CommandExecution(format!("{manager}: {message}"))
+            }
+            Self::Service { error, .. } => error.clone(),
         }
     }
 
     /// IPA error class name (`type` of `command_error`).
     pub fn ipa_type(&self) -> &'static str {
-        match self {
-            Self::NoManager => "HardwareManagerNotFound",
-            Self::MethodNotFound { .. } => "HardwareManagerMethodNotFound",
-            Self::Configuration { .. } => "HardwareManagerConfigurationError",
-            Self::InvalidParams { .. } => "InvalidCommandParamsError",
-            Self::Failed { .. } => "CommandExecutionError",
-        }
+        self.to_command_error().ipa_type()
     }
 
     /// HTTP-like status code of the IPA class.
     pub fn code(&self) -> u16 {
-        match self {
-            Self::InvalidParams { .. } => 400,
-            _ => 500,
-        }
+        self.to_command_error().code()
     }
 
     /// Class-level message of the IPA class.
     pub fn message(&self) -> &'static str {
-        match self {
-            Self::NoManager => "No valid HardwareManager found",
-            Self::MethodNotFound { .. } => "No HardwareManager found to handle method",
-            Self::Configuration { .. } => "Hardware manager configuration error",
-            Self::InvalidParams { .. } => "Invalid command parameters",
-            Self::Failed { .. } => "Command execution failed",
-        }
+        self.to_command_error().message()
     }
 
     /// Instance-specific details.
     pub fn details(&self) -> String {
-        match self {
-            Self::NoManager => "No hardware manager supports this machine".to_owned(),
-            Self::MethodNotFound { method } => format!("Could not find method: {method}"),
-            Self::Configuration { manager, message }
-            | Self::InvalidParams { manager, message }
-            | Self::Failed { manager, message } => format!("{manager}: {message}"),
-        }
+        self.to_command_error().details()
     }
 }
 
@@ -140,6 +154,10 @@ pub enum StepError {
         /// What went wrong.
         message: String,
     },
+    /// The step failed with the error of one of the agent's services, passed on by the
+    /// manager with its class (`ImageChecksumError`, `InvalidImage`, ...).
+    #[error("{0}")]
+    Service(CommandError),
 }
 
 impl StepError {
@@ -157,6 +175,7 @@ impl StepError {
                 step: step.to_owned(),
                 message,
             },
+            DispatchError::Service { error, .. } => Self::Service(error),
         }
     }
 
@@ -166,62 +185,56 @@ impl StepError {
         matches!(self, Self::VersionMismatch { .. })
     }
 
-    /// IPA error class name (`type` of `command_error`).
-    pub fn ipa_type(&self) -> &'static str {
+    /// The error answered on the wire.
+    pub fn to_command_error(&self) -> CommandError {
         match self {
-            Self::VersionMismatch { .. } => "VersionMismatch",
-            Self::MethodNotFound { .. } => "HardwareManagerMethodNotFound",
-            Self::NoManager => "HardwareManagerNotFound",
-            Self::Configuration(_) => "HardwareManagerConfigurationError",
-            Self::InvalidParams(_) => "InvalidCommandParamsError",
-            Self::Failed { kind, .. } => match kind {
-                StepKind::Clean => "CleaningError",
-                StepKind::Deploy => "DeploymentError",
-                StepKind::Service => "ServicingError",
+            Self::VersionMismatch { current, ironic } => CommandError::VersionMismatch {
+                details: version_details(current, ironic),
             },
-        }
-    }
-
-    /// HTTP-like status code of the IPA class.
-    pub fn code(&self) -> u16 {
-        match self {
-            Self::VersionMismatch { .. } => 409,
-            Self::InvalidParams(_) => 400,
-            _ => 500,
-        }
-    }
-
-    /// Class-level message of the IPA class.
-    pub fn message(&self) -> &'static str {
-        match self {
-            Self::VersionMismatch { .. } => {
-                "Hardware managers version mismatch, reload agent with correct version"
+            Self::MethodNotFound { method } => CommandError::HardwareManagerMethodNotFound {
+                method: method.clone(),
+            },
+            Self::NoManager => CommandError::HardwareManagerNotFound(
+                "No hardware manager supports this machine".to_owned(),
+            ),
+            Self::Configuration(message) => {
+                CommandError::HardwareManagerConfiguration(message.clone())
             }
-            Self::MethodNotFound { .. } => "No HardwareManager found to handle method",
-            Self::NoManager => "No valid HardwareManager found",
-            Self::Configuration(_) => "Hardware manager configuration error",
-            Self::InvalidParams(_) => "Invalid command parameters",
-            Self::Failed { kind, .. } => match kind {
-                StepKind::Clean => "Clean step failed",
-                StepKind::Deploy => "Deploy step failed",
-                StepKind::Service => "Service step failed",
-            },
-        }
-    }
-
-    /// Instance-specific details.
-    pub fn details(&self) -> String {
-        match self {
-            Self::VersionMismatch { current, ironic } => version_details(current, ironic),
-            Self::MethodNotFound { method } => format!("Could not find method: {method}"),
-            Self::NoManager => "No hardware manager supports this machine".to_owned(),
-            Self::Configuration(message) | Self::InvalidParams(message) => message.clone(),
+            Self::InvalidParams(message) => CommandError::InvalidCommandParams(message.clone()),
             Self::Failed {
                 kind,
                 step,
                 message,
-            } => format!("Error performing {kind} step {step}: {message}"),
+            } => {
+                let details = format!("Error performing {kind} step {step}: {message}");
+                match kind {
+                    StepKind::Clean => CommandError::Cleaning(details),
+                    StepKind::Deploy => CommandError::Deployment(details),
+                    StepKind::Service => CommandError::Servicing(details),
+                }
+            }
+            Self::Service(error) => error.clone(),
         }
+    }
+
+    /// IPA error class name (`type` of `command_error`).
+    pub fn ipa_type(&self) -> &'static str {
+        self.to_command_error().ipa_type()
+    }
+
+    /// HTTP-like status code of the IPA class.
+    pub fn code(&self) -> u16 {
+        self.to_command_error().code()
+    }
+
+    /// Class-level message of the IPA class.
+    pub fn message(&self) -> &'static str {
+        self.to_command_error().message()
+    }
+
+    /// Instance-specific details.
+    pub fn details(&self) -> String {
+        self.to_command_error().details()
     }
 }
 
@@ -237,27 +250,12 @@ fn version_details(current: &Map<String, Value>, ironic: &Value) -> String {
 
 impl From<&StepError> for CommandError {
     fn from(err: &StepError) -> Self {
-        if err.is_version_mismatch() {
-            return Self::VersionMismatch {
-                details: err.details(),
-            };
-        }
-        Self::Hardware {
-            ipa_type: err.ipa_type(),
-            code: err.code(),
-            message: err.message(),
-            details: err.details(),
-        }
+        err.to_command_error()
     }
 }
 
 impl From<&DispatchError> for CommandError {
     fn from(err: &DispatchError) -> Self {
-        Self::Hardware {
-            ipa_type: err.ipa_type(),
-            code: err.code(),
-            message: err.message(),
-            details: err.details(),
-        }
+        err.to_command_error()
     }
 }

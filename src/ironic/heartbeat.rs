@@ -1,5 +1,5 @@
 //! The heartbeat loop (spec 4.5, 4.6): first heartbeat at once, then on the schedule of
-//! `backoff.rs`; a forced heartbeat (`AgentState::request_heartbeat`, after each
+//! `backoff.rs`; a forced heartbeat (`Session::heartbeat_now`, after each
 //! asynchronous command) goes out as soon as the minimum gap allows.
 //!
 //! Heartbeats never stop on errors; the loop ends only when `stop_serving` turns true.
@@ -12,8 +12,8 @@ use tokio::time::Instant;
 
 use super::backoff::{self, HeartbeatPolicy};
 use super::client::{HeartbeatError, IronicClient};
+use super::session::Session;
 use super::wire::HeartbeatFields;
-use crate::agent::AgentState;
 
 /// Everything the loop needs; built once after the API server listens.
 #[derive(Debug)]
@@ -21,7 +21,7 @@ pub struct Heartbeater {
     /// Ironic client.
     pub client: Arc<IronicClient>,
     /// Shared state (token, lookup settings, status message, stop flag).
-    pub state: Arc<AgentState>,
+    pub state: Arc<dyn Session>,
     /// Node to heartbeat for.
     pub node_uuid: String,
     /// `callback_url` sent in every heartbeat.
@@ -37,13 +37,13 @@ impl Heartbeater {
     pub async fn beat(&self) -> Result<(), HeartbeatError> {
         let token = self
             .state
-            .token
+            .token()
             .read()
             .expect("token lock poisoned")
             .clone();
         let status = self
             .state
-            .status_message
+            .status_message()
             .lock()
             .expect("status lock poisoned")
             .clone();
@@ -59,7 +59,7 @@ impl Heartbeater {
 
     /// Runs until `stop_serving` becomes true.
     pub async fn run<R: Rng + Send>(self, mut rng: R) {
-        let mut stop = self.state.stop_serving.subscribe();
+        let mut stop = self.state.stop_serving().subscribe();
         let mut last: Option<Instant> = None;
         let mut interval = Duration::ZERO;
         let mut forced = false;
@@ -81,7 +81,7 @@ impl Heartbeater {
                         sent += 1;
                         let timeout = self
                             .state
-                            .lookup
+                            .settings()
                             .lock()
                             .expect("lookup lock poisoned")
                             .heartbeat_timeout;
@@ -111,7 +111,7 @@ impl Heartbeater {
             let wake = due.min(now + self.policy.wake_every);
             tokio::select! {
                 () = tokio::time::sleep_until(wake) => {}
-                () = self.state.heartbeat_now.notified() => forced = true,
+                () = self.state.heartbeat_now().notified() => forced = true,
                 changed = stop.changed() => {
                     if changed.is_err() {
                         break;

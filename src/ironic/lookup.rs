@@ -12,8 +12,8 @@ use tokio::time::Instant;
 
 use super::backoff::{self, LookupPolicy};
 use super::client::{ClientError, IronicClient};
+use super::session::{LookupSettings, Secret, Session};
 use super::wire::{self, LookupAnswer, LookupConfig, WireError};
-use crate::agent::{AgentState, LookupSettings, Secret};
 
 /// The mask Ironic sends instead of a token that was already handed out.
 pub const MASKED_TOKEN: &str = "******";
@@ -175,16 +175,16 @@ pub fn merge_settings(settings: &mut LookupSettings, config: &LookupConfig) {
 }
 
 /// Applies a lookup answer to the state in IPA's order: node, settings, token.
-pub fn apply_answer(state: &AgentState, answer: LookupAnswer) -> LookupOutcome {
+pub fn apply_answer<S: Session + ?Sized>(state: &S, answer: LookupAnswer) -> LookupOutcome {
     if answer.config.heartbeat_timeout.is_none() {
         tracing::warn!("lookup answer has no heartbeat_timeout, keeping the current one");
     }
-    *state.node.lock().expect("node lock poisoned") = Some(answer.node);
+    *state.node_cell().lock().expect("node lock poisoned") = Some(answer.node);
     merge_settings(
-        &mut state.lookup.lock().expect("lookup lock poisoned"),
+        &mut state.settings().lock().expect("lookup lock poisoned"),
         &answer.config,
     );
-    let mut token = state.token.write().expect("token lock poisoned");
+    let mut token = state.token().write().expect("token lock poisoned");
     match decide_token(answer.config.agent_token.as_deref(), token.is_some()) {
         TokenDecision::Adopt(t) => {
             *token = Some(Secret::new(t));

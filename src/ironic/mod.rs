@@ -4,7 +4,8 @@
 //! `wire.rs` holds the JSON shapes, `backoff.rs` the pure schedule maths, `client.rs`
 //! the HTTP client with URL failover, `tls.rs` its TLS settings; `lookup.rs`,
 //! `heartbeat.rs` and `inspection.rs` are the loops that retry, `advertise.rs` finds the
-//! callback address. The life cycle that calls them is `crate::agent`.
+//! callback address, `session.rs` names the shared cells they read and write. The agent's
+//! life cycle calls them.
 
 pub mod advertise;
 pub mod backoff;
@@ -12,6 +13,7 @@ pub mod client;
 pub mod heartbeat;
 pub mod inspection;
 pub mod lookup;
+pub mod session;
 pub mod tls;
 pub mod wire;
 
@@ -19,4 +21,5 @@ pub use backoff::{HeartbeatPolicy, InspectionPolicy, LookupPolicy};
 pub use client::{ClientError, ClientOptions, IronicClient};
 pub use heartbeat::Heartbeater;
 pub use lookup::{LookupError, LookupOutcome};
+pub use session::{LookupSettings, Secret, Session};
 pub use wire::ApiVersion;

@@ -190,6 +190,17 @@ pub enum HwError {
     /// The step ran and failed.
     #[error("{0}")]
     Failed(String),
+    /// A service of the agent ([`crate::AgentHost`]) failed with an IPA error class
+    /// (`ImageChecksumError`, `InvalidImage`, `DeviceNotFound`, ...); a manager that passes
+    /// it on unchanged makes the step fail with that class, as IPA re-raises a failed
+    /// `prepare_image` from `write_image`.
+    #[error("{class}: {details}")]
+    Service {
+        /// IPA error class name.
+        class: &'static str,
+        /// Instance details.
+        details: String,
+    },
 }
 
 /// Result type of manager methods.

@@ -25,15 +25,12 @@ mod sys;
 pub mod uefi;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use serde_json::Value;
-
-use crate::agent::AgentState;
-use crate::commands::registry::{join_failure, Params};
+use crate::deploy::env::DeployEnv;
 use crate::deploy::mount::{MountKind, Mounter, SysMounter};
-use crate::deploy::target::{install_device, sysroot};
+use crate::deploy::target::install_device;
 use crate::errors::CommandError;
+use crate::task::blocking;
 
 use efivars::EfiVars;
 use uefi::{manage_uefi, UefiEnv};
@@ -42,7 +39,8 @@ use uefi::{manage_uefi, UefiEnv};
 pub const BIOS_INSTALL_DISABLED: &str = "Install of legacy BIOS bootloaders disabled by \
      CONF.enable_bios_bootloader_install as part of CVE-2026-43003 mitigation.";
 
-/// The command's parameters (spec 9.1) with the failure policy resolved.
+/// The command's parameters (spec 9.1) with the failure policy resolved; the `image`
+/// extension parses them.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Request {
     /// The root filesystem's UUID; `None` for `null` or `0x00000000`.
@@ -55,39 +53,6 @@ pub struct Request {
     pub target_boot_mode: String,
     /// Failures become warnings.
     pub ignore_failure: bool,
-}
-
-impl Request {
-    /// Reads the parameters; `ignore_bootloader_failure` null or absent falls back to
-    /// `default_ignore` (the agent option).
-    pub fn from_params(params: &Params, default_ignore: bool) -> Result<Self, CommandError> {
-        let text = |key: &str| -> Result<Option<String>, CommandError> {
-            match params.get(key) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::String(s)) if s.is_empty() => Ok(None),
-                Some(Value::String(s)) => Ok(Some(s.clone())),
-                Some(other) => Err(CommandError::InvalidCommandParams(format!(
-                    "{key} must be a string or null, got {other}"
-                ))),
-            }
-        };
-        let ignore_failure = match params.get("ignore_bootloader_failure") {
-            None | Some(Value::Null) => default_ignore,
-            Some(Value::Bool(b)) => *b,
-            Some(other) => {
-                return Err(CommandError::InvalidCommandParams(format!(
-                    "ignore_bootloader_failure must be a boolean or null, got {other}"
-                )))
-            }
-        };
-        Ok(Self {
-            root_uuid: text("root_uuid")?.filter(|u| u != "0x00000000"),
-            efi_system_part_uuid: text("efi_system_part_uuid")?,
-            prep_boot_part_uuid: text("prep_boot_part_uuid")?,
-            target_boot_mode: text("target_boot_mode")?.unwrap_or_else(|| "bios".to_owned()),
-            ignore_failure,
-        })
-    }
 }
 
 /// Where and how the command works.
@@ -115,34 +80,20 @@ impl std::fmt::Debug for BootEnv<'_> {
     }
 }
 
-/// Runs `install_bootloader` with the conductor's parameters.
-pub async fn install_bootloader(
-    state: &Arc<AgentState>,
-    params: &Params,
-) -> Result<Value, CommandError> {
-    let request = Request::from_params(
-        params,
-        state.config.ignore_bootloader_failure.unwrap_or(false),
-    )?;
-    let enable_bios = state
-        .lookup
-        .lock()
-        .expect("lookup settings poisoned")
-        .enable_bios_bootloader_install;
-    let st = Arc::clone(state);
-    tokio::task::spawn_blocking(move || -> Result<(), CommandError> {
-        let device = install_device(&st)?;
-        let env = BootEnv {
-            sysroot: sysroot(&st),
+/// Runs `install_bootloader` for `request` (parsed by the command) on the install device.
+pub async fn install_bootloader(env: &DeployEnv, request: Request) -> Result<(), CommandError> {
+    let env = env.clone();
+    blocking(move || -> Result<(), CommandError> {
+        let device = install_device(&env)?;
+        let boot = BootEnv {
+            sysroot: env.sysroot(),
             device: &device,
             mounter: &SysMounter,
-            enable_bios_bootloader_install: enable_bios,
+            enable_bios_bootloader_install: env.settings.enable_bios_bootloader_install,
         };
-        run(&env, &request)
+        run(&boot, &request)
     })
-    .await
-    .map_err(join_failure)??;
-    Ok(Value::Null)
+    .await?
 }
 
 /// The command's flow once the install device is known (IPA: `install_bootloader`).
@@ -242,5 +193,5 @@ pub(crate) fn efi_boot_setup(env: &BootEnv<'_>, req: &Request) -> Result<bool, C
 
 /// `<sysroot>/<device>`.
 fn rooted(env: &BootEnv<'_>, device: &Path) -> PathBuf {
-    esp::under(env.sysroot, device)
+    crate::config::rooted(env.sysroot, device)
 }

@@ -1,85 +1,22 @@
-//! State shared by the API server, the command extensions and the heartbeat loop.
+//! State shared by the API server, the command extensions and the heartbeat loop: it
+//! sits below `api` and `commands` (which take it) and above `hardware` and `deploy`
+//! (which it holds), and lends the heartbeat loop only its Ironic cells ([`Session`]).
 //!
 //! No globals: one `Arc<AgentState>` is built at start and passed down. Locks are
 //! `std::sync` ones held for short critical sections, never across an `.await`.
 
-use std::fmt;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
-use subtle::ConstantTimeEq;
 use tokio::sync::{watch, Notify};
 
 use crate::config::Config;
+use crate::deploy::{DeployEnv, DeployState};
 use crate::hardware::Registry;
-use crate::hw::Inventory;
-
-/// A secret string (the agent token): `Debug`/`Display` print `***`, equality is constant-time.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The clear value, for the one place that must send it (heartbeat body).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// Constant-time comparison with a candidate from a request.
-    pub fn matches(&self, candidate: &str) -> bool {
-        bool::from(self.0.as_bytes().ct_eq(candidate.as_bytes()))
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-/// What the lookup answer's `config` block told the agent (protocol spec 4.2).
-#[derive(Debug, Clone, PartialEq)]
-pub struct LookupSettings {
-    /// `heartbeat_timeout` in seconds.
-    pub heartbeat_timeout: u64,
-    /// `agent_md5_checksum_enable`.
-    pub md5_enabled: bool,
-    /// `disable_deep_image_inspection`.
-    pub disable_deep_image_inspection: bool,
-    /// `permitted_image_formats`.
-    pub permitted_image_formats: Vec<String>,
-    /// `agent_skip_bmc_detect`.
-    pub skip_bmc_detect: bool,
-    /// `enable_bios_bootloader_install`.
-    pub enable_bios_bootloader_install: bool,
-    /// `tls_min_version` from Ironic, if sent.
-    pub tls_min_version: Option<String>,
-}
-
-impl Default for LookupSettings {
-    fn default() -> Self {
-        Self {
-            heartbeat_timeout: 300,
-            md5_enabled: false,
-            disable_deep_image_inspection: false,
-            permitted_image_formats: ["raw", "gpt", "qcow2", "iso"].map(String::from).to_vec(),
-            skip_bmc_detect: false,
-            enable_bios_bootloader_install: false,
-            tls_min_version: None,
-        }
-    }
-}
+use crate::ironic::session::Session;
+pub use crate::ironic::session::{LookupSettings, Secret};
+use ira_hw::Inventory;
 
 /// Everything the running agent shares between tasks.
 #[derive(Debug)]
@@ -97,9 +34,9 @@ pub struct AgentState {
     /// Settings from the lookup answer.
     pub lookup: Mutex<LookupSettings>,
     /// Progress text of long work, sent as `agent_status_message` where supported.
-    pub status_message: Mutex<Option<String>>,
+    pub status_message: Arc<Mutex<Option<String>>>,
     /// What the last image write left on the disk (image cache, partition UUIDs).
-    pub deploy: crate::deploy::DeployState,
+    pub deploy: Arc<DeployState>,
     /// Unix time the agent's main run began (`/v1/status` `started_at`).
     pub started_at: f64,
     /// Wakes the heartbeat loop for a forced heartbeat.
@@ -122,8 +59,8 @@ impl AgentState {
             token: RwLock::new(None),
             node: Mutex::new(None),
             lookup: Mutex::new(LookupSettings::default()),
-            status_message: Mutex::new(None),
-            deploy: crate::deploy::DeployState::default(),
+            status_message: Arc::new(Mutex::new(None)),
+            deploy: Arc::default(),
             started_at,
             heartbeat_now: Notify::new(),
             stop_serving: watch::channel(false).0,
@@ -152,5 +89,51 @@ impl AgentState {
     /// A copy of the cached node, if any.
     pub fn node(&self) -> Option<Value> {
         self.node.lock().expect("node lock poisoned").clone()
+    }
+
+    /// A copy of the lookup settings.
+    pub fn lookup_settings(&self) -> LookupSettings {
+        self.lookup.lock().expect("lookup lock poisoned").clone()
+    }
+
+    /// The environment of a deploy command starting now (node and settings as they are).
+    pub fn deploy_env(&self) -> DeployEnv {
+        let managers = Arc::clone(&self.managers);
+        DeployEnv {
+            config: Arc::clone(&self.config),
+            settings: self.lookup_settings(),
+            node: self.node(),
+            ppc64: self
+                .inventory
+                .read()
+                .expect("inventory lock poisoned")
+                .cpu
+                .architecture
+                .starts_with("ppc64"),
+            cache: Arc::clone(&self.deploy),
+            status: Arc::clone(&self.status_message),
+            filter_devices: Arc::new(move |disks| managers.filter_devices(disks)),
+        }
+    }
+}
+
+impl Session for AgentState {
+    fn token(&self) -> &RwLock<Option<Secret>> {
+        &self.token
+    }
+    fn node_cell(&self) -> &Mutex<Option<Value>> {
+        &self.node
+    }
+    fn settings(&self) -> &Mutex<LookupSettings> {
+        &self.lookup
+    }
+    fn status_message(&self) -> &Mutex<Option<String>> {
+        &self.status_message
+    }
+    fn heartbeat_now(&self) -> &Notify {
+        &self.heartbeat_now
+    }
+    fn stop_serving(&self) -> &watch::Sender<bool> {
+        &self.stop_serving
     }
 }

@@ -13,9 +13,9 @@ use std::path::PathBuf;
 
 use crate::errors::CommandError;
 
-use super::checksum::HashAlgo;
 use super::format::Compression;
-use super::source::RedactedUrl;
+use super::hash_algo::HashAlgo;
+use super::url::{InvalidUrl, RedactedUrl};
 
 /// Why an image could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -178,6 +178,12 @@ impl ImageError {
             Self::Internal(_) | Self::Aborted => CommandError::CommandExecution(self.to_string()),
             _ => download(self.to_string()),
         }
+    }
+}
+
+impl From<InvalidUrl> for ImageError {
+    fn from(e: InvalidUrl) -> Self {
+        Self::InvalidParams(e.to_string())
     }
 }
 

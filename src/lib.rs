@@ -4,8 +4,9 @@
 //! (hardware facts read from sysfs/procfs/SMBIOS under a root path), `blockdev` (device
 //! allow-list and the one door to writable handles), `hardware` (manager registry,
 //! dispatch, generic manager), `commands` (IPA's extensions and the command history),
-//! `api` (the local HTTP(S) API), `ironic` (lookup, heartbeat, inspection client) and
-//! `agent` (the life cycle that ties them together).
+//! `api` (the local HTTP(S) API), `ironic` (lookup, heartbeat, inspection client),
+//! `tls_client` (TLS of every outgoing connection) and `agent` (the life cycle that ties
+//! them together).
 #![deny(unsafe_code)]
 
 pub mod agent;
@@ -21,6 +22,7 @@ pub mod image;
 pub mod inventory;
 pub mod ironic;
 pub mod partition;
+pub mod tls_client;
 
 pub use ira_hw as hw;
 

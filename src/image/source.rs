@@ -70,7 +70,7 @@ impl Default for SourceOptions {
 impl SourceOptions {
     /// The options the agent configuration gives (`tls` from `insecure`/`cafile`).
     pub fn from_config(config: &crate::config::Config) -> Result<Self, ImageError> {
-        let tls = crate::ironic::tls::client_config(
+        let tls = crate::tls_client::client_config(
             config.insecure,
             config.cafile.as_deref(),
             &config.tls_min_version,
@@ -270,7 +270,7 @@ impl HttpSource {
             .collect::<Result<Vec<_>, ImageError>>()?;
         let tls = match &opts.tls {
             Some(t) => t.clone(),
-            None => crate::ironic::tls::client_config_with(
+            None => crate::tls_client::client_config_with(
                 false,
                 None,
                 "1.2",

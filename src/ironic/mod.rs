@@ -2,7 +2,7 @@
 //! heartbeats, the inspection callback and advertise-address detection.
 //!
 //! `wire.rs` holds the JSON shapes, `backoff.rs` the pure schedule maths, `client.rs`
-//! the HTTP client with URL failover, `tls.rs` its TLS settings; `lookup.rs`,
+//! the HTTP client with URL failover (TLS settings from `crate::tls_client`); `lookup.rs`,
 //! `heartbeat.rs` and `inspection.rs` are the loops that retry, `advertise.rs` finds the
 //! callback address. The life cycle that calls them is `crate::agent`.
 
@@ -12,7 +12,6 @@ pub mod client;
 pub mod heartbeat;
 pub mod inspection;
 pub mod lookup;
-pub mod tls;
 pub mod wire;
 
 pub use backoff::{HeartbeatPolicy, InspectionPolicy, LookupPolicy};

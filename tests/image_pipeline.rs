@@ -20,7 +20,7 @@ use ira::image::format::Compression;
 use ira::image::info::ImageInfo;
 use ira::image::pipeline::{write_image, write_raw_image, Decode, Progress, WriteOptions};
 use ira::image::sink::PositionalSink;
-use ira::image::source::SourceOptions;
+use ira::image::source::{HttpSource, RetryBudget, SourceOptions};
 use serde_json::{json, Value};
 
 const MIB: usize = 1 << 20;
@@ -776,4 +776,39 @@ async fn a_qcow2_image_streams_through_the_gate_and_the_qcow2_reader() {
         std::fs::read(tmp.path()).unwrap() == data,
         "guest disk differs"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_head_returns_the_first_bytes_and_the_announced_length() {
+    let data = image(8 * MIB, 21);
+    let budget = RetryBudget::new(2, Duration::from_millis(1));
+    // A first answer cut before the head is complete is retried like a download.
+    let srv = serve(
+        &data,
+        Behaviour {
+            cut_after: vec![1000],
+            ..Behaviour::default()
+        },
+    )
+    .await;
+    let inf = raw_info(&srv.url("/disk.img"), &data);
+    let src = HttpSource::new(&inf, &opts(Path::new("t"), 2).source).unwrap();
+    let head = src.read_head(64 << 10, &budget).await.expect("head");
+    assert_eq!(head.bytes, &data[..64 << 10]);
+    assert_eq!(head.total, Some(data.len() as u64));
+    // Chunked: no length announced; an image shorter than asked comes back whole.
+    let short = image(5000, 22);
+    let srv = serve(
+        &short,
+        Behaviour {
+            chunked: true,
+            ..Behaviour::default()
+        },
+    )
+    .await;
+    let inf = raw_info(&srv.url("/disk.img"), &short);
+    let src = HttpSource::new(&inf, &opts(Path::new("t"), 0).source).unwrap();
+    let head = src.read_head(64 << 10, &budget).await.expect("head");
+    assert_eq!(head.bytes, short);
+    assert_eq!(head.total, None);
 }

@@ -27,15 +27,12 @@ use std::process::Command;
 use std::sync::Arc;
 
 use nix::fcntl::PosixFadviseAdvice;
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::agent::AgentState;
 use crate::commands::registry::blocking;
 use crate::errors::CommandError;
 use crate::image::format::{self, Compression, FormatError};
-use crate::image::pipeline::Progress;
-use crate::image::pool::{BufPool, Chunk};
 use crate::image::source::{HttpSource, RetryBudget};
 use crate::image::{ImageError, ImageInfo};
 use crate::partition::configdrive::ConfigDriveImage;
@@ -204,30 +201,14 @@ async fn known_image_size(
     let opts = source_options(state)?;
     let source = HttpSource::new(info, &opts).map_err(|e| e.to_command_error(&info.id))?;
     let budget = RetryBudget::new(opts.retries, opts.retry_interval);
-    let mut pool = BufPool::new(2, format::SNIFF_LEN);
-    let (tx, mut rx) = mpsc::channel::<Chunk>(1);
-    let fetch = async move {
-        let progress = Progress::new();
-        let res = source.stream(&mut pool, &tx, &budget, &progress).await;
-        drop(tx);
-        (res, progress.total())
-    };
-    let first = async move {
-        let chunk = rx.recv().await;
-        // Nobody reads further: the source stops at its next send.
-        drop(rx);
-        chunk
-    };
-    let ((res, total), first) = tokio::join!(fetch, first);
-    match res {
-        Ok(_) | Err(ImageError::Aborted) => {}
-        Err(e) => return Err(e.to_command_error(&info.id)),
-    }
-    let head = first.map(|c| c.buf.as_slice().to_vec()).unwrap_or_default();
+    let head = source
+        .read_head(format::SNIFF_LEN, &budget)
+        .await
+        .map_err(|e| e.to_command_error(&info.id))?;
     let settings = state.lookup.lock().expect("lookup lock poisoned").clone();
     size_from_head(
-        &head,
-        total,
+        &head.bytes,
+        head.total,
         info.disk_format.as_deref(),
         &settings.permitted_image_formats,
         settings.disable_deep_image_inspection,

@@ -203,6 +203,15 @@ pub struct SourceReport {
     pub restarted: u32,
 }
 
+/// The start of an image as [`HttpSource::read_head`] returns it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Head {
+    /// The first bytes (fewer than asked only when the image is shorter).
+    pub bytes: Vec<u8>,
+    /// The image's length as the server announced it, if it did.
+    pub total: Option<u64>,
+}
+
 /// The state of one download across its requests.
 struct Stream<'a> {
     pool: &'a mut BufPool,
@@ -373,6 +382,36 @@ impl HttpSource {
             body.extend_from_slice(&c);
         }
         Ok(body)
+    }
+
+    /// Reads the first `n` bytes of the image, retrying within `budget` like a full
+    /// download, and stops the transfer as soon as they have arrived.
+    pub async fn read_head(&self, n: usize, budget: &RetryBudget) -> Result<Head, ImageError> {
+        let mut pool = BufPool::new(2, n);
+        let (tx, mut rx) = mpsc::channel::<Chunk>(1);
+        let progress = Progress::new();
+        let fetch = async {
+            let res = self.stream(&mut pool, &tx, budget, &progress).await;
+            drop(tx);
+            res
+        };
+        let first = async move {
+            let chunk = rx.recv().await;
+            // Nobody reads further: the source stops at its next send.
+            drop(rx);
+            chunk
+        };
+        let (res, first) = tokio::join!(fetch, first);
+        match res {
+            Ok(_) | Err(ImageError::Aborted) => {}
+            Err(e) => return Err(e),
+        }
+        let mut bytes = first.map(|c| c.buf.as_slice().to_vec()).unwrap_or_default();
+        bytes.truncate(n);
+        Ok(Head {
+            bytes,
+            total: progress.total(),
+        })
     }
 
     /// Downloads the image into `pool`'s buffers and sends them, full and in order, to

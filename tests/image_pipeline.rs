@@ -812,3 +812,33 @@ async fn read_head_returns_the_first_bytes_and_the_announced_length() {
     assert_eq!(head.bytes, short);
     assert_eq!(head.total, None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_etag_with_the_same_bytes_restarts_from_zero_and_succeeds() {
+    let data = image(6 * MIB + 77, 23);
+    let srv = serve(
+        &data,
+        Behaviour {
+            cut_after: vec![3 * MIB as u64],
+            etag: Some("backend-a".into()),
+            etag_later: Some("backend-b".into()),
+            ..Behaviour::default()
+        },
+    )
+    .await;
+    let tmp = tempfile::NamedTempFile::new().unwrap();
+    fill(tmp.path(), 0xAA, 7 * MIB);
+    let rep = write_raw_image(
+        &raw_info(&srv.url("/disk.img"), &data),
+        open_target(tmp.path()),
+        &opts(tmp.path(), 3),
+    )
+    .await
+    .expect("a re-published image with the same bytes is written");
+    assert_eq!(read_back(tmp.path(), data.len()), data);
+    assert_eq!(rep.attempts, 2, "one restart from byte 0: {rep:?}");
+    let reqs = srv.requests();
+    assert_eq!(reqs.len(), 3, "{reqs:?}");
+    assert_eq!(reqs[1].if_range.as_deref(), Some("\"backend-a\""));
+    assert_eq!(reqs[2].range, None, "the restart reads from byte 0");
+}

@@ -18,8 +18,10 @@
 //! decompressor and writer keep their state, and the bytes hashed are exactly the bytes
 //! written. If the resent bytes differ from the first ones (the image changed on the
 //! server), the checksum of the whole cannot match, so a mixed image is never accepted;
-//! when the server's validators show the change, [`ImageError::SourceChanged`] stops the
-//! attempt at once and the pipeline starts over from byte 0 with fresh stages.
+//! when the server's validators show the change (a re-published image, or load-balanced
+//! backends with their own ETags), [`ImageError::SourceChanged`] ends this stream at once,
+//! without retrying the Range, and the pipeline starts over from byte 0 with fresh stages
+//! (as IPA does); the checksum then decides whether the new bytes are the image.
 //!
 //! A body longer than its announced size (`Content-Length` of the first answer, or the
 //! total of a `Content-Range`) is fatal; a shorter one is resumed like a drop.
@@ -446,6 +448,9 @@ impl HttpSource {
             };
             match res {
                 Ok(()) => break,
+                // Bytes already handed downstream belong to the old image: only a new
+                // pipeline attempt from byte 0, with fresh stages, can use the new one.
+                Err(e @ ImageError::SourceChanged { .. }) => return Err(e),
                 Err(e) => {
                     let retry = tokio::select! {
                         r = budget.retry(&e) => r,

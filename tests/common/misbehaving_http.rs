@@ -37,6 +37,9 @@ pub struct Behaviour {
     pub chunked: bool,
     /// Strong ETag to send.
     pub etag: Option<String>,
+    /// Strong ETag sent from the second response on (the image re-published with the
+    /// same bytes, or another backend); an `If-Range` naming another ETag gets a 200.
+    pub etag_later: Option<String>,
 }
 
 /// One request as received.
@@ -160,13 +163,14 @@ async fn serve(mut sock: TcpStream, state: Arc<Mutex<State>>) {
         .unwrap_or(&target);
     let path = path.split('?').next().unwrap_or("/").to_owned();
     let range = headers.get("range").cloned();
+    let if_range = headers.get("if-range").cloned();
     let plan = {
         let mut st = state.lock().unwrap();
         st.requests.push(Recorded {
             target: target.clone(),
             path: path.clone(),
             range: range.clone(),
-            if_range: headers.get("if-range").cloned(),
+            if_range: if_range.clone(),
             authorization: headers.get("authorization").cloned(),
         });
         let n = st.served;
@@ -213,12 +217,22 @@ async fn serve(mut sock: TcpStream, state: Arc<Mutex<State>>) {
         } => (body, behaviour, first, cut),
     };
     let total = body.len() as u64;
+    let etag = match (&b.etag_later, first) {
+        (Some(later), false) => Some(later.clone()),
+        _ => b.etag.clone(),
+    };
+    // RFC 9110 13.1.5: a validator that does not match means the whole representation.
+    let validator_matches = match (&if_range, &etag) {
+        (Some(v), Some(e)) => *v == format!("\"{e}\""),
+        (Some(_), None) => false,
+        (None, _) => true,
+    };
     let start = range
         .as_deref()
         .and_then(|r| r.strip_prefix("bytes="))
         .and_then(|r| r.strip_suffix('-'))
         .and_then(|n| n.parse::<u64>().ok())
-        .filter(|_| !b.ignore_range);
+        .filter(|_| !b.ignore_range && validator_matches);
     let mut head = String::new();
     let (from, mut extra, mut length) = match start {
         Some(s) if s < total => {
@@ -248,7 +262,7 @@ async fn serve(mut sock: TcpStream, state: Arc<Mutex<State>>) {
     } else if let Some(l) = length {
         head.push_str(&format!("Content-Length: {l}\r\n"));
     }
-    if let Some(e) = &b.etag {
+    if let Some(e) = &etag {
         head.push_str(&format!("ETag: \"{e}\"\r\n"));
     }
     head.push_str("Connection: close\r\n\r\n");

@@ -842,3 +842,41 @@ async fn a_changed_etag_with_the_same_bytes_restarts_from_zero_and_succeeds() {
     assert_eq!(reqs[1].if_range.as_deref(), Some("\"backend-a\""));
     assert_eq!(reqs[2].range, None, "the restart reads from byte 0");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_timeout_mid_body_is_reported_as_a_timeout() {
+    let data = image(4 * MIB, 24);
+    let srv = serve(
+        &data,
+        Behaviour {
+            stall: Some((MIB as u64, Duration::from_millis(1500))),
+            ..Behaviour::default()
+        },
+    )
+    .await;
+    let tmp = tempfile::NamedTempFile::new().unwrap();
+    let mut o = opts(tmp.path(), 0);
+    o.source.timeout = Duration::from_millis(300);
+    let err = write_raw_image(
+        &raw_info(&srv.url("/disk.img"), &data),
+        open_target(tmp.path()),
+        &o,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, ImageError::Timeout { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("timed out after 0.3 s reading the body"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("of {} bytes", data.len())), "{text}");
+    assert!(!text.contains("body ended"), "{text}");
+    match err.to_command_error("img-1") {
+        ira::errors::CommandError::ImageDownloadTimeout(d) => assert!(
+            d.starts_with("Download of image img-1 failed: Timed out reading next chunk"),
+            "{d}"
+        ),
+        other => panic!("{other:?}"),
+    }
+}

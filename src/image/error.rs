@@ -82,6 +82,19 @@ pub enum ImageError {
         /// The announced size.
         expected: u64,
     },
+    /// No byte of the body arrived within the read timeout
+    /// (`image_download_connection_timeout`).
+    #[error("GET {url}: timed out after {} s reading the body, {received} of {} bytes received", secs(*.after), expected.map_or_else(|| "?".to_owned(), |e| e.to_string()))]
+    Timeout {
+        /// The URL, redacted.
+        url: RedactedUrl,
+        /// The read timeout that ran out.
+        after: std::time::Duration,
+        /// Bytes of the image received so far.
+        received: u64,
+        /// The announced size, if any.
+        expected: Option<u64>,
+    },
     /// The image changed on the server between two requests of one download.
     #[error("GET {url}: the image changed on the server during the download")]
     SourceChanged {
@@ -142,6 +155,7 @@ impl ImageError {
         match self {
             Self::Http { status, .. } => *status >= 500,
             Self::Network { .. }
+            | Self::Timeout { .. }
             | Self::Truncated { .. }
             | Self::SourceChanged { .. }
             | Self::Checksum { .. } => true,
@@ -166,6 +180,11 @@ impl ImageError {
         };
         match self {
             Self::InvalidParams(m) => CommandError::InvalidCommandParams(m.clone()),
+            // IPA's words for a stalled body (`ImageDownload.__iter__`), then the details.
+            Self::Timeout { .. } => CommandError::ImageDownloadTimeout(format!(
+                "Download of image {image_id} failed: Timed out reading next chunk from \
+                 webserver: {self}"
+            )),
             Self::Checksum { .. } => CommandError::ImageChecksum(self.to_string()),
             Self::Write { dev, .. } => CommandError::ImageWrite(format!(
                 "Writing image to device {} failed: {self}",
@@ -184,6 +203,15 @@ impl ImageError {
 impl From<InvalidUrl> for ImageError {
     fn from(e: InvalidUrl) -> Self {
         Self::InvalidParams(e.to_string())
+    }
+}
+
+/// Seconds for messages: whole when whole, else with the fraction.
+fn secs(d: std::time::Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        d.as_secs().to_string()
+    } else {
+        format!("{:.1}", d.as_secs_f64())
     }
 }
 

@@ -235,6 +235,7 @@ pub struct HttpSource {
     client: reqwest::Client,
     urls: Vec<(String, RedactedUrl)>,
     auth: Auth,
+    read_timeout: Duration,
 }
 
 impl fmt::Debug for HttpSource {
@@ -320,6 +321,7 @@ impl HttpSource {
             client,
             urls,
             auth: Auth::from_info(info)?,
+            read_timeout: opts.timeout,
         })
     }
 
@@ -574,6 +576,12 @@ impl HttpSource {
                 Ok(None) => break,
                 Err(e) => {
                     return Err(match st.total {
+                        _ if e.is_timeout() => ImageError::Timeout {
+                            url: redacted.clone(),
+                            after: self.read_timeout,
+                            received: st.pos,
+                            expected: st.total,
+                        },
                         Some(expected) if st.pos < expected => {
                             tracing::debug!(url = %redacted, error = %describe_reqwest(e), "body cut short");
                             ImageError::Truncated {

@@ -880,3 +880,49 @@ async fn a_read_timeout_mid_body_is_reported_as_a_timeout() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_shows_the_attempt_and_its_own_bytes_never_more_than_the_total() {
+    // Retried checksum mismatches: each attempt counts from zero.
+    let tmp = tempfile::NamedTempFile::new().unwrap();
+    let data = image(2 * MIB, 25);
+    let srv = serve(&data, Behaviour::default()).await;
+    let mut inf = raw_info(&srv.url("/disk.img"), &data);
+    inf.os_hash_value = Some("f".repeat(64));
+    let o = opts(tmp.path(), 2);
+    let err = write_raw_image(&inf, open_target(tmp.path()), &o)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ImageError::Checksum { .. }), "{err}");
+    assert_eq!(srv.count("/disk.img"), 3);
+    assert_eq!(o.progress.downloaded(), data.len() as u64);
+    let line = o.progress.summary();
+    assert!(
+        line.starts_with("attempt 3 of 3: 2 of 2 MiB downloaded"),
+        "{line}"
+    );
+    // A refused Range sends the start again within one attempt: counted once.
+    let data = image(4 * MIB, 26);
+    let srv = serve(
+        &data,
+        Behaviour {
+            cut_after: vec![3 * MIB as u64],
+            ignore_range: true,
+            ..Behaviour::default()
+        },
+    )
+    .await;
+    let tmp = tempfile::NamedTempFile::new().unwrap();
+    let o = opts(tmp.path(), 2);
+    let rep = write_raw_image(
+        &raw_info(&srv.url("/disk.img"), &data),
+        open_target(tmp.path()),
+        &o,
+    )
+    .await
+    .expect("write");
+    assert_eq!(rep.restarted, 1);
+    assert!(rep.downloaded > data.len() as u64, "{rep:?}");
+    assert_eq!(o.progress.downloaded(), data.len() as u64);
+    assert_eq!(o.progress.summary(), "4 of 4 MiB downloaded, 4 MiB written");
+}

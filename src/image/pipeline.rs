@@ -251,9 +251,11 @@ async fn attempts(
     hb: &Arc<HoldBack<File>>,
 ) -> Result<WriteReport, ImageError> {
     let mut attempt = 0;
+    let most = opts.source.retries.saturating_add(1);
     loop {
         attempt += 1;
         hb.reset();
+        opts.progress.start_attempt(attempt, most);
         let res = run_attempt(info, opts, decode, source, budget, expected, hb).await;
         match res {
             Ok(mut r) => {

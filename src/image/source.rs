@@ -595,13 +595,13 @@ impl HttpSource {
                 }
             };
             st.report.downloaded += chunk.len() as u64;
-            st.progress.add_downloaded(chunk.len() as u64);
             let mut data = &chunk[..];
             if skip > 0 {
                 let n = usize::try_from(skip).unwrap_or(usize::MAX).min(data.len());
                 skip -= n as u64;
                 data = &data[n..];
             }
+            st.progress.add_downloaded(data.len() as u64);
             if let Some(expected) = st.total {
                 if st.pos + data.len() as u64 > expected {
                     return Err(ImageError::TooManyBytes {

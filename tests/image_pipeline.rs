@@ -926,3 +926,61 @@ async fn progress_shows_the_attempt_and_its_own_bytes_never_more_than_the_total(
     assert_eq!(o.progress.downloaded(), data.len() as u64);
     assert_eq!(o.progress.summary(), "4 of 4 MiB downloaded, 4 MiB written");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compressed_transfer_is_decoded_and_the_image_hashed() {
+    let data = image(5 * MIB + 123, 27);
+    for (enc, cut) in [
+        ("gzip", vec![]),
+        ("deflate", vec![]),
+        // Dropped mid-body: a compressed transfer reads from byte 0 again, no Range.
+        ("gzip", vec![MIB as u64]),
+    ] {
+        let srv = serve(
+            &data,
+            Behaviour {
+                content_encoding: Some(enc),
+                cut_after: cut.clone(),
+                ..Behaviour::default()
+            },
+        )
+        .await;
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        let o = opts(tmp.path(), 2);
+        let rep = write_raw_image(
+            &raw_info(&srv.url("/disk.img"), &data),
+            open_target(tmp.path()),
+            &o,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{enc} {cut:?}: {e}"));
+        assert_eq!(std::fs::read(tmp.path()).unwrap(), data, "{enc}");
+        assert_eq!(rep.image_size, data.len() as u64);
+        assert_eq!(
+            rep.stream_size,
+            data.len() as u64,
+            "hashed the decoded image"
+        );
+        assert_eq!(
+            rep.compression, None,
+            "not taken for a compressed image file"
+        );
+        let reqs = srv.requests();
+        assert!(
+            reqs.iter()
+                .all(|r| r.accept_encoding.as_deref() == Some("identity")),
+            "{reqs:?}"
+        );
+        if cut.is_empty() {
+            assert_eq!(reqs.len(), 1);
+        } else {
+            assert_eq!(
+                (reqs.len(), rep.restarted, rep.attempts),
+                (2, 1, 1),
+                "{rep:?}"
+            );
+            assert_eq!(reqs[1].range, None);
+            assert_eq!(o.progress.downloaded(), data.len() as u64);
+        }
+    }
+}

@@ -95,6 +95,24 @@ pub enum ImageError {
         /// The announced size, if any.
         expected: Option<u64>,
     },
+    /// The server sent a `Content-Encoding` this agent cannot decode.
+    #[error("GET {url}: unsupported Content-Encoding {encoding:?}")]
+    UnsupportedEncoding {
+        /// The URL, redacted.
+        url: RedactedUrl,
+        /// The encoding as sent.
+        encoding: String,
+    },
+    /// A gzip- or deflate-encoded body could not be decoded (corrupt or cut short).
+    #[error("GET {url}: decoding its {encoding} Content-Encoding failed: {reason}")]
+    BadEncoding {
+        /// The URL, redacted.
+        url: RedactedUrl,
+        /// The encoding.
+        encoding: &'static str,
+        /// The decoder's message.
+        reason: String,
+    },
     /// The image changed on the server between two requests of one download.
     #[error("GET {url}: the image changed on the server during the download")]
     SourceChanged {
@@ -156,6 +174,7 @@ impl ImageError {
             Self::Http { status, .. } => *status >= 500,
             Self::Network { .. }
             | Self::Timeout { .. }
+            | Self::BadEncoding { .. }
             | Self::Truncated { .. }
             | Self::SourceChanged { .. }
             | Self::Checksum { .. } => true,

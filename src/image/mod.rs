@@ -8,7 +8,7 @@
 //! their own modules next to these and are tied together by the write step.
 //!
 //! The modules form layers, each using only those below it: vocabulary at the bottom
-//! (`url`, `hash_algo`, `progress`, `format`, `aligned`), then `error` and `info`, the
+//! (`url`, `hash_algo`, `progress`, `format`, `aligned`, `content_encoding`), then `error` and `info`, the
 //! stages (`pool`, `sink`, `holdback`, `decompress`, `checksum`, `source`, `stages`), and
 //! `pipeline`, which ties them together, on top.
 //!
@@ -21,6 +21,7 @@ pub mod qcow2;
 
 pub mod aligned;
 pub mod checksum;
+pub mod content_encoding;
 pub mod decompress;
 pub mod error;
 pub mod hash_algo;

@@ -23,6 +23,12 @@
 //! without retrying the Range, and the pipeline starts over from byte 0 with fresh stages
 //! (as IPA does); the checksum then decides whether the new bytes are the image.
 //!
+//! Requests ask for `Accept-Encoding: identity`; a body the server compresses anyway
+//! (`Content-Encoding: gzip` or `deflate`) is decoded here, so downstream stages hash and
+//! write the image itself, as IPA's HTTP client does. Such a transfer cannot resume with
+//! `Range` (ranges count compressed bytes): after a drop it is read from byte 0 again and
+//! the bytes already taken are dropped, as for a refused Range.
+//!
 //! A body longer than its announced size (`Content-Length` of the first answer, or the
 //! total of a `Content-Range`) is fatal; a shorter one is resumed like a drop.
 //! URLs only appear as [`RedactedUrl`] in errors and logs: no query string (signed
@@ -34,11 +40,13 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use reqwest::header::{
-    HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_RANGE, ETAG, IF_RANGE, LAST_MODIFIED, RANGE,
+    HeaderMap, HeaderValue, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, CONTENT_RANGE, ETAG,
+    IF_RANGE, LAST_MODIFIED, RANGE,
 };
 use reqwest::{Proxy, StatusCode};
 use tokio::sync::mpsc;
 
+use super::content_encoding::{ContentDecoder, FEED_LIMIT};
 use super::error::{describe_reqwest, ImageError};
 use super::info::ImageInfo;
 use super::pool::{Buf, BufPool, Chunk};
@@ -227,6 +235,8 @@ struct Stream<'a> {
     total: Option<u64>,
     etag: Option<HeaderValue>,
     last_modified: Option<HeaderValue>,
+    /// The first answer came with a gzip/deflate `Content-Encoding`.
+    encoded: bool,
     report: SourceReport,
 }
 
@@ -326,7 +336,10 @@ impl HttpSource {
     }
 
     fn get(&self, url: &str) -> reqwest::RequestBuilder {
-        self.auth.apply(self.client.get(url))
+        // The checksum covers the image as stored: ask for it uncompressed.
+        self.auth
+            .apply(self.client.get(url))
+            .header(ACCEPT_ENCODING, "identity")
     }
 
     /// Fetches a small document (a checksum file) whole, refusing more than `limit`
@@ -378,12 +391,42 @@ impl HttpSource {
         if resp.content_length().is_some_and(|l| l > limit) {
             return Err(too_big());
         }
+        let value = resp
+            .headers()
+            .get(CONTENT_ENCODING)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let mut decoder = ContentDecoder::for_header(value.as_deref()).map_err(|e| {
+            ImageError::UnsupportedEncoding {
+                url: redacted.clone(),
+                encoding: e.0,
+            }
+        })?;
+        let bad = |name: &'static str, e: std::io::Error| ImageError::BadEncoding {
+            url: redacted.clone(),
+            encoding: name,
+            reason: e.to_string(),
+        };
         let mut body = Vec::new();
-        while let Some(c) = resp.chunk().await.map_err(|e| network(redacted, e))? {
-            if body.len() as u64 + c.len() as u64 > limit {
+        let take = |body: &mut Vec<u8>, data: &[u8]| {
+            if body.len() as u64 + data.len() as u64 > limit {
                 return Err(too_big());
             }
-            body.extend_from_slice(&c);
+            body.extend_from_slice(data);
+            Ok(())
+        };
+        while let Some(c) = resp.chunk().await.map_err(|e| network(redacted, e))? {
+            match &mut decoder {
+                None => take(&mut body, &c)?,
+                Some(d) => {
+                    for piece in c.chunks(FEED_LIMIT) {
+                        take(&mut body, &d.feed(piece).map_err(|e| bad(d.name(), e))?)?;
+                    }
+                }
+            }
+        }
+        if let Some(d) = decoder {
+            let name = d.name();
+            take(&mut body, &d.finish().map_err(|e| bad(name, e))?)?;
         }
         Ok(body)
     }
@@ -437,6 +480,7 @@ impl HttpSource {
             total: None,
             etag: None,
             last_modified: None,
+            encoded: false,
             report: SourceReport::default(),
         };
         let mut url_idx = 0;
@@ -491,7 +535,10 @@ impl HttpSource {
     ) -> Result<(), ImageError> {
         let mut req = self.get(url);
         let resuming = st.pos > 0;
-        if resuming {
+        // A Range addresses the encoded bytes of a compressed transfer, not the image's:
+        // such a download can only read from byte 0 again.
+        let ranged = resuming && !st.encoded;
+        if ranged {
             req = req.header(RANGE, format!("bytes={}-", st.pos));
             if let Some(v) = st.etag.clone().or_else(|| st.last_modified.clone()) {
                 req = req.header(IF_RANGE, v);
@@ -505,18 +552,32 @@ impl HttpSource {
             url: redacted.clone(),
             status: status.as_u16(),
         };
+        let decoder_for = |h: &HeaderMap| {
+            let value = h
+                .get(CONTENT_ENCODING)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+            ContentDecoder::for_header(value.as_deref()).map_err(|e| {
+                ImageError::UnsupportedEncoding {
+                    url: redacted.clone(),
+                    encoding: e.0,
+                }
+            })
+        };
         // Bytes of this body to drop before the stream continues.
         let mut skip = 0;
+        let mut decoder;
         match status {
-            StatusCode::PARTIAL_CONTENT if resuming => {
-                let ok = headers
-                    .get(CONTENT_RANGE)
-                    .and_then(content_range)
-                    .is_some_and(|(a, b, c)| {
-                        a == st.pos
-                            && b.checked_add(1) == Some(c)
-                            && st.total.is_none_or(|t| t == c)
-                    });
+            StatusCode::PARTIAL_CONTENT if ranged => {
+                decoder = decoder_for(&headers)?;
+                let ok = decoder.is_none()
+                    && headers
+                        .get(CONTENT_RANGE)
+                        .and_then(content_range)
+                        .is_some_and(|(a, b, c)| {
+                            a == st.pos
+                                && b.checked_add(1) == Some(c)
+                                && st.total.is_none_or(|t| t == c)
+                        });
                 if !ok {
                     // Not the range we asked for: read the whole image again instead.
                     tracing::warn!(url = %redacted, "unusable Content-Range in a 206 answer; restarting from byte 0");
@@ -529,6 +590,7 @@ impl HttpSource {
                     if resp.status() != StatusCode::OK {
                         return Err(http(resp.status()));
                     }
+                    decoder = decoder_for(resp.headers())?;
                     skip = st.pos;
                     st.report.restarted += 1;
                 } else {
@@ -545,31 +607,54 @@ impl HttpSource {
                 }
             }
             StatusCode::OK => {
+                decoder = decoder_for(&headers)?;
                 if resuming {
+                    // An encoded length says nothing about the image's.
+                    let length_differs = decoder.is_none()
+                        && st.total.is_some()
+                        && resp.content_length() != st.total;
                     let changed = (st.etag.is_some() && strong_etag(&headers) != st.etag)
                         || (st.etag.is_none()
                             && st.last_modified.is_some()
                             && headers.get(LAST_MODIFIED) != st.last_modified.as_ref())
-                        || (st.total.is_some() && resp.content_length() != st.total);
+                        || length_differs;
                     if changed {
                         return Err(ImageError::SourceChanged {
                             url: redacted.clone(),
                         });
                     }
-                    tracing::warn!(url = %redacted, from = st.pos, "server ignored the Range request; reading from byte 0 again");
+                    if ranged {
+                        tracing::warn!(url = %redacted, from = st.pos, "server ignored the Range request; reading from byte 0 again");
+                    } else {
+                        tracing::warn!(url = %redacted, from = st.pos, "a compressed transfer cannot resume; reading from byte 0 again");
+                    }
                     skip = st.pos;
                     st.report.restarted += 1;
                 } else {
-                    st.total = resp.content_length();
+                    st.encoded = decoder.is_some();
+                    st.total = if st.encoded {
+                        None
+                    } else {
+                        resp.content_length()
+                    };
                     st.etag = strong_etag(&headers);
                     st.last_modified = headers.get(LAST_MODIFIED).cloned();
                     if let Some(t) = st.total {
                         st.progress.set_total(t);
                     }
+                    if let Some(d) = &decoder {
+                        tracing::info!(url = %redacted, encoding = d.name(),
+                            "the server compressed the transfer; decoding it before hashing");
+                    }
                 }
             }
             s => return Err(http(s)),
         }
+        let bad_encoding = |name: &'static str, e: std::io::Error| ImageError::BadEncoding {
+            url: redacted.clone(),
+            encoding: name,
+            reason: e.to_string(),
+        };
         loop {
             let chunk = match resp.chunk().await {
                 Ok(Some(c)) => c,
@@ -595,42 +680,20 @@ impl HttpSource {
                 }
             };
             st.report.downloaded += chunk.len() as u64;
-            let mut data = &chunk[..];
-            if skip > 0 {
-                let n = usize::try_from(skip).unwrap_or(usize::MAX).min(data.len());
-                skip -= n as u64;
-                data = &data[n..];
-            }
-            st.progress.add_downloaded(data.len() as u64);
-            if let Some(expected) = st.total {
-                if st.pos + data.len() as u64 > expected {
-                    return Err(ImageError::TooManyBytes {
-                        url: redacted.clone(),
-                        expected,
-                    });
+            match &mut decoder {
+                None => push(st, &chunk, &mut skip, redacted).await?,
+                Some(d) => {
+                    for piece in chunk.chunks(FEED_LIMIT) {
+                        let plain = d.feed(piece).map_err(|e| bad_encoding(d.name(), e))?;
+                        push(st, &plain, &mut skip, redacted).await?;
+                    }
                 }
             }
-            while !data.is_empty() {
-                let buf = match &mut st.cur {
-                    Some(b) => b,
-                    None => st.cur.insert(st.pool.get().await),
-                };
-                let n = buf.extend_from_slice(data);
-                data = &data[n..];
-                st.pos += n as u64;
-                if buf.is_full() {
-                    let buf = st.cur.take().expect("just filled");
-                    let len = buf.len() as u64;
-                    st.tx
-                        .send(Chunk {
-                            offset: st.sent,
-                            buf,
-                        })
-                        .await
-                        .map_err(|_| ImageError::Aborted)?;
-                    st.sent += len;
-                }
-            }
+        }
+        if let Some(d) = decoder {
+            let name = d.name();
+            let plain = d.finish().map_err(|e| bad_encoding(name, e))?;
+            push(st, &plain, &mut skip, redacted).await?;
         }
         if skip > 0 {
             return Err(ImageError::Truncated {
@@ -650,6 +713,52 @@ impl HttpSource {
         }
         Ok(())
     }
+}
+
+/// Takes `data` (image bytes of one body, decoded) into the stream: drops what `skip`
+/// still owes, fills pool buffers and sends the full ones downstream.
+async fn push(
+    st: &mut Stream<'_>,
+    mut data: &[u8],
+    skip: &mut u64,
+    redacted: &RedactedUrl,
+) -> Result<(), ImageError> {
+    if *skip > 0 {
+        let n = usize::try_from(*skip).unwrap_or(usize::MAX).min(data.len());
+        *skip -= n as u64;
+        data = &data[n..];
+    }
+    st.progress.add_downloaded(data.len() as u64);
+    if let Some(expected) = st.total {
+        if st.pos + data.len() as u64 > expected {
+            return Err(ImageError::TooManyBytes {
+                url: redacted.clone(),
+                expected,
+            });
+        }
+    }
+    while !data.is_empty() {
+        let buf = match &mut st.cur {
+            Some(b) => b,
+            None => st.cur.insert(st.pool.get().await),
+        };
+        let n = buf.extend_from_slice(data);
+        data = &data[n..];
+        st.pos += n as u64;
+        if buf.is_full() {
+            let buf = st.cur.take().expect("just filled");
+            let len = buf.len() as u64;
+            st.tx
+                .send(Chunk {
+                    offset: st.sent,
+                    buf,
+                })
+                .await
+                .map_err(|_| ImageError::Aborted)?;
+            st.sent += len;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -40,6 +40,9 @@ pub struct Behaviour {
     /// Strong ETag sent from the second response on (the image re-published with the
     /// same bytes, or another backend); an `If-Range` naming another ETag gets a 200.
     pub etag_later: Option<String>,
+    /// `gzip` or `deflate`: every body is sent compressed with this `Content-Encoding`,
+    /// whatever the client accepts (ranges count the compressed bytes).
+    pub content_encoding: Option<&'static str>,
 }
 
 /// One request as received.
@@ -55,6 +58,8 @@ pub struct Recorded {
     pub if_range: Option<String>,
     /// `Authorization` header.
     pub authorization: Option<String>,
+    /// `Accept-Encoding` header.
+    pub accept_encoding: Option<String>,
 }
 
 #[derive(Default)]
@@ -172,6 +177,7 @@ async fn serve(mut sock: TcpStream, state: Arc<Mutex<State>>) {
             range: range.clone(),
             if_range: if_range.clone(),
             authorization: headers.get("authorization").cloned(),
+            accept_encoding: headers.get("accept-encoding").cloned(),
         });
         let n = st.served;
         st.served += 1;
@@ -215,6 +221,10 @@ async fn serve(mut sock: TcpStream, state: Arc<Mutex<State>>) {
             first,
             cut,
         } => (body, behaviour, first, cut),
+    };
+    let body = match b.content_encoding {
+        Some(enc) => Arc::new(encode(enc, &body)),
+        None => body,
     };
     let total = body.len() as u64;
     let etag = match (&b.etag_later, first) {
@@ -261,6 +271,9 @@ async fn serve(mut sock: TcpStream, state: Arc<Mutex<State>>) {
         head.push_str("Transfer-Encoding: chunked\r\n");
     } else if let Some(l) = length {
         head.push_str(&format!("Content-Length: {l}\r\n"));
+    }
+    if let Some(enc) = b.content_encoding {
+        head.push_str(&format!("Content-Encoding: {enc}\r\n"));
     }
     if let Some(e) = &etag {
         head.push_str(&format!("ETag: \"{e}\"\r\n"));
@@ -316,5 +329,24 @@ async fn write_piece(sock: &mut TcpStream, piece: &[u8], chunked: bool) -> std::
         sock.write_all(b"\r\n").await
     } else {
         sock.write_all(piece).await
+    }
+}
+
+/// `body` compressed as `Content-Encoding: enc` (RFC 9110: deflate is zlib-wrapped).
+fn encode(enc: &str, body: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let level = flate2::Compression::fast();
+    match enc {
+        "gzip" => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), level);
+            e.write_all(body).expect("in memory");
+            e.finish().expect("in memory")
+        }
+        "deflate" => {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), level);
+            e.write_all(body).expect("in memory");
+            e.finish().expect("in memory")
+        }
+        other => panic!("no encoder for {other}"),
     }
 }

@@ -264,6 +264,25 @@ fn network(url: &RedactedUrl, e: reqwest::Error) -> ImageError {
     }
 }
 
+/// The decoder for a response's `Content-Encoding`, `None` for identity.
+fn content_decoder(h: &HeaderMap, url: &RedactedUrl) -> Result<Option<ContentDecoder>, ImageError> {
+    let value = h
+        .get(CONTENT_ENCODING)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    ContentDecoder::for_header(value.as_deref()).map_err(|e| ImageError::UnsupportedEncoding {
+        url: url.clone(),
+        encoding: e.0,
+    })
+}
+
+fn bad_encoding(url: &RedactedUrl, encoding: &'static str, e: std::io::Error) -> ImageError {
+    ImageError::BadEncoding {
+        url: url.clone(),
+        encoding,
+        reason: e.to_string(),
+    }
+}
+
 /// Parses `bytes a-b/c` into (a, b, c).
 fn content_range(v: &HeaderValue) -> Option<(u64, u64, u64)> {
     let s = v.to_str().ok()?.trim().strip_prefix("bytes ")?;
@@ -391,21 +410,8 @@ impl HttpSource {
         if resp.content_length().is_some_and(|l| l > limit) {
             return Err(too_big());
         }
-        let value = resp
-            .headers()
-            .get(CONTENT_ENCODING)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-        let mut decoder = ContentDecoder::for_header(value.as_deref()).map_err(|e| {
-            ImageError::UnsupportedEncoding {
-                url: redacted.clone(),
-                encoding: e.0,
-            }
-        })?;
-        let bad = |name: &'static str, e: std::io::Error| ImageError::BadEncoding {
-            url: redacted.clone(),
-            encoding: name,
-            reason: e.to_string(),
-        };
+        let mut decoder = content_decoder(resp.headers(), redacted)?;
+        let bad = |name, e| bad_encoding(redacted, name, e);
         let mut body = Vec::new();
         let take = |body: &mut Vec<u8>, data: &[u8]| {
             if body.len() as u64 + data.len() as u64 > limit {
@@ -513,13 +519,7 @@ impl HttpSource {
         }
         if let Some(buf) = st.cur.take() {
             if !buf.is_empty() {
-                st.tx
-                    .send(Chunk {
-                        offset: st.sent,
-                        buf,
-                    })
-                    .await
-                    .map_err(|_| ImageError::Aborted)?;
+                send(&mut st, buf).await?;
             }
         }
         st.report.bytes = st.pos;
@@ -552,17 +552,7 @@ impl HttpSource {
             url: redacted.clone(),
             status: status.as_u16(),
         };
-        let decoder_for = |h: &HeaderMap| {
-            let value = h
-                .get(CONTENT_ENCODING)
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-            ContentDecoder::for_header(value.as_deref()).map_err(|e| {
-                ImageError::UnsupportedEncoding {
-                    url: redacted.clone(),
-                    encoding: e.0,
-                }
-            })
-        };
+        let decoder_for = |h: &HeaderMap| content_decoder(h, redacted);
         // Bytes of this body to drop before the stream continues.
         let mut skip = 0;
         let mut decoder;
@@ -650,11 +640,7 @@ impl HttpSource {
             }
             s => return Err(http(s)),
         }
-        let bad_encoding = |name: &'static str, e: std::io::Error| ImageError::BadEncoding {
-            url: redacted.clone(),
-            encoding: name,
-            reason: e.to_string(),
-        };
+        let bad_encoding = |name, e| bad_encoding(redacted, name, e);
         loop {
             let chunk = match resp.chunk().await {
                 Ok(Some(c)) => c,
@@ -747,17 +733,23 @@ async fn push(
         st.pos += n as u64;
         if buf.is_full() {
             let buf = st.cur.take().expect("just filled");
-            let len = buf.len() as u64;
-            st.tx
-                .send(Chunk {
-                    offset: st.sent,
-                    buf,
-                })
-                .await
-                .map_err(|_| ImageError::Aborted)?;
-            st.sent += len;
+            send(st, buf).await?;
         }
     }
+    Ok(())
+}
+
+/// Sends a buffer downstream at the stream's next offset.
+async fn send(st: &mut Stream<'_>, buf: Buf) -> Result<(), ImageError> {
+    let len = buf.len() as u64;
+    st.tx
+        .send(Chunk {
+            offset: st.sent,
+            buf,
+        })
+        .await
+        .map_err(|_| ImageError::Aborted)?;
+    st.sent += len;
     Ok(())
 }
 

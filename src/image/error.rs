@@ -84,7 +84,7 @@ pub enum ImageError {
     },
     /// No byte of the body arrived within the read timeout
     /// (`image_download_connection_timeout`).
-    #[error("GET {url}: timed out after {} s reading the body, {received} of {} bytes received", secs(*.after), expected.map_or_else(|| "?".to_owned(), |e| e.to_string()))]
+    #[error("GET {url}: timed out after {} s reading the body, {}", secs(*.after), share(*.received, *.expected))]
     Timeout {
         /// The URL, redacted.
         url: RedactedUrl,
@@ -225,6 +225,14 @@ impl From<InvalidUrl> for ImageError {
     }
 }
 
+/// "N of M bytes received", or "N bytes received" without an announced size.
+fn share(received: u64, expected: Option<u64>) -> String {
+    match expected {
+        Some(e) => format!("{received} of {e} bytes received"),
+        None => format!("{received} bytes received"),
+    }
+}
+
 /// Seconds for messages: whole when whole, else with the fraction.
 fn secs(d: std::time::Duration) -> String {
     if d.subsec_nanos() == 0 {
@@ -297,6 +305,25 @@ mod tests {
             what: "target"
         }
         .is_transient());
+    }
+
+    #[test]
+    fn a_body_timeout_says_so_with_or_without_a_length() {
+        let e = ImageError::Timeout {
+            url: url(),
+            after: std::time::Duration::from_secs(60),
+            received: 512,
+            expected: None,
+        };
+        assert!(e.is_transient());
+        assert_eq!(
+            e.to_string(),
+            "GET http://h/i.img?***: timed out after 60 s reading the body, 512 bytes received"
+        );
+        assert!(
+            matches!(e.to_command_error("img"), CommandError::ImageDownloadTimeout(d)
+            if d == format!("Download of image img failed: Timed out reading next chunk from webserver: {e}"))
+        );
     }
 
     #[test]

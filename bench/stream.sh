@@ -9,6 +9,11 @@
 #     release build: the agent's write_image path, decode stage from
 #     ira::deploy::decode::stage_for), the same with mimalloc (MIMALLOC_ARENA_EAGER_COMMIT=0),
 #     and IPA's own streaming code from PyPI (shared/bench-baselines/ipa_stream_driver.py);
+#   the whole write_image deploy step through the agent's HTTP API (API=1): the ira binary
+#     started --standalone with the loop device as its only allowed disk, then
+#     deploy.get_deploy_steps and deploy.execute_deploy_step write_image (raw, sha256) as
+#     the conductor sends them, polled to completion (bench/write_image_api.py); its
+#     in-process figure is the step alone, beside ira_sha256 (the pipeline alone);
 #   qcow2 (QCOW2=1): the image as `qemu-img convert -c -O qcow2` and as a plain qcow2,
 #     streamed by ira over HTTP (disk_format qcow2, sha256 of the qcow2 file), beside
 #     `qemu-img convert -f qcow2 -t none -W -O raw <local qcow2> <device>` + `sync <device>`.
@@ -16,8 +21,11 @@
 # back with O_DIRECT and compared with the raw image: a run that skips or garbles a range
 # stops the benchmark. Each figure is whole-process wall time and peak RSS (/usr/bin/time);
 # ratios compare runs of the same round (machines of this kind drift by +-25 % over minutes).
-# Knobs: BIN / BIN_MI (prebuilt stream_image / stream_image_mimalloc; built if unset),
-#   NICE=-5 (niceness of every measured process), MIMALLOC=0, QCOW2=0, IRA_ARGS="--writers 2".
+# Knobs: BIN / BIN_MI / IRA_BIN (prebuilt stream_image / stream_image_mimalloc / ira; built
+#   if BIN is unset), NICE=-5 (niceness of every measured process), MIMALLOC=0, QCOW2=0,
+#   IPA=0, API=0, IRA_ARGS="--writers 2". A quick check of the script itself:
+#   ROUNDS=1 SIZE_MIB=64 QCOW2=0 MIMALLOC=0 IPA=0 BIN=target/debug/examples/stream_image
+#   IRA_BIN=target/debug/ira bash bench/stream.sh (debug builds: figures meaningless).
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
@@ -29,6 +37,8 @@ SIZE_MIB=${SIZE_MIB:-2048}
 NICE=${NICE:-0}
 QCOW2=${QCOW2:-1}
 MIMALLOC=${MIMALLOC:-1}
+IPA=${IPA:-1}
+API=${API:-1}
 IRA_ARGS=${IRA_ARGS:-}
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 SHARED=${SHARED:-$REPO/../shared}
@@ -37,18 +47,23 @@ case "$WORK" in /var/tmp/*) ;; *) echo "WORK must lie under /var/tmp" >&2; exit 
 
 if [ -z "${BIN:-}" ]; then
     cargo build -q --release --target x86_64-unknown-linux-musl \
-        --example stream_image --example stream_image_mimalloc
+        --example stream_image --example stream_image_mimalloc --bin ira
     BIN=$TARGET_DIR/x86_64-unknown-linux-musl/release/examples/stream_image
     BIN_MI=$TARGET_DIR/x86_64-unknown-linux-musl/release/examples/stream_image_mimalloc
+    IRA_BIN=${IRA_BIN:-$TARGET_DIR/x86_64-unknown-linux-musl/release/ira}
 fi
 [ "$MIMALLOC" = 1 ] && [ -z "${BIN_MI:-}" ] && { echo "set BIN_MI or MIMALLOC=0" >&2; exit 1; }
-if [ ! -x "$IRA_CACHE/ipa-venv/bin/python" ] ||
-    ! "$IRA_CACHE/ipa-venv/bin/python" -c 'import ironic_python_agent' 2>/dev/null; then
+[ "$API" = 1 ] && [ -z "${IRA_BIN:-}" ] && { echo "set IRA_BIN or API=0" >&2; exit 1; }
+if [ "$IPA" = 1 ] && { [ ! -x "$IRA_CACHE/ipa-venv/bin/python" ] ||
+    ! "$IRA_CACHE/ipa-venv/bin/python" -c 'import ironic_python_agent' 2>/dev/null; }; then
     python3 -m venv "$IRA_CACHE/ipa-venv"
     "$IRA_CACHE/ipa-venv/bin/pip" install -q ironic-python-agent
 fi
 mkdir -p "$WORK"
-IMG=$WORK/mixed-$SIZE_MIB.img
+# An MBR with one partition over the data: the whole write_image step refuses a disk image
+# without a partition table, and an MBR (unlike a GPT, whose backup header the step moves
+# to the end of the device) leaves the device byte for byte equal to the image.
+IMG=$WORK/mixed-mbr-$SIZE_MIB.img
 if [ ! -f "$IMG" ]; then
     # Random runs and zero runs of 64 KiB to 8 MiB, about half each.
     python3 - "$IMG" "$SIZE_MIB" <<'PY'
@@ -62,11 +77,13 @@ with open(path + ".tmp", "wb") as f:
         f.write(os.urandom(n) if data else bytes(n))
         left -= n
         data = not data
-os.replace(path + ".tmp", path)
 PY
+    echo 'label: dos
+start=2048, type=83' | sfdisk -q "$IMG.tmp" >/dev/null
+    mv "$IMG.tmp" "$IMG"
 fi
-QC=$WORK/mixed-$SIZE_MIB.c.qcow2
-QP=$WORK/mixed-$SIZE_MIB.qcow2
+QC=$WORK/mixed-mbr-$SIZE_MIB.c.qcow2
+QP=$WORK/mixed-mbr-$SIZE_MIB.qcow2
 if [ "$QCOW2" = 1 ]; then
     [ -f "$QP" ] || { qemu-img convert -f raw -O qcow2 "$IMG" "$QP.tmp" && mv "$QP.tmp" "$QP"; }
     [ -f "$QC" ] || { qemu-img convert -c -f raw -O qcow2 "$IMG" "$QC.tmp" && mv "$QC.tmp" "$QC"; }
@@ -90,7 +107,7 @@ RESULTS=$WORK/stream-results-$(date -u +%Y%m%dT%H%M%SZ).txt # kept: one line per
 cleanup() {
     kill "$HTTP_PID" 2>/dev/null || true
     losetup -d "$LOOP" 2>/dev/null || true
-    rm -f "$BACKING" "$RESULTS.t" "$RESULTS.e" "$RESULTS.o"
+    rm -f "$BACKING" "$RESULTS.t" "$RESULTS.e" "$RESULTS.o" "$WORK/write-image-api.cmdline"
 }
 trap cleanup EXIT
 URL=http://127.0.0.1:$PORT/$(basename "$IMG")
@@ -140,7 +157,7 @@ write() { # round name command...: a measured write between scramble and verify
     verify "$2"
 }
 # Commands run under nice and time, so no shell functions: arrays.
-IPA=(env IPA_BENCH_SAFE_ROOT="$WORK/" "$IRA_CACHE/ipa-venv/bin/python" "$DRIVER")
+IPA_CMD=(env IPA_BENCH_SAFE_ROOT="$WORK/" "$IRA_CACHE/ipa-venv/bin/python" "$DRIVER")
 MI=(env MIMALLOC_ARENA_EAGER_COMMIT=0 "${BIN_MI:-}")
 # The local qcow2 onto the device as fast as qemu-img goes (-t none -W), then durable.
 # shellcheck disable=SC2016
@@ -168,8 +185,14 @@ for r in $(seq "$ROUNDS"); do
         # shellcheck disable=SC2086
         write "$r" ira_mimalloc_sha512 "${MI[@]}" "$URL" "$LOOP" sha512 "$SHA512" $IRA_ARGS
     fi
-    write "$r" ipa_sha256 "${IPA[@]}" "$URL" "$SHA256" "$LOOP" --no-post
-    write "$r" ipa_sha512 "${IPA[@]}" "$URL" "$SHA512" "$LOOP" --no-post
+    if [ "$API" = 1 ]; then
+        write "$r" ira_api_write_image python3 "$REPO/bench/write_image_api.py" \
+            "$IRA_BIN" "$LOOP" "$URL" "$SHA256" "$WORK"
+    fi
+    if [ "$IPA" = 1 ]; then
+        write "$r" ipa_sha256 "${IPA_CMD[@]}" "$URL" "$SHA256" "$LOOP" --no-post
+        write "$r" ipa_sha512 "${IPA_CMD[@]}" "$URL" "$SHA512" "$LOOP" --no-post
+    fi
     if [ "$QCOW2" = 1 ]; then
         warm
         measure "$r" curl_qcow2c curl -sf -o /dev/null "$QC_URL"
@@ -217,6 +240,8 @@ def compare(name):
     out = []
     if name.startswith(("ira", "ipa")) and "qcow2" not in name:
         out.append(f"{ratio(runs, lambda r: floor(r, algo))} of floor max(dd, openssl {algo}, curl)")
+    if name == "ira_api_write_image":
+        out.append(f"{ratio(runs, lambda r: t('ira_sha256', r))} of ira_sha256 (the pipeline alone)")
     if name.startswith("ipa"):
         out.append(f"ira is {ratio({r: (by['ira_' + algo][r][0], 0, 0) for r in runs}, lambda r: runs[r][0])} of IPA's time")
     if name.startswith("ira_mimalloc"):
@@ -240,6 +265,7 @@ print(f"\nfloor per round (slowest stage alone): sha256 "
       + ", ".join(f"{floor(r, 'sha256'):.2f}" for r in sorted(by['curl']))
       + " s; sha512 " + ", ".join(f"{floor(r, 'sha512'):.2f}" for r in sorted(by['curl'])) + " s")
 print("MB/s = image bytes (raw size, also for qcow2) / median wall time; RSS = median of the runs' peaks; "
-      "in-proc = the write timed inside the process (ira: pipeline; IPA: method + fsync); "
+      "in-proc = the write timed inside the process (ira: pipeline; ira_api_write_image: the step, "
+      "first POST to last poll; IPA: method + fsync); "
       "CPU s = median user + system time of the process")
 PY

@@ -27,6 +27,7 @@ pub mod ironic;
 pub mod partition;
 pub mod state;
 pub mod task;
+pub mod tls_client;
 
 pub use ira_hw as hw;
 

@@ -18,9 +18,11 @@ use ira::image::checksum::{HashAlgo, Hasher};
 use ira::image::error::ImageError;
 use ira::image::format::Compression;
 use ira::image::info::ImageInfo;
-use ira::image::pipeline::{write_image, write_raw_image, Decode, Progress, WriteOptions};
+use ira::image::pipeline::{
+    write_image, write_raw_image, Decode, Progress, WriteOptions, WriteReport,
+};
 use ira::image::sink::PositionalSink;
-use ira::image::source::SourceOptions;
+use ira::image::source::{HttpSource, RetryBudget, SourceOptions};
 use serde_json::{json, Value};
 
 const MIB: usize = 1 << 20;
@@ -360,32 +362,62 @@ async fn a_refused_range_reads_from_zero_again_and_drops_what_it_had() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_server_times_out_and_the_download_resumes() {
-    let data = image(4 * MIB, 10);
-    let srv = serve(
-        &data,
-        Behaviour {
-            stall: Some((MIB as u64, Duration::from_millis(1500))),
-            ..Behaviour::default()
-        },
-    )
-    .await;
+/// One write of `data` from a server behaving as `b` onto a temp file.
+struct Served {
+    res: Result<WriteReport, ImageError>,
+    tmp: tempfile::NamedTempFile,
+    opts: WriteOptions,
+    srv: MisbehavingServer,
+    took: Duration,
+}
+
+/// Writes `data` served as `b` with `retries` and, if given, that read timeout.
+async fn write_served(
+    data: &[u8],
+    b: Behaviour,
+    retries: u32,
+    timeout: Option<Duration>,
+) -> Served {
+    let srv = serve(data, b).await;
     let tmp = tempfile::NamedTempFile::new().unwrap();
-    let mut o = opts(tmp.path(), 2);
-    o.source.timeout = Duration::from_millis(300);
+    let mut o = opts(tmp.path(), retries);
+    if let Some(t) = timeout {
+        o.source.timeout = t;
+    }
     let started = Instant::now();
-    let rep = write_raw_image(
-        &raw_info(&srv.url("/disk.img"), &data),
+    let res = write_raw_image(
+        &raw_info(&srv.url("/disk.img"), data),
         open_target(tmp.path()),
         &o,
     )
-    .await
-    .expect("write");
+    .await;
+    Served {
+        res,
+        tmp,
+        opts: o,
+        srv,
+        took: started.elapsed(),
+    }
+}
+
+/// A 1.5 s stall after the first MiB, under a 300 ms read timeout.
+async fn write_past_a_stall(data: &[u8], retries: u32) -> Served {
+    let stall = Behaviour {
+        stall: Some((MIB as u64, Duration::from_millis(1500))),
+        ..Behaviour::default()
+    };
+    write_served(data, stall, retries, Some(Duration::from_millis(300))).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_server_times_out_and_the_download_resumes() {
+    let data = image(4 * MIB, 10);
+    let Served { res, tmp, took, .. } = write_past_a_stall(&data, 2).await;
+    let rep = res.expect("write");
     assert_eq!(std::fs::read(tmp.path()).unwrap(), data);
     assert_eq!(rep.resumed, 1);
     assert!(
-        started.elapsed() < Duration::from_millis(1400),
+        took < Duration::from_millis(1400),
         "did not wait out the stall"
     );
 }
@@ -776,4 +808,167 @@ async fn a_qcow2_image_streams_through_the_gate_and_the_qcow2_reader() {
         std::fs::read(tmp.path()).unwrap() == data,
         "guest disk differs"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_head_returns_the_first_bytes_and_the_announced_length() {
+    let data = image(8 * MIB, 21);
+    let budget = RetryBudget::new(2, Duration::from_millis(1));
+    // A first answer cut before the head is complete is retried like a download.
+    let srv = serve(
+        &data,
+        Behaviour {
+            cut_after: vec![1000],
+            ..Behaviour::default()
+        },
+    )
+    .await;
+    let inf = raw_info(&srv.url("/disk.img"), &data);
+    let src = HttpSource::new(&inf, &opts(Path::new("t"), 2).source).unwrap();
+    let head = src.read_head(64 << 10, &budget).await.expect("head");
+    assert_eq!(head.bytes, &data[..64 << 10]);
+    assert_eq!(head.total, Some(data.len() as u64));
+    // Chunked: no length announced; an image shorter than asked comes back whole.
+    let short = image(5000, 22);
+    let srv = serve(
+        &short,
+        Behaviour {
+            chunked: true,
+            ..Behaviour::default()
+        },
+    )
+    .await;
+    let inf = raw_info(&srv.url("/disk.img"), &short);
+    let src = HttpSource::new(&inf, &opts(Path::new("t"), 0).source).unwrap();
+    let head = src.read_head(64 << 10, &budget).await.expect("head");
+    assert_eq!(head.bytes, short);
+    assert_eq!(head.total, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_etag_with_the_same_bytes_restarts_from_zero_and_succeeds() {
+    let data = image(6 * MIB + 77, 23);
+    let republished = Behaviour {
+        cut_after: vec![3 * MIB as u64],
+        etag: Some("backend-a".into()),
+        etag_later: Some("backend-b".into()),
+        ..Behaviour::default()
+    };
+    let Served { res, tmp, srv, .. } = write_served(&data, republished, 3, None).await;
+    let rep = res.expect("a re-published image with the same bytes is written");
+    assert_eq!(std::fs::read(tmp.path()).unwrap(), data);
+    assert_eq!(rep.attempts, 2, "one restart from byte 0: {rep:?}");
+    let reqs = srv.requests();
+    assert_eq!(reqs.len(), 3, "{reqs:?}");
+    assert_eq!(reqs[1].if_range.as_deref(), Some("\"backend-a\""));
+    assert_eq!(reqs[2].range, None, "the restart reads from byte 0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_timeout_mid_body_is_reported_as_a_timeout() {
+    let data = image(4 * MIB, 24);
+    let err = write_past_a_stall(&data, 0).await.res.unwrap_err();
+    assert!(matches!(err, ImageError::Timeout { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("timed out after 0.3 s reading the body"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("of {} bytes", data.len())), "{text}");
+    assert!(!text.contains("body ended"), "{text}");
+    match err.to_command_error("img-1") {
+        ira::errors::CommandError::ImageDownloadTimeout(d) => assert!(
+            d.starts_with("Download of image img-1 failed: Timed out reading next chunk"),
+            "{d}"
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_shows_the_attempt_and_its_own_bytes_never_more_than_the_total() {
+    // Retried checksum mismatches: each attempt counts from zero.
+    let tmp = tempfile::NamedTempFile::new().unwrap();
+    let data = image(2 * MIB, 25);
+    let srv = serve(&data, Behaviour::default()).await;
+    let mut inf = raw_info(&srv.url("/disk.img"), &data);
+    inf.os_hash_value = Some("f".repeat(64));
+    let o = opts(tmp.path(), 2);
+    let err = write_raw_image(&inf, open_target(tmp.path()), &o)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ImageError::Checksum { .. }), "{err}");
+    assert_eq!(srv.count("/disk.img"), 3);
+    assert_eq!(o.progress.downloaded(), data.len() as u64);
+    let line = o.progress.summary();
+    assert!(
+        line.starts_with("attempt 3 of 3: 2 of 2 MiB downloaded"),
+        "{line}"
+    );
+    // A refused Range sends the start again within one attempt: counted once.
+    let data = image(4 * MIB, 26);
+    let refused = Behaviour {
+        cut_after: vec![3 * MIB as u64],
+        ignore_range: true,
+        ..Behaviour::default()
+    };
+    let Served { res, opts: o, .. } = write_served(&data, refused, 2, None).await;
+    let rep = res.expect("write");
+    assert_eq!(rep.restarted, 1);
+    assert!(rep.downloaded > data.len() as u64, "{rep:?}");
+    assert_eq!(o.progress.downloaded(), data.len() as u64);
+    assert_eq!(o.progress.summary(), "4 of 4 MiB downloaded, 4 MiB written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compressed_transfer_is_decoded_and_the_image_hashed() {
+    let data = image(5 * MIB + 123, 27);
+    for (enc, cut) in [
+        ("gzip", vec![]),
+        ("deflate", vec![]),
+        // Dropped mid-body: a compressed transfer reads from byte 0 again, no Range.
+        ("gzip", vec![MIB as u64]),
+    ] {
+        let compressing = Behaviour {
+            content_encoding: Some(enc),
+            cut_after: cut.clone(),
+            ..Behaviour::default()
+        };
+        let Served {
+            res,
+            tmp,
+            opts: o,
+            srv,
+            ..
+        } = write_served(&data, compressing, 2, None).await;
+        let rep = res.unwrap_or_else(|e| panic!("{enc} {cut:?}: {e}"));
+        assert_eq!(std::fs::read(tmp.path()).unwrap(), data, "{enc}");
+        assert_eq!(rep.image_size, data.len() as u64);
+        assert_eq!(
+            rep.stream_size,
+            data.len() as u64,
+            "hashed the decoded image"
+        );
+        assert_eq!(
+            rep.compression, None,
+            "not taken for a compressed image file"
+        );
+        let reqs = srv.requests();
+        assert!(
+            reqs.iter()
+                .all(|r| r.accept_encoding.as_deref() == Some("identity")),
+            "{reqs:?}"
+        );
+        if cut.is_empty() {
+            assert_eq!(reqs.len(), 1);
+        } else {
+            assert_eq!(
+                (reqs.len(), rep.restarted, rep.attempts),
+                (2, 1, 1),
+                "{rep:?}"
+            );
+            assert_eq!(reqs[1].range, None);
+            assert_eq!(o.progress.downloaded(), data.len() as u64);
+        }
+    }
 }

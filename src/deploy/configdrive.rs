@@ -47,10 +47,8 @@ pub async fn fetch(
 async fn download(url: &str, source: &SourceOptions) -> Result<Vec<u8>, String> {
     let tls = match &source.tls {
         Some(t) => t.clone(),
-        None => {
-            crate::ironic::tls::client_config_with(false, None, "1.2", url.starts_with("https"))
-                .map_err(|e| e.to_string())?
-        }
+        None => crate::tls_client::client_config_with(false, None, "1.2", url.starts_with("https"))
+            .map_err(|e| e.to_string())?,
     };
     let client = reqwest::Client::builder()
         .tls_backend_preconfigured(tls)

@@ -343,7 +343,7 @@ fn download(
         .map_err(|_| "no runtime to download content on".to_owned())?;
     let url = url.to_owned();
     let fetched = handle.block_on(async move {
-        let tls = crate::ironic::tls::client_config_with(insecure, cafile.as_deref(), "1.2", true)
+        let tls = crate::tls_client::client_config_with(insecure, cafile.as_deref(), "1.2", true)
             .map_err(|e| e.to_string())?;
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)

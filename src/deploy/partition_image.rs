@@ -26,12 +26,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use nix::fcntl::PosixFadviseAdvice;
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::image::format::{self, Compression, FormatError};
-use crate::image::pipeline::Progress;
-use crate::image::pool::{BufPool, Chunk};
 use crate::image::source::{HttpSource, RetryBudget};
 use crate::image::{ImageError, ImageInfo};
 use crate::partition::configdrive::ConfigDriveImage;
@@ -194,30 +191,14 @@ async fn known_image_size(env: &DeployEnv, info: &ImageInfo) -> Result<Option<u6
     let opts = source_options(env)?;
     let source = HttpSource::new(info, &opts).map_err(|e| DeployError::image(&info.id, e))?;
     let budget = RetryBudget::new(opts.retries, opts.retry_interval);
-    let mut pool = BufPool::new(2, format::SNIFF_LEN);
-    let (tx, mut rx) = mpsc::channel::<Chunk>(1);
-    let fetch = async move {
-        let progress = Progress::new();
-        let res = source.stream(&mut pool, &tx, &budget, &progress).await;
-        drop(tx);
-        (res, progress.total())
-    };
-    let first = async move {
-        let chunk = rx.recv().await;
-        // Nobody reads further: the source stops at its next send.
-        drop(rx);
-        chunk
-    };
-    let ((res, total), first) = tokio::join!(fetch, first);
-    match res {
-        Ok(_) | Err(ImageError::Aborted) => {}
-        Err(e) => return Err(DeployError::image(&info.id, e)),
-    }
-    let head = first.map(|c| c.buf.as_slice().to_vec()).unwrap_or_default();
+    let head = source
+        .read_head(format::SNIFF_LEN, &budget)
+        .await
+        .map_err(|e| DeployError::image(&info.id, e))?;
     let settings = &env.settings;
     size_from_head(
-        &head,
-        total,
+        &head.bytes,
+        head.total,
         info.disk_format.as_deref(),
         &settings.permitted_image_formats,
         settings.disable_deep_image_inspection,

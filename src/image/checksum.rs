@@ -19,69 +19,13 @@ use std::fmt;
 use md5::Digest as _;
 
 use super::error::ImageError;
+pub use super::hash_algo::HashAlgo;
 use super::info::ImageInfo;
-use super::source::{HttpSource, RedactedUrl};
+use super::url::RedactedUrl;
 
 /// Largest checksum file read (real ones are a few KiB; SHA256SUMS of a whole
 /// distribution mirror stays under 100 KiB).
 pub const CHECKSUM_FILE_LIMIT: u64 = 1 << 20;
-
-/// A hash algorithm on the allow-list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HashAlgo {
-    /// SHA-256.
-    Sha256,
-    /// SHA-512 (Glance's default `os_hash_algo`).
-    Sha512,
-    /// MD5, only while the conductor enables it.
-    Md5,
-}
-
-impl HashAlgo {
-    /// The algorithm named `name` (as in `os_hash_algo`) if it is on the allow-list.
-    pub fn from_name(name: &str, md5_enabled: bool) -> Option<Self> {
-        match name.to_ascii_lowercase().as_str() {
-            "sha256" => Some(Self::Sha256),
-            "sha512" => Some(Self::Sha512),
-            "md5" if md5_enabled => Some(Self::Md5),
-            _ => None,
-        }
-    }
-
-    /// The algorithm whose hex digest has `len` characters.
-    pub fn from_hex_len(len: usize) -> Option<Self> {
-        match len {
-            64 => Some(Self::Sha256),
-            128 => Some(Self::Sha512),
-            32 => Some(Self::Md5),
-            _ => None,
-        }
-    }
-
-    /// Length of the hex digest.
-    pub fn hex_len(self) -> usize {
-        match self {
-            Self::Sha256 => 64,
-            Self::Sha512 => 128,
-            Self::Md5 => 32,
-        }
-    }
-
-    /// Lower-case name as IPA and Glance spell it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Sha256 => "sha256",
-            Self::Sha512 => "sha512",
-            Self::Md5 => "md5",
-        }
-    }
-}
-
-impl fmt::Display for HashAlgo {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// The digest an image must have.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,21 +129,6 @@ pub fn select(info: &ImageInfo, md5_enabled: bool) -> Result<ChecksumSource, Ima
             info.id,
             algo.unwrap_or("None")
         ))),
-    }
-}
-
-/// Resolves the expected digest, fetching a checksum file through `source` if needed.
-pub async fn resolve(
-    info: &ImageInfo,
-    md5_enabled: bool,
-    source: &HttpSource,
-) -> Result<Expected, ImageError> {
-    match select(info, md5_enabled)? {
-        ChecksumSource::Digest(e) => Ok(e),
-        ChecksumSource::Url { url, algo } => {
-            let body = source.fetch_bounded(&url, CHECKSUM_FILE_LIMIT).await?;
-            expected_from_file(info, &url, algo, &body, md5_enabled)
-        }
     }
 }
 

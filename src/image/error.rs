@@ -13,9 +13,9 @@ use std::path::PathBuf;
 
 use crate::errors::CommandError;
 
-use super::checksum::HashAlgo;
 use super::format::Compression;
-use super::source::RedactedUrl;
+use super::hash_algo::HashAlgo;
+use super::url::{InvalidUrl, RedactedUrl};
 
 /// Why an image could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +82,37 @@ pub enum ImageError {
         /// The announced size.
         expected: u64,
     },
+    /// No byte of the body arrived within the read timeout
+    /// (`image_download_connection_timeout`).
+    #[error("GET {url}: timed out after {} s reading the body, {}", secs(*.after), share(*.received, *.expected))]
+    Timeout {
+        /// The URL, redacted.
+        url: RedactedUrl,
+        /// The read timeout that ran out.
+        after: std::time::Duration,
+        /// Bytes of the image received so far.
+        received: u64,
+        /// The announced size, if any.
+        expected: Option<u64>,
+    },
+    /// The server sent a `Content-Encoding` this agent cannot decode.
+    #[error("GET {url}: unsupported Content-Encoding {encoding:?}")]
+    UnsupportedEncoding {
+        /// The URL, redacted.
+        url: RedactedUrl,
+        /// The encoding as sent.
+        encoding: String,
+    },
+    /// A gzip- or deflate-encoded body could not be decoded (corrupt or cut short).
+    #[error("GET {url}: decoding its {encoding} Content-Encoding failed: {reason}")]
+    BadEncoding {
+        /// The URL, redacted.
+        url: RedactedUrl,
+        /// The encoding.
+        encoding: &'static str,
+        /// The decoder's message.
+        reason: String,
+    },
     /// The image changed on the server between two requests of one download.
     #[error("GET {url}: the image changed on the server during the download")]
     SourceChanged {
@@ -142,6 +173,8 @@ impl ImageError {
         match self {
             Self::Http { status, .. } => *status >= 500,
             Self::Network { .. }
+            | Self::Timeout { .. }
+            | Self::BadEncoding { .. }
             | Self::Truncated { .. }
             | Self::SourceChanged { .. }
             | Self::Checksum { .. } => true,
@@ -166,6 +199,11 @@ impl ImageError {
         };
         match self {
             Self::InvalidParams(m) => CommandError::InvalidCommandParams(m.clone()),
+            // IPA's words for a stalled body (`ImageDownload.__iter__`), then the details.
+            Self::Timeout { .. } => CommandError::ImageDownloadTimeout(format!(
+                "Download of image {image_id} failed: Timed out reading next chunk from \
+                 webserver: {self}"
+            )),
             Self::Checksum { .. } => CommandError::ImageChecksum(self.to_string()),
             Self::Write { dev, .. } => CommandError::ImageWrite(format!(
                 "Writing image to device {} failed: {self}",
@@ -178,6 +216,29 @@ impl ImageError {
             Self::Internal(_) | Self::Aborted => CommandError::CommandExecution(self.to_string()),
             _ => download(self.to_string()),
         }
+    }
+}
+
+impl From<InvalidUrl> for ImageError {
+    fn from(e: InvalidUrl) -> Self {
+        Self::InvalidParams(e.to_string())
+    }
+}
+
+/// "N of M bytes received", or "N bytes received" without an announced size.
+fn share(received: u64, expected: Option<u64>) -> String {
+    match expected {
+        Some(e) => format!("{received} of {e} bytes received"),
+        None => format!("{received} bytes received"),
+    }
+}
+
+/// Seconds for messages: whole when whole, else with the fraction.
+fn secs(d: std::time::Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        d.as_secs().to_string()
+    } else {
+        format!("{:.1}", d.as_secs_f64())
     }
 }
 
@@ -244,6 +305,25 @@ mod tests {
             what: "target"
         }
         .is_transient());
+    }
+
+    #[test]
+    fn a_body_timeout_says_so_with_or_without_a_length() {
+        let e = ImageError::Timeout {
+            url: url(),
+            after: std::time::Duration::from_secs(60),
+            received: 512,
+            expected: None,
+        };
+        assert!(e.is_transient());
+        assert_eq!(
+            e.to_string(),
+            "GET http://h/i.img?***: timed out after 60 s reading the body, 512 bytes received"
+        );
+        assert!(
+            matches!(e.to_command_error("img"), CommandError::ImageDownloadTimeout(d)
+            if d == format!("Download of image img failed: Timed out reading next chunk from webserver: {e}"))
+        );
     }
 
     #[test]

@@ -119,7 +119,7 @@ fn lenient_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D:
 
 impl fmt::Debug for ImageInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let urls: Vec<String> = self.urls.iter().map(|u| super::source::redact(u)).collect();
+        let urls: Vec<String> = self.urls.iter().map(|u| super::url::redact(u)).collect();
         f.debug_struct("ImageInfo")
             .field("id", &self.id)
             .field("urls", &urls)
@@ -198,7 +198,7 @@ impl ImageInfo {
             if !is_url(u) {
                 return Err(invalid(format!(
                     "Image URL {} is not an http(s) URL.",
-                    super::source::redact(u)
+                    super::url::redact(u)
                 )));
             }
         }

@@ -7,6 +7,11 @@
 //! checksum, decompression, hold-back of the first MiB, the aligned disk sink) live in
 //! their own modules next to these and are tied together by the write step.
 //!
+//! The modules form layers, each using only those below it: vocabulary at the bottom
+//! (`url`, `hash_algo`, `progress`, `format`, `aligned`, `content_encoding`), then `error` and `info`, the
+//! stages (`pool`, `sink`, `holdback`, `decompress`, `checksum`, `source`, `stages`), and
+//! `pipeline`, which ties them together, on top.
+//!
 //! Order matters (INVARIANT 1): no parser that follows references inside an image runs on
 //! bytes that `format::gate` has not identified and checked first; raw is copied, never
 //! parsed.
@@ -16,14 +21,18 @@ pub mod qcow2;
 
 pub mod aligned;
 pub mod checksum;
+pub mod content_encoding;
 pub mod decompress;
 pub mod error;
+pub mod hash_algo;
 pub mod holdback;
 pub mod info;
 pub mod pipeline;
 pub mod pool;
+pub mod progress;
 pub mod sink;
 pub mod source;
 pub mod stages;
+pub mod url;
 pub use error::ImageError;
 pub use info::ImageInfo;

@@ -26,87 +26,25 @@
 //! Nothing touches the target before the checksum to verify against is known.
 
 use std::fs::File;
-use std::io::BufRead;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::checksum::{self, Expected, HashAlgo};
+use super::checksum::{self, Expected};
 use super::decompress::Compression;
 use super::error::ImageError;
+use super::hash_algo::HashAlgo;
 use super::holdback::{HoldBack, HOLD_BACK};
 use super::info::ImageInfo;
 use super::pool::{BufPool, Chunk};
+pub use super::progress::Progress;
 use super::sink::DiskSink;
-use super::source::{HttpSource, RedactedUrl, RetryBudget, SourceOptions, SourceReport};
-pub use super::stages::QueueSink;
+use super::source::{HttpSource, RetryBudget, SourceOptions, SourceReport};
 use super::stages::{decode_stage, hash_stage, write_stage, DecodeCfg};
-
-/// Shared counters of a running write, read by logs and the heartbeat status.
-#[derive(Debug, Default)]
-pub struct Progress {
-    downloaded: AtomicU64,
-    written: AtomicU64,
-    total: AtomicU64,
-}
-
-impl Progress {
-    /// Counters at zero.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Adds bytes received from the network.
-    pub fn add_downloaded(&self, n: u64) {
-        self.downloaded.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// Adds bytes written to the target.
-    pub fn add_written(&self, n: u64) {
-        self.written.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// Records the size the server announced.
-    pub fn set_total(&self, n: u64) {
-        self.total.store(n, Ordering::Relaxed);
-    }
-
-    /// Bytes received so far (re-sent bytes included).
-    pub fn downloaded(&self) -> u64 {
-        self.downloaded.load(Ordering::Relaxed)
-    }
-
-    /// Bytes written so far (the held-back start counts once committed).
-    pub fn written(&self) -> u64 {
-        self.written.load(Ordering::Relaxed)
-    }
-
-    /// The announced download size, if the server sent one.
-    pub fn total(&self) -> Option<u64> {
-        Some(self.total.load(Ordering::Relaxed)).filter(|&t| t > 0)
-    }
-
-    /// One line for logs and status messages.
-    pub fn summary(&self) -> String {
-        let mib = |b: u64| b as f64 / f64::from(1 << 20);
-        match self.total() {
-            Some(t) => format!(
-                "{:.0} of {:.0} MiB downloaded, {:.0} MiB written",
-                mib(self.downloaded()),
-                mib(t),
-                mib(self.written())
-            ),
-            None => format!(
-                "{:.0} MiB downloaded, {:.0} MiB written",
-                mib(self.downloaded()),
-                mib(self.written())
-            ),
-        }
-    }
-}
+pub use super::stages::{Decode, DecodeFn, QueueSink};
+use super::url::RedactedUrl;
 
 /// How to write an image.
 #[derive(Debug, Clone)]
@@ -182,29 +120,6 @@ pub struct WriteReport {
     pub direct_io: bool,
     /// Wall time from start to the final sync.
     pub elapsed: Duration,
-}
-
-/// A format reader plugged in after decompression: reads the plain image stream and
-/// writes guest bytes at their offsets. Called again for each attempt.
-pub type DecodeFn =
-    Arc<dyn Fn(&mut dyn BufRead, &mut QueueSink) -> Result<(), ImageError> + Send + Sync>;
-
-/// What the stage after hashing (and decompression) does with the stream.
-#[derive(Clone)]
-pub enum Decode {
-    /// Copy the bytes to the same offsets (raw images, IPA's `stream_raw_images`).
-    Raw,
-    /// Hand the stream to a format reader (the qcow2 decoder behind the format gate).
-    Custom(DecodeFn),
-}
-
-impl std::fmt::Debug for Decode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Raw => "Raw",
-            Self::Custom(_) => "Custom",
-        })
-    }
 }
 
 /// Streams a raw (possibly gzip/xz/zstd-compressed) image from `info`'s URLs onto
@@ -336,9 +251,11 @@ async fn attempts(
     hb: &Arc<HoldBack<File>>,
 ) -> Result<WriteReport, ImageError> {
     let mut attempt = 0;
+    let most = opts.source.retries.saturating_add(1);
     loop {
         attempt += 1;
         hb.reset();
+        opts.progress.start_attempt(attempt, most);
         let res = run_attempt(info, opts, decode, source, budget, expected, hb).await;
         match res {
             Ok(mut r) => {

@@ -4,18 +4,43 @@
 //! channel, so ending a stage (done or failed) ends the stages around it.
 
 use std::fs::File;
+use std::io::BufRead;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
-use super::checksum::{HashAlgo, Hasher};
+use super::checksum::Hasher;
 use super::decompress::{Compression, Decompressor};
 use super::error::ImageError;
+use super::hash_algo::HashAlgo;
 use super::holdback::{HoldBack, HOLD_BACK};
-use super::pipeline::{Decode, Progress};
 use super::pool::{Buf, BufPool, ChannelReader, Chunk};
+use super::progress::Progress;
 use super::sink::PositionalSink;
+
+/// A format reader plugged in after decompression: reads the plain image stream and
+/// writes guest bytes at their offsets. Called again for each attempt.
+pub type DecodeFn =
+    Arc<dyn Fn(&mut dyn BufRead, &mut QueueSink) -> Result<(), ImageError> + Send + Sync>;
+
+/// What the stage after hashing (and decompression) does with the stream.
+#[derive(Clone)]
+pub enum Decode {
+    /// Copy the bytes to the same offsets (raw images, IPA's `stream_raw_images`).
+    Raw,
+    /// Hand the stream to a format reader (the qcow2 decoder behind the format gate).
+    Custom(DecodeFn),
+}
+
+impl std::fmt::Debug for Decode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Raw => "Raw",
+            Self::Custom(_) => "Custom",
+        })
+    }
+}
 
 /// A [`PositionalSink`] for decoder stages: copies writes into pool buffers, merging
 /// contiguous ones, and queues them for the writer threads.

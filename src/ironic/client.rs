@@ -13,9 +13,9 @@ use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE};
 use reqwest::Method;
 use serde_json::Value;
 
-use super::tls::{self, TlsError};
 use super::wire::{self, ApiVersion, HeartbeatFields};
 use crate::config::Config;
+use crate::tls_client::{self as tls, TlsError};
 
 /// Header carrying the microversion.
 const VERSION_HEADER: &str = "X-OpenStack-Ironic-API-Version";

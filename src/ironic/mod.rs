@@ -2,7 +2,7 @@
 //! heartbeats, the inspection callback and advertise-address detection.
 //!
 //! `wire.rs` holds the JSON shapes, `backoff.rs` the pure schedule maths, `client.rs`
-//! the HTTP client with URL failover, `tls.rs` its TLS settings; `lookup.rs`,
+//! the HTTP client with URL failover (TLS settings from `crate::tls_client`); `lookup.rs`,
 //! `heartbeat.rs` and `inspection.rs` are the loops that retry, `advertise.rs` finds the
 //! callback address, `session.rs` names the shared cells they read and write. The agent's
 //! life cycle calls them.
@@ -14,7 +14,6 @@ pub mod heartbeat;
 pub mod inspection;
 pub mod lookup;
 pub mod session;
-pub mod tls;
 pub mod wire;
 
 pub use backoff::{HeartbeatPolicy, InspectionPolicy, LookupPolicy};

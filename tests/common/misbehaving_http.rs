@@ -37,6 +37,12 @@ pub struct Behaviour {
     pub chunked: bool,
     /// Strong ETag to send.
     pub etag: Option<String>,
+    /// Strong ETag sent from the second response on (the image re-published with the
+    /// same bytes, or another backend); an `If-Range` naming another ETag gets a 200.
+    pub etag_later: Option<String>,
+    /// `gzip` or `deflate`: every body is sent compressed with this `Content-Encoding`,
+    /// whatever the client accepts (ranges count the compressed bytes).
+    pub content_encoding: Option<&'static str>,
 }
 
 /// One request as received.
@@ -52,6 +58,8 @@ pub struct Recorded {
     pub if_range: Option<String>,
     /// `Authorization` header.
     pub authorization: Option<String>,
+    /// `Accept-Encoding` header.
+    pub accept_encoding: Option<String>,
 }
 
 #[derive(Default)]
@@ -160,14 +168,16 @@ async fn serve(mut sock: TcpStream, state: Arc<Mutex<State>>) {
         .unwrap_or(&target);
     let path = path.split('?').next().unwrap_or("/").to_owned();
     let range = headers.get("range").cloned();
+    let if_range = headers.get("if-range").cloned();
     let plan = {
         let mut st = state.lock().unwrap();
         st.requests.push(Recorded {
             target: target.clone(),
             path: path.clone(),
             range: range.clone(),
-            if_range: headers.get("if-range").cloned(),
+            if_range: if_range.clone(),
             authorization: headers.get("authorization").cloned(),
+            accept_encoding: headers.get("accept-encoding").cloned(),
         });
         let n = st.served;
         st.served += 1;
@@ -212,13 +222,27 @@ async fn serve(mut sock: TcpStream, state: Arc<Mutex<State>>) {
             cut,
         } => (body, behaviour, first, cut),
     };
+    let body = match b.content_encoding {
+        Some(enc) => Arc::new(encode(enc, &body)),
+        None => body,
+    };
     let total = body.len() as u64;
+    let etag = match (&b.etag_later, first) {
+        (Some(later), false) => Some(later.clone()),
+        _ => b.etag.clone(),
+    };
+    // RFC 9110 13.1.5: a validator that does not match means the whole representation.
+    let validator_matches = match (&if_range, &etag) {
+        (Some(v), Some(e)) => *v == format!("\"{e}\""),
+        (Some(_), None) => false,
+        (None, _) => true,
+    };
     let start = range
         .as_deref()
         .and_then(|r| r.strip_prefix("bytes="))
         .and_then(|r| r.strip_suffix('-'))
         .and_then(|n| n.parse::<u64>().ok())
-        .filter(|_| !b.ignore_range);
+        .filter(|_| !b.ignore_range && validator_matches);
     let mut head = String::new();
     let (from, mut extra, mut length) = match start {
         Some(s) if s < total => {
@@ -248,7 +272,10 @@ async fn serve(mut sock: TcpStream, state: Arc<Mutex<State>>) {
     } else if let Some(l) = length {
         head.push_str(&format!("Content-Length: {l}\r\n"));
     }
-    if let Some(e) = &b.etag {
+    if let Some(enc) = b.content_encoding {
+        head.push_str(&format!("Content-Encoding: {enc}\r\n"));
+    }
+    if let Some(e) = &etag {
         head.push_str(&format!("ETag: \"{e}\"\r\n"));
     }
     head.push_str("Connection: close\r\n\r\n");
@@ -302,5 +329,24 @@ async fn write_piece(sock: &mut TcpStream, piece: &[u8], chunked: bool) -> std::
         sock.write_all(b"\r\n").await
     } else {
         sock.write_all(piece).await
+    }
+}
+
+/// `body` compressed as `Content-Encoding: enc` (RFC 9110: deflate is zlib-wrapped).
+fn encode(enc: &str, body: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let level = flate2::Compression::fast();
+    match enc {
+        "gzip" => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), level);
+            e.write_all(body).expect("in memory");
+            e.finish().expect("in memory")
+        }
+        "deflate" => {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), level);
+            e.write_all(body).expect("in memory");
+            e.finish().expect("in memory")
+        }
+        other => panic!("no encoder for {other}"),
     }
 }

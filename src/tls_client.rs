@@ -1,4 +1,5 @@
-//! TLS settings of the agent's outgoing connections to Ironic (spec 5.2).
+//! TLS settings of the agent's outgoing connections: to Ironic (spec 5.2), and to image
+//! and configdrive servers.
 //!
 //! The rustls configuration is built here with the ring provider named explicitly, so
 //! the binary never depends on a process-wide default provider. Roots come from
@@ -41,7 +42,7 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
-/// Builds the client configuration for Ironic requests, with the system roots.
+/// Builds a client configuration (Ironic requests, downloads) with the system roots.
 pub fn client_config(
     insecure: bool,
     cafile: Option<&Path>,

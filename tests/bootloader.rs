@@ -24,10 +24,10 @@ use common::loopdev::LoopDev;
 use ira::agent::AgentState;
 use ira::blockdev::{open_for_write, AllowList};
 use ira::config::Config;
-use ira::deploy::bootloader::efivar::{
+use ira::deploy::bootloader::efivarfs::{EfiVars, ATTR_NV_BS_RT, GLOBAL_GUID};
+use ira::deploy::bootloader::load_option::{
     DevicePathNode, HardDrive, LoadOption, PartitionSignature, LOAD_OPTION_ACTIVE,
 };
-use ira::deploy::bootloader::efivars::{EfiVars, ATTR_NV_BS_RT, GLOBAL_GUID};
 use ira::deploy::bootloader::uefi::{manage_uefi, UefiEnv, UefiError};
 use ira::deploy::bootloader::{install_bootloader, run, BootEnv, Request, BIOS_INSTALL_DISABLED};
 use ira::deploy::mount::{MountKind, Mounter, SysMounter};

@@ -3,7 +3,7 @@
 //! - `target`: the install device (IPA's `get_os_install_device`) and opening it.
 //! - `prepare`: `standby.prepare_image` / `cache_image`, shared by the `write_image`
 //!   deploy step; `whole_disk` and `partition_image` do the two kinds of image.
-//! - `decode`: which stage turns the downloaded stream into disk bytes (raw copy or the
+//! - `format_gate`: which stage turns the downloaded stream into disk bytes (raw copy or the
 //!   qcow2 reader behind the format gate).
 //! - `configdrive`: fetch and decode the config drive, place it on a whole-disk image.
 //! - `uuids`: what `standby.get_partition_uuids` answers.
@@ -16,7 +16,7 @@
 pub mod bootloader;
 pub mod bootmode;
 pub mod configdrive;
-pub mod decode;
+pub mod format_gate;
 pub mod host;
 pub mod inject;
 pub mod instance_root;

@@ -48,7 +48,7 @@ pub async fn stream(
     let writing = Writing::start(state, target, "write_image");
     let settings = state.lookup.lock().expect("lookup lock poisoned").clone();
     let opts = write_options(state, target, &writing, &settings)?;
-    let decode = super::decode::stage_for(info, &settings);
+    let decode = super::format_gate::stage_for(info, &settings);
     pipeline::write_image(info, file, &opts, decode)
         .await
         .map_err(|e| e.to_command_error(&info.id))

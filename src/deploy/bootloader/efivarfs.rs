@@ -15,7 +15,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use super::efivar::{LoadOption, LoadOptionError};
+use super::load_option::{LoadOption, LoadOptionError};
 use super::sys;
 
 /// EFI_GLOBAL_VARIABLE, the vendor GUID of `Boot####` and `BootOrder`.

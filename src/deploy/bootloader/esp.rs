@@ -11,7 +11,7 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::efivar::{HardDrive, PartitionSignature};
+use super::load_option::{HardDrive, PartitionSignature};
 use super::sys;
 use crate::partition::find::{find_by_uuid, FindError};
 use crate::partition::gpt::types;

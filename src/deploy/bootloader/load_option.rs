@@ -1,6 +1,6 @@
 //! UEFI boot variables as bytes (UEFI spec 2.10, 3.1.3 "Load Options" and 10.3 "Device
 //! Path Nodes"): an `EFI_LOAD_OPTION` with its device path, encoded and decoded without
-//! I/O. [`super::efivars`] stores them; [`super::uefi`] decides what to store.
+//! I/O. The efivarfs module stores them; the UEFI flow decides what to store.
 //!
 //! Only the nodes an agent writes are typed (hard drive, file path, end); every other
 //! node a firmware or another tool put in a variable is kept as opaque bytes, so

@@ -2,7 +2,8 @@
 //! written natively through efivarfs; GRUB in a chroot of the written root only when
 //! the conductor allows it (`enable_bios_bootloader_install`).
 //!
-//! - `efivar`: `EFI_LOAD_OPTION` and device path bytes; `efivars`: the efivarfs store.
+//! - `load_option`: `EFI_LOAD_OPTION` and device path bytes; `efivarfs`: the variable
+//!   store as efivarfs shows it.
 //! - `esp`: finding the ESP or a partition by UUID with our table readers.
 //! - `loaders`: which loaders an ESP offers and their labels; `uefi`: `manage_uefi`.
 //! - `grub`: the GRUB chroot path; `efi_assets`: a partition image's ESP content put on
@@ -15,10 +16,10 @@
 //! logged error and lets the flow go on, as IPA does; the logs say what was not done.
 
 pub mod efi_assets;
-pub mod efivar;
-pub mod efivars;
+pub mod efivarfs;
 pub mod esp;
 pub mod grub;
+pub mod load_option;
 pub mod loaders;
 pub mod nvram;
 mod sys;
@@ -35,7 +36,7 @@ use crate::deploy::mount::{MountKind, Mounter, SysMounter};
 use crate::deploy::target::{install_device, sysroot};
 use crate::errors::CommandError;
 
-use efivars::EfiVars;
+use efivarfs::EfiVars;
 use uefi::{manage_uefi, UefiEnv};
 
 /// The message IPA refuses a BIOS bootloader install with.

@@ -23,8 +23,8 @@ use uuid::Uuid;
 use crate::blockdev::hints::py;
 use crate::deploy::mount::Mounter;
 
-use super::efivar::{DevicePathNode, HardDrive, PartitionSignature};
-use super::efivars::{boot_var_name, EfiVarError, EfiVars};
+use super::efivarfs::{boot_var_name, EfiVarError, EfiVars};
+use super::load_option::{DevicePathNode, HardDrive, PartitionSignature};
 use super::system_efivars;
 
 /// IPA's default `match_patterns`: entries on a disk partition and shim/GRUB loaders.

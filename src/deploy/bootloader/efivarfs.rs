@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use super::load_option::{LoadOption, LoadOptionError};
 use super::sys;
+use crate::bytes::le32;
 
 /// EFI_GLOBAL_VARIABLE, the vendor GUID of `Boot####` and `BootOrder`.
 pub const GLOBAL_GUID: &str = "8be4df61-93ca-11d2-aa0d-00e098032b8c";
@@ -118,7 +119,7 @@ impl EfiVars {
         if buf.len() < 4 || buf.len() as u64 > MAX_VAR_BYTES {
             return Err(EfiVarError::BadSize(name.to_owned()));
         }
-        let attrs = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
+        let attrs = le32(&buf, 0);
         Ok(Some((attrs, buf.split_off(4))))
     }
 

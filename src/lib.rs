@@ -22,6 +22,7 @@ pub mod image;
 pub mod inventory;
 pub mod ironic;
 pub mod partition;
+pub mod sys;
 
 pub use ira_hw as hw;
 

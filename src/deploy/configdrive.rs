@@ -11,7 +11,8 @@ use crate::image::source::{RedactedUrl, SourceOptions};
 use crate::partition::configdrive::{
     self as cd, decode_downloaded, ConfigDriveImage, Decoded, Placement,
 };
-use crate::partition::{ioctl, Geometry};
+use crate::partition::Geometry;
+use crate::sys::block;
 
 /// Largest body accepted from a config drive URL: base64 of a gzip that may inflate to
 /// the 64 MiB limit, or a plain image of that size.
@@ -96,7 +97,7 @@ pub fn place(
     })?;
     let placed =
         cd::place_on_whole_disk(disk, geometry, dev, node_uuid, image).map_err(deployment)?;
-    ioctl::rescan(disk).map_err(|e| {
+    block::rescan(disk).map_err(|e| {
         CommandError::Deployment(format!(
             "Failed to create config drive on disk {} for node {node_uuid}. Error: {e}",
             dev.display()

@@ -31,7 +31,8 @@ use crate::hw::safe_path::RootDir;
 use crate::hw::{HwError, HwResult};
 use crate::partition::find::{describe, PartitionDetails};
 use crate::partition::fsprobe::{self, FsKind};
-use crate::partition::{ioctl, Geometry};
+use crate::partition::Geometry;
+use crate::sys::block;
 
 use super::target::{allowlist, install_device, rooted, sysroot};
 use super::PartitionUuids;
@@ -299,7 +300,7 @@ fn named_device(state: &AgentState, path: &Path) -> Result<Candidate, InstanceRo
     // Not even read before the allow-list agrees.
     check_allowed(state, path, disk.as_deref())?;
     let mut file = File::open(rooted(state, path)).map_err(|e| read(e.to_string()))?;
-    let size = match ioctl::device_size(&file) {
+    let size = match block::device_size(&file) {
         Ok(size) => size,
         Err(_) => file.metadata().map_err(|e| read(e.to_string()))?.len(),
     };

@@ -47,7 +47,8 @@ use crate::partition::layout::{
 use crate::partition::swap::{make_swap, page_size, SWAP_LABEL};
 use crate::partition::table::read_table;
 use crate::partition::wipe::destroy_disk_metadata;
-use crate::partition::{fsprobe, ioctl, partition_path, Geometry};
+use crate::partition::{fsprobe, partition_path, Geometry};
+use crate::sys::block;
 
 use super::bootmode::{disk_label, node_boot_mode, ramdisk_boot_mode};
 use super::prepare::source_options;
@@ -420,7 +421,7 @@ fn wait_for_nodes(state: &AgentState, layout: &WrittenLayout) -> Result<(), Comm
         let path = rooted(state, &p.path);
         let size = File::open(&path)
             .map_err(|e| e.to_string())
-            .and_then(|f| ioctl::device_size(&f).map_err(|e| e.to_string()))
+            .and_then(|f| block::device_size(&f).map_err(|e| e.to_string()))
             .map_err(|e| CommandError::Deployment(format!("probing {}: {e}", p.path.display())))?;
         if size != p.size {
             return Err(CommandError::Deployment(format!(

@@ -14,7 +14,8 @@ use crate::image::ImageInfo;
 use crate::partition::configdrive::ConfigDriveImage;
 use crate::partition::fixup::{fix_gpt_partition, validate_partitioning, whole_disk_root_uuid};
 use crate::partition::table::read_table;
-use crate::partition::{ioctl, partition_path, Geometry};
+use crate::partition::{partition_path, Geometry};
+use crate::sys::block;
 
 use super::prepare::{write_options, Writing};
 use super::target::{await_block_devices, open_target, rooted};
@@ -100,7 +101,7 @@ fn finish(
 /// Flushes and asks the kernel to re-read the table; a failure is logged, as IPA only
 /// warns when `partprobe` fails (the validation reads the disk itself).
 pub fn reread(disk: &std::fs::File, device: &Path) {
-    if let Err(e) = ioctl::rescan(disk) {
+    if let Err(e) = block::rescan(disk) {
         tracing::warn!(device = %device.display(), error = %e, "re-reading the partition table failed");
     }
 }

@@ -16,8 +16,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::load_option::{LoadOption, LoadOptionError};
-use super::sys;
 use crate::bytes::le32;
+use crate::sys::fs_flags;
 
 /// EFI_GLOBAL_VARIABLE, the vendor GUID of `Boot####` and `BootOrder`.
 pub const GLOBAL_GUID: &str = "8be4df61-93ca-11d2-aa0d-00e098032b8c";
@@ -129,7 +129,7 @@ impl EfiVars {
         let path = self.path(name);
         match File::open(&path) {
             Ok(f) => {
-                sys::clear_immutable(&f).map_err(|e| Self::io(name)(e.into()))?;
+                fs_flags::clear_immutable(&f).map_err(|e| Self::io(name)(e.into()))?;
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(Self::io(name)(e)),

@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::load_option::{HardDrive, PartitionSignature};
-use super::sys;
 use crate::partition::find::{find_by_uuid, FindError};
 use crate::partition::gpt::types;
 use crate::partition::table::{read_table, PartitionTable, TableError};
 use crate::partition::{partition_path, Geometry, GeometryError};
+use crate::sys::block as sys;
 
 /// MBR partition type of an EFI system partition.
 const MBR_ESP: u8 = 0xef;

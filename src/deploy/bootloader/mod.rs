@@ -7,7 +7,7 @@
 //! - `esp`: finding the ESP or a partition by UUID with our table readers.
 //! - `loaders`: which loaders an ESP offers and their labels; `uefi`: `manage_uefi`.
 //! - `grub`: the GRUB chroot path; `efi_assets`: a partition image's ESP content put on
-//!   its new ESP; `sys`: the two ioctls (immutable flag, BLKPG).
+//!   its new ESP.
 //!
 //! The flow ([`run`]) is IPA's `install_bootloader`: the UEFI path when the ramdisk
 //! booted UEFI; success if it configured an entry; nothing more for a whole-disk image
@@ -22,7 +22,6 @@ pub mod grub;
 pub mod load_option;
 pub mod loaders;
 pub mod nvram;
-mod sys;
 pub mod uefi;
 
 use std::path::{Path, PathBuf};

@@ -10,6 +10,7 @@
 mod device;
 pub mod hints;
 pub mod install_device;
+pub mod nodes;
 
 pub use crate::inventory::allowlist::{glob_match, AllowList};
 pub use device::{

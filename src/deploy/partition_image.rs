@@ -31,6 +31,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::agent::AgentState;
+use crate::blockdev::nodes::{self, await_block_devices, NodeOutlook};
 use crate::commands::registry::blocking;
 use crate::errors::CommandError;
 use crate::image::format::{self, Compression, FormatError};
@@ -52,7 +53,7 @@ use crate::sys::block;
 
 use super::bootmode::{disk_label, node_boot_mode, ramdisk_boot_mode};
 use super::prepare::source_options;
-use super::target::{await_block_devices, open_target, rooted, sysroot};
+use super::target::{open_target, rooted, sysroot};
 use super::whole_disk;
 use super::PartitionUuids;
 
@@ -80,7 +81,7 @@ pub async fn write(
     let dev = device.to_path_buf();
     let laid = blocking(move || -> Result<Laid, CommandError> {
         let laid = lay_out(&st, &dev, &plan, configdrive.as_ref())?;
-        wait_for_nodes(&st, &laid.layout)?;
+        wait_for_nodes(&st, &laid.layout, &laid.nodes)?;
         if let (Some(fs), Some(part)) = (&plan.ephemeral, laid.layout.get(Role::Ephemeral)) {
             fs.make(&st, &part.path)?;
         }
@@ -270,6 +271,7 @@ fn size_from_head(
 struct Laid {
     layout: WrittenLayout,
     esp_uuid: Option<String>,
+    nodes: NodeOutlook,
 }
 
 /// Step 2 of the module docs, on a blocking thread.
@@ -328,12 +330,13 @@ fn lay_out(
     disk.sync_all().map_err(|e| fail("flushing", &e))?;
     // Partition nodes are checked against the table next, so a failed re-read that left
     // the old partitions in the kernel is caught there.
-    whole_disk::reread(&disk, device);
+    let nodes = nodes::reread(&disk, device, sysroot(state));
     tracing::info!(device = %device.display(), partitions = written.partitions.len(),
         "partition layout written");
     Ok(Laid {
         layout: written,
         esp_uuid,
+        nodes,
     })
 }
 
@@ -396,13 +399,17 @@ fn existing_layout(
 }
 
 /// Waits (bounded) for every partition node, then checks each has its new size.
-fn wait_for_nodes(state: &AgentState, layout: &WrittenLayout) -> Result<(), CommandError> {
+fn wait_for_nodes(
+    state: &AgentState,
+    layout: &WrittenLayout,
+    outlook: &NodeOutlook,
+) -> Result<(), CommandError> {
     let paths: Vec<PathBuf> = layout
         .partitions
         .iter()
         .map(|p| rooted(state, &p.path))
         .collect();
-    let missing: Vec<&WrittenPartition> = await_block_devices(&paths)
+    let missing: Vec<&WrittenPartition> = await_block_devices(&paths, outlook)
         .into_iter()
         .map(|i| &layout.partitions[i])
         .collect();

@@ -3,9 +3,7 @@
 //! only through the allow-listed door of [`crate::blockdev::open_for_write`].
 
 use std::fs::File;
-use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use crate::agent::AgentState;
 use crate::blockdev::install_device::{
@@ -76,27 +74,5 @@ pub fn rooted(state: &AgentState, device: &Path) -> PathBuf {
         device.to_path_buf()
     } else {
         root.join(device.strip_prefix("/").unwrap_or(device))
-    }
-}
-
-/// How long partition device nodes may take to appear after a re-read (IPA:
-/// `[disk_utils]partition_detection_attempts` = 3, 1 s apart).
-pub const NODE_WAIT: Duration = Duration::from_secs(3);
-
-/// Waits up to [`NODE_WAIT`] until each of `paths` is a block device; returns the
-/// indices of those that are still not.
-pub fn await_block_devices(paths: &[PathBuf]) -> Vec<usize> {
-    let until = Instant::now() + NODE_WAIT;
-    loop {
-        let missing: Vec<usize> = paths
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| !std::fs::metadata(p).is_ok_and(|m| m.file_type().is_block_device()))
-            .map(|(i, _)| i)
-            .collect();
-        if missing.is_empty() || Instant::now() >= until {
-            return missing;
-        }
-        std::thread::sleep(Duration::from_millis(100));
     }
 }

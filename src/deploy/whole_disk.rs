@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::agent::AgentState;
+use crate::blockdev::nodes::{self, await_block_devices, NodeOutlook};
 use crate::commands::registry::blocking;
 use crate::errors::CommandError;
 use crate::image::pipeline::{self, WriteReport};
@@ -18,7 +19,7 @@ use crate::partition::{partition_path, Geometry};
 use crate::sys::block;
 
 use super::prepare::{write_options, Writing};
-use super::target::{await_block_devices, open_target, rooted};
+use super::target::{open_target, rooted, sysroot};
 use super::PartitionUuids;
 
 /// Streams `info` onto `device` and finishes the disk; returns what
@@ -76,7 +77,10 @@ fn finish(
     let mut disk = open_target(state, device)?;
     let geometry = Geometry::of_file(&disk)
         .map_err(|e| CommandError::Deployment(format!("{}: {e}", device.display())))?;
-    reread(&disk, device);
+    // The re-read that counts is the last one, which also decides the wait below.
+    if let Err(e) = block::rescan(&disk) {
+        tracing::debug!(device = %device.display(), error = %e, "first re-read of the table failed");
+    }
     match fix_gpt_partition(&mut disk, geometry, device, Some(node_uuid)) {
         Ok(fix) => tracing::debug!(?fix, "backup GPT checked"),
         // IPA ignores a failure here too: the table is validated next.
@@ -87,8 +91,8 @@ fn finish(
     if let Some(image) = configdrive {
         super::configdrive::place(&mut disk, device, node_uuid, image)?;
     }
-    reread(&disk, device);
-    wait_for_partitions(state, &mut disk, geometry, device);
+    let outlook = nodes::reread(&disk, device, sysroot(state));
+    wait_for_partitions(state, &mut disk, geometry, device, &outlook);
     let root_uuid = whole_disk_root_uuid(&mut disk).map_err(|e| {
         CommandError::Deployment(format!(
             "reading the disk signature of {}: {e}",
@@ -98,21 +102,15 @@ fn finish(
     Ok(PartitionUuids::WholeDisk { root_uuid })
 }
 
-/// Flushes and asks the kernel to re-read the table; a failure is logged, as IPA only
-/// warns when `partprobe` fails (the validation reads the disk itself).
-pub fn reread(disk: &std::fs::File, device: &Path) {
-    if let Err(e) = block::rescan(disk) {
-        tracing::warn!(device = %device.display(), error = %e, "re-reading the partition table failed");
-    }
-}
-
 /// Waits (bounded) until every partition of the table has its device node, as IPA
-/// waits for udev; a missing node is logged, not fatal, for a whole-disk image.
+/// waits for udev, unless the kernel said it creates none; a missing node is logged,
+/// not fatal, for a whole-disk image.
 pub fn wait_for_partitions(
     state: &AgentState,
     disk: &mut std::fs::File,
     geometry: Geometry,
     device: &Path,
+    outlook: &NodeOutlook,
 ) {
     let Ok(Some(table)) = read_table(disk, geometry) else {
         return;
@@ -122,7 +120,11 @@ pub fn wait_for_partitions(
         .iter()
         .map(|p| rooted(state, &partition_path(device, p.number)))
         .collect();
-    for i in await_block_devices(&paths) {
+    let missing = await_block_devices(&paths, outlook);
+    if *outlook != NodeOutlook::Expected {
+        return;
+    }
+    for i in missing {
         tracing::warn!(partition = %paths[i].display(), "partition device node did not appear");
     }
 }

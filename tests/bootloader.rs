@@ -30,7 +30,7 @@ use ira::deploy::bootloader::load_option::{
 };
 use ira::deploy::bootloader::uefi::{manage_uefi, UefiEnv, UefiError};
 use ira::deploy::bootloader::{install_bootloader, run, BootEnv, Request, BIOS_INSTALL_DISABLED};
-use ira::deploy::mount::{MountKind, Mounter, SysMounter};
+use ira::deploy::mount::{MountKind, MountOptions, Mounter, SysMounter};
 use ira::errors::CommandError;
 use ira::partition::fat::make_fat32;
 use ira::partition::gpt::{types, Gpt, GptEntry};
@@ -94,14 +94,20 @@ fn make_executable(dir: &Path) {
 }
 
 impl Mounter for TestMounter {
-    fn mount(&self, source: &Path, target: &Path, kind: &MountKind) -> io::Result<()> {
+    fn mount(
+        &self,
+        source: &Path,
+        target: &Path,
+        kind: &MountKind,
+        options: &MountOptions,
+    ) -> io::Result<()> {
         self.log.lock().unwrap().push(format!(
             "mount {} {} {kind:?}",
             source.display(),
             target.display()
         ));
         if *kind != MountKind::Fs(Some("vfat".into())) {
-            return SysMounter.mount(source, target, kind);
+            return SysMounter.mount(source, target, kind, options);
         }
         assert!(
             fs::metadata(source).unwrap().file_type().is_block_device(),
@@ -129,7 +135,7 @@ impl Mounter for TestMounter {
         Ok(())
     }
 
-    fn umount(&self, target: &Path) -> io::Result<()> {
+    fn umount(&self, target: &Path, detach: bool) -> io::Result<()> {
         self.log
             .lock()
             .unwrap()
@@ -164,7 +170,7 @@ impl Mounter for TestMounter {
             }
             return Ok(());
         }
-        SysMounter.umount(target)
+        SysMounter.umount(target, detach)
     }
 }
 

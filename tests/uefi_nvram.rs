@@ -19,7 +19,7 @@ use ira::deploy::bootloader::load_option::{
 use ira::deploy::bootloader::nvram::{
     clean_boot_records, clean_uefi_nvram, parse_patterns, render_path, NvramError,
 };
-use ira::deploy::mount::{MountKind, Mounter};
+use ira::deploy::mount::{MountKind, MountOptions, Mounter};
 use ira::hardware::GenericHardwareManager;
 use ira::hw::{HardwareManager, HwError, StepCall, StepKind};
 
@@ -28,14 +28,20 @@ use ira::hw::{HardwareManager, HwError, StepCall, StepKind};
 struct NoMount(Mutex<Vec<String>>);
 
 impl Mounter for NoMount {
-    fn mount(&self, source: &Path, target: &Path, _kind: &MountKind) -> io::Result<()> {
+    fn mount(
+        &self,
+        source: &Path,
+        target: &Path,
+        _kind: &MountKind,
+        _options: &MountOptions,
+    ) -> io::Result<()> {
         self.0
             .lock()
             .unwrap()
             .push(format!("{} {}", source.display(), target.display()));
         Err(io::Error::from(io::ErrorKind::PermissionDenied))
     }
-    fn umount(&self, _target: &Path) -> io::Result<()> {
+    fn umount(&self, _target: &Path, _detach: bool) -> io::Result<()> {
         Ok(())
     }
 }

@@ -31,7 +31,7 @@ use serde_json::Value;
 
 use crate::agent::AgentState;
 use crate::commands::registry::{join_failure, Params};
-use crate::deploy::mount::{MountKind, Mounter, SysMounter};
+use crate::deploy::mount::{MountKind, MountOptions, Mounter, SysMounter};
 use crate::deploy::target::{install_device, sysroot};
 use crate::errors::CommandError;
 
@@ -194,6 +194,7 @@ pub fn system_efivars(sysroot: &Path, mounter: &dyn Mounter) -> Option<EfiVars> 
         Path::new("efivarfs"),
         efivars.dir(),
         &MountKind::Fs(Some("efivarfs".to_owned())),
+        &MountOptions::default(),
     ) {
         Ok(()) if efivars.is_populated() => Some(efivars),
         Ok(()) => {

@@ -15,6 +15,7 @@
 pub mod agent;
 pub mod api;
 pub mod blockdev;
+pub mod bytes;
 pub mod commands;
 pub mod config;
 pub mod deploy;
@@ -28,6 +29,7 @@ pub mod partition;
 pub mod state;
 pub mod task;
 pub mod tls_client;
+pub mod sys;
 
 pub use ira_hw as hw;
 

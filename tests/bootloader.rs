@@ -25,13 +25,13 @@ use ira::agent::AgentState;
 use ira::blockdev::{open_for_write, AllowList};
 use ira::commands::image::{bootloader_request, install_bootloader};
 use ira::config::Config;
-use ira::deploy::bootloader::efivar::{
+use ira::deploy::bootloader::efivarfs::{EfiVars, ATTR_NV_BS_RT, GLOBAL_GUID};
+use ira::deploy::bootloader::load_option::{
     DevicePathNode, HardDrive, LoadOption, PartitionSignature, LOAD_OPTION_ACTIVE,
 };
-use ira::deploy::bootloader::efivars::{EfiVars, ATTR_NV_BS_RT, GLOBAL_GUID};
 use ira::deploy::bootloader::uefi::{manage_uefi, UefiEnv, UefiError};
 use ira::deploy::bootloader::{run, BootEnv, Request, BIOS_INSTALL_DISABLED};
-use ira::deploy::mount::{MountKind, Mounter, SysMounter};
+use ira::deploy::mount::{MountKind, MountOptions, Mounter, SysMounter};
 use ira::errors::CommandError;
 use ira::partition::fat::make_fat32;
 use ira::partition::gpt::{types, Gpt, GptEntry};
@@ -95,14 +95,20 @@ fn make_executable(dir: &Path) {
 }
 
 impl Mounter for TestMounter {
-    fn mount(&self, source: &Path, target: &Path, kind: &MountKind) -> io::Result<()> {
+    fn mount(
+        &self,
+        source: &Path,
+        target: &Path,
+        kind: &MountKind,
+        options: &MountOptions,
+    ) -> io::Result<()> {
         self.log.lock().unwrap().push(format!(
             "mount {} {} {kind:?}",
             source.display(),
             target.display()
         ));
         if *kind != MountKind::Fs(Some("vfat".into())) {
-            return SysMounter.mount(source, target, kind);
+            return SysMounter.mount(source, target, kind, options);
         }
         assert!(
             fs::metadata(source).unwrap().file_type().is_block_device(),
@@ -130,7 +136,7 @@ impl Mounter for TestMounter {
         Ok(())
     }
 
-    fn umount(&self, target: &Path) -> io::Result<()> {
+    fn umount(&self, target: &Path, detach: bool) -> io::Result<()> {
         self.log
             .lock()
             .unwrap()
@@ -165,7 +171,7 @@ impl Mounter for TestMounter {
             }
             return Ok(());
         }
-        SysMounter.umount(target)
+        SysMounter.umount(target, detach)
     }
 }
 

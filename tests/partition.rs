@@ -22,7 +22,8 @@ use ira::partition::gpt::{types, Gpt, GptEntry};
 use ira::partition::layout::{BootMode, Layout, LayoutError, LayoutRequest, Role};
 use ira::partition::swap::{make_swap, SWAP_LABEL};
 use ira::partition::table::TableKind;
-use ira::partition::{ioctl, wipe, Geometry, MIB};
+use ira::partition::{wipe, Geometry, MIB};
+use ira::sys::block;
 use proptest::prelude::*;
 use serde_json::Value;
 use uuid::Uuid;
@@ -207,10 +208,10 @@ fn bios_gpt_layout_on_a_loop_device_has_bios_grub_and_verifies_clean() {
         .unwrap()
         .write(&mut f, g, dev.path())
         .unwrap();
-    ioctl::rescan(&f)
+    block::rescan(&f)
         .or_else(|e| match e {
             // LoopDev has no partscan: the kernel refuses to re-read, which is what we expect.
-            ioctl::IoctlError::Reread(nix::errno::Errno::EINVAL) => Ok(()),
+            block::IoctlError::Reread(nix::errno::Errno::EINVAL) => Ok(()),
             e => Err(e),
         })
         .unwrap();

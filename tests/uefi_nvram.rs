@@ -12,14 +12,14 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use common::fixtures::empty_inventory;
-use ira::deploy::bootloader::efivar::{
+use ira::deploy::bootloader::efivarfs::EfiVars;
+use ira::deploy::bootloader::load_option::{
     DevicePathNode, HardDrive, LoadOption, PartitionSignature, LOAD_OPTION_ACTIVE,
 };
-use ira::deploy::bootloader::efivars::EfiVars;
 use ira::deploy::bootloader::nvram::{
     clean_boot_records, clean_uefi_nvram, parse_patterns, render_path, NvramError,
 };
-use ira::deploy::mount::{MountKind, Mounter};
+use ira::deploy::mount::{MountKind, MountOptions, Mounter};
 use ira::hardware::GenericHardwareManager;
 use ira::hw::{HardwareManager, HwError, StepCall, StepKind};
 
@@ -28,14 +28,20 @@ use ira::hw::{HardwareManager, HwError, StepCall, StepKind};
 struct NoMount(Mutex<Vec<String>>);
 
 impl Mounter for NoMount {
-    fn mount(&self, source: &Path, target: &Path, _kind: &MountKind) -> io::Result<()> {
+    fn mount(
+        &self,
+        source: &Path,
+        target: &Path,
+        _kind: &MountKind,
+        _options: &MountOptions,
+    ) -> io::Result<()> {
         self.0
             .lock()
             .unwrap()
             .push(format!("{} {}", source.display(), target.display()));
         Err(io::Error::from(io::ErrorKind::PermissionDenied))
     }
-    fn umount(&self, _target: &Path) -> io::Result<()> {
+    fn umount(&self, _target: &Path, _detach: bool) -> io::Result<()> {
         Ok(())
     }
 }
@@ -275,7 +281,10 @@ fn a_bios_ramdisk_fails_as_efibootmgr_does() {
 fn unparsable_entries_are_left_alone() {
     let (root, vars) = uefi_root();
     // Boot0009: bytes no load option parser accepts.
-    let name = format!("Boot0009-{}", ira::deploy::bootloader::efivars::GLOBAL_GUID);
+    let name = format!(
+        "Boot0009-{}",
+        ira::deploy::bootloader::efivarfs::GLOBAL_GUID
+    );
     std::fs::write(
         root.path().join("sys/firmware/efi/efivars").join(name),
         [7, 0, 0, 0, 1, 0, 0, 0, 0xff],

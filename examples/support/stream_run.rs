@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use ira::agent::LookupSettings;
 use ira::blockdev::{open_for_write, AllowList};
-use ira::deploy::decode::stage_for;
+use ira::deploy::format_gate::stage_for;
 use ira::image::info::ImageInfo;
 use ira::image::pipeline::{write_image, Progress, WriteOptions};
 use ira::image::source::SourceOptions;

@@ -13,7 +13,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use super::allowlist::AllowList;
+use super::AllowList;
 
 /// `proc/self/mountinfo` is a few KiB; the cap bounds a pathological mount table.
 const MOUNTINFO_CAP: u64 = 4 << 20;

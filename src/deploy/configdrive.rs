@@ -10,7 +10,8 @@ use crate::image::source::{RedactedUrl, SourceOptions};
 use crate::partition::configdrive::{
     self as cd, decode_downloaded, ConfigDriveImage, Decoded, Placement,
 };
-use crate::partition::{ioctl, Geometry};
+use crate::partition::Geometry;
+use crate::sys::block;
 
 use super::error::DeployError;
 
@@ -94,7 +95,7 @@ pub fn place(
         ))
     })?;
     let placed = cd::place_on_whole_disk(disk, geometry, dev, node_uuid, image)?;
-    ioctl::rescan(disk).map_err(|e| {
+    block::rescan(disk).map_err(|e| {
         DeployError::Disk(format!(
             "Failed to create config drive on disk {} for node {node_uuid}. Error: {e}",
             dev.display()

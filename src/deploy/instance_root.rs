@@ -20,9 +20,8 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::mount::MsFlags;
 
 use crate::blockdev::{open_for_write, AllowList};
 use crate::deploy::bootloader::esp::DiskView;
@@ -30,19 +29,17 @@ use crate::hw::safe_path::RootDir;
 use crate::hw::{HwError, HwResult};
 use crate::partition::find::{describe, PartitionDetails};
 use crate::partition::fsprobe::{self, FsKind};
-use crate::partition::{ioctl, Geometry};
+use crate::partition::Geometry;
+use crate::sys::block;
 
 use super::env::DeployEnv;
+use super::mount::{MountError, MountKind, MountOptions, MountPoint, Mounts, SysMounter, Unmount};
 use super::target::install_device;
 use super::PartitionUuids;
 
 /// The directory whose presence marks a root filesystem (IPA looks for the path's
 /// first component; for a root that is `etc`).
 pub const ROOT_MARKER: &str = "etc";
-/// How often an unmount that finds the filesystem busy is retried before detaching.
-const UMOUNT_ATTEMPTS: u32 = 10;
-/// Pause between unmount attempts.
-const UMOUNT_PAUSE: Duration = Duration::from_millis(100);
 
 /// Why the instance root could not be provided.
 #[derive(Debug, thiserror::Error)]
@@ -100,14 +97,14 @@ pub enum InstanceRootError {
         source: std::io::Error,
     },
     /// mount(2) or umount(2) failed.
-    #[error("{op} {path}: {errno}")]
+    #[error("{op} {path}: {reason}")]
     Mount {
         /// `mounting` or `unmounting`.
         op: &'static str,
         /// The device or directory.
         path: PathBuf,
         /// The kernel's answer.
-        errno: nix::errno::Errno,
+        reason: String,
     },
 }
 
@@ -299,7 +296,7 @@ fn named_device(env: &DeployEnv, path: &Path) -> Result<Candidate, InstanceRootE
     // Not even read before the allow-list agrees.
     check_allowed(env, path, disk.as_deref())?;
     let mut file = File::open(env.rooted(path)).map_err(|e| read(e.to_string()))?;
-    let size = match ioctl::device_size(&file) {
+    let size = match block::device_size(&file) {
         Ok(size) => size,
         Err(_) => file.metadata().map_err(|e| read(e.to_string()))?.len(),
     };
@@ -384,94 +381,88 @@ fn check_allowed(
     }
 }
 
-/// A mounted partition; unmounted and its directory removed on drop at the latest.
-#[derive(Debug)]
+/// A mounted partition; unmounted (detached if it stays busy) and its directory
+/// removed on drop at the latest.
 struct Mounted {
-    dir: PathBuf,
-    active: bool,
+    // Declared first: unmounted before the mount point is removed.
+    mounts: Mounts<'static>,
+    point: MountPoint,
+}
+
+impl std::fmt::Debug for Mounted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mounted").field("dir", &self.dir()).finish()
+    }
+}
+
+/// How a tenant's filesystem is mounted: no set-id program, device node or binary of it
+/// can act while the agent holds secrets. One ext driver serves ext2/3/4; XFS refuses a
+/// second filesystem with the same UUID (an image written twice on one machine) unless
+/// told not to check.
+fn instance_mount(kind: FsKind) -> (MountKind, MountOptions) {
+    let (fstype, data) = match kind {
+        FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => ("ext4", None),
+        FsKind::Xfs => ("xfs", Some("nouuid".to_owned())),
+        other => (other.as_str(), None),
+    };
+    let options = MountOptions {
+        flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        data,
+    };
+    (MountKind::Fs(Some(fstype.to_owned())), options)
 }
 
 impl Mounted {
     fn mount(env: &DeployEnv, c: &Candidate) -> Result<Self, InstanceRootError> {
-        let dir = std::env::temp_dir().join(format!("ira-instance-{}", uuid::Uuid::new_v4()));
-        std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
-            .create(&dir)
-            .map_err(|source| InstanceRootError::MountPoint {
-                path: dir.clone(),
+        let point =
+            MountPoint::new("instance").map_err(|source| InstanceRootError::MountPoint {
+                path: std::env::temp_dir(),
                 source,
             })?;
-        // One ext driver serves ext2/3/4; XFS refuses a second filesystem with the same
-        // UUID (an image written twice on one machine) unless told not to check.
-        let (fstype, data) = match c.kind {
-            FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => ("ext4", None),
-            FsKind::Xfs => ("xfs", Some("nouuid")),
-            other => (other.as_str(), None),
-        };
-        let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-        let source = env.rooted(&c.path);
-        if let Err(errno) = mount(Some(&source), &dir, Some(fstype), flags, data) {
-            let _ = std::fs::remove_dir(&dir);
-            return Err(InstanceRootError::Mount {
+        let mut mounts = Mounts::new(&SysMounter);
+        let (kind, options) = instance_mount(c.kind);
+        mounts
+            .mount_with(
+                &env.rooted(&c.path),
+                point.path(),
+                kind,
+                &options,
+                Unmount::DetachWhenBusy,
+            )
+            .map_err(|e| InstanceRootError::Mount {
                 op: "mounting",
                 path: c.path.clone(),
-                errno,
-            });
-        }
-        Ok(Self { dir, active: true })
+                reason: mount_reason(e),
+            })?;
+        Ok(Self { mounts, point })
     }
 
     fn dir(&self) -> &Path {
-        &self.dir
+        self.point.path()
     }
 
     /// Unmounts (retrying while busy, then detaching) and removes the directory.
-    fn unmount(mut self) -> Result<(), InstanceRootError> {
-        self.active = false;
-        release(&self.dir)
+    fn unmount(self) -> Result<(), InstanceRootError> {
+        let Self { mounts, point } = self;
+        let dir = point.path().to_path_buf();
+        mounts.close().map_err(|e| InstanceRootError::Mount {
+            op: "unmounting",
+            path: dir,
+            reason: mount_reason(e),
+        })
     }
 }
 
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        if self.active {
-            if let Err(e) = release(&self.dir) {
-                tracing::error!(error = %e, "releasing the instance mount failed");
-            }
+/// The system error inside a mount failure (the paths are named by the caller).
+fn mount_reason(e: MountError) -> String {
+    match e {
+        MountError::Mount { error, .. } | MountError::Umount { error, .. } => {
+            error.raw_os_error().map_or_else(
+                || error.to_string(),
+                |n| nix::errno::Errno::from_raw(n).to_string(),
+            )
         }
     }
-}
-
-fn release(dir: &Path) -> Result<(), InstanceRootError> {
-    let mut attempt = 1;
-    loop {
-        match umount2(dir, MntFlags::empty()) {
-            Ok(()) => break,
-            Err(nix::errno::Errno::EBUSY) if attempt < UMOUNT_ATTEMPTS => {
-                attempt += 1;
-                std::thread::sleep(UMOUNT_PAUSE);
-            }
-            Err(nix::errno::Errno::EBUSY) => {
-                tracing::warn!(dir = %dir.display(), "instance mount still busy; detaching it");
-                umount2(dir, MntFlags::MNT_DETACH).map_err(|errno| InstanceRootError::Mount {
-                    op: "unmounting",
-                    path: dir.to_path_buf(),
-                    errno,
-                })?;
-                break;
-            }
-            Err(errno) => {
-                return Err(InstanceRootError::Mount {
-                    op: "unmounting",
-                    path: dir.to_path_buf(),
-                    errno,
-                })
-            }
-        }
-    }
-    std::fs::remove_dir(dir).map_err(|source| InstanceRootError::MountPoint {
-        path: dir.to_path_buf(),
-        source,
-    })
 }
 
 #[cfg(test)]
@@ -501,5 +492,18 @@ mod tests {
                 Err(InstanceRootError::NotMountable { .. })
             ));
         }
+    }
+
+    #[test]
+    fn a_tenant_filesystem_is_mounted_nosuid_nodev_noexec() {
+        let safe = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+        let (kind, options) = instance_mount(FsKind::Ext3);
+        assert_eq!(kind, MountKind::Fs(Some("ext4".into())));
+        assert_eq!(options.flags, safe);
+        assert_eq!(options.data, None);
+        let (kind, options) = instance_mount(FsKind::Xfs);
+        assert_eq!(kind, MountKind::Fs(Some("xfs".into())));
+        assert_eq!(options.flags, safe);
+        assert_eq!(options.data.as_deref(), Some("nouuid"));
     }
 }

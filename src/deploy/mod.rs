@@ -6,7 +6,7 @@
 //! - `prepare`: `standby.prepare_image` / `cache_image`, shared by the `write_image`
 //!   deploy step; `whole_disk` and `partition_image` do the two kinds of image, both
 //!   through `stream` (download options, pipeline, progress).
-//! - `decode`: which stage turns the downloaded stream into disk bytes (raw copy or the
+//! - `format_gate`: which stage turns the downloaded stream into disk bytes (raw copy or the
 //!   qcow2 reader behind the format gate).
 //! - `configdrive`: fetch and decode the config drive, place it on a whole-disk image.
 //! - `uuids`: what `standby.get_partition_uuids` answers.
@@ -18,9 +18,9 @@
 pub mod bootloader;
 pub mod bootmode;
 pub mod configdrive;
-pub mod decode;
 pub mod env;
 pub mod error;
+pub mod format_gate;
 pub mod inject;
 pub mod instance_root;
 pub mod mount;

@@ -28,6 +28,7 @@ use std::process::Command;
 use nix::fcntl::PosixFadviseAdvice;
 use uuid::Uuid;
 
+use crate::blockdev::nodes::{self, await_block_devices, NodeOutlook};
 use crate::image::format::{self, Compression, FormatError};
 use crate::image::source::{HttpSource, RetryBudget};
 use crate::image::{ImageError, ImageInfo};
@@ -40,15 +41,15 @@ use crate::partition::layout::{
 use crate::partition::swap::{make_swap, page_size, SWAP_LABEL};
 use crate::partition::table::read_table;
 use crate::partition::wipe::destroy_disk_metadata;
-use crate::partition::{fsprobe, ioctl, partition_path, Geometry};
+use crate::partition::{fsprobe, partition_path, Geometry};
+use crate::sys::block;
 use crate::task::blocking;
 
 use super::bootmode::{disk_label, node_boot_mode, ramdisk_boot_mode};
 use super::env::DeployEnv;
 use super::error::DeployError;
 use super::stream::{source_options, stream};
-use super::target::{await_block_devices, open_target};
-use super::whole_disk;
+use super::target::open_target;
 use super::PartitionUuids;
 
 /// Where mkfs tools are looked for besides `PATH` (a ramdisk's PATH may lack sbin).
@@ -75,7 +76,7 @@ pub async fn write(
     let dev = device.to_path_buf();
     let laid = blocking(move || -> Result<Laid, DeployError> {
         let laid = lay_out(&st, &dev, &plan, configdrive.as_ref())?;
-        wait_for_nodes(&st, &laid.layout)?;
+        wait_for_nodes(&st, &laid.layout, &laid.nodes)?;
         if let (Some(fs), Some(part)) = (&plan.ephemeral, laid.layout.get(Role::Ephemeral)) {
             fs.make(&st, &part.path)?;
         }
@@ -221,7 +222,7 @@ fn size_from_head(
     if Compression::sniff(head).is_some() {
         return Ok(None);
     }
-    if !super::decode::inspects(declared) {
+    if !super::format_gate::inspects(declared) {
         return Ok(total);
     }
     let detected = format::detect(head);
@@ -239,6 +240,7 @@ fn size_from_head(
 struct Laid {
     layout: WrittenLayout,
     esp_uuid: Option<String>,
+    nodes: NodeOutlook,
 }
 
 /// Step 2 of the module docs, on a blocking thread.
@@ -297,12 +299,13 @@ fn lay_out(
     disk.sync_all().map_err(|e| fail("flushing", &e))?;
     // Partition nodes are checked against the table next, so a failed re-read that left
     // the old partitions in the kernel is caught there.
-    whole_disk::reread(&disk, device);
+    let nodes = nodes::reread(&disk, device, env.sysroot());
     tracing::info!(device = %device.display(), partitions = written.partitions.len(),
         "partition layout written");
     Ok(Laid {
         layout: written,
         esp_uuid,
+        nodes,
     })
 }
 
@@ -365,13 +368,17 @@ fn existing_layout(
 }
 
 /// Waits (bounded) for every partition node, then checks each has its new size.
-fn wait_for_nodes(env: &DeployEnv, layout: &WrittenLayout) -> Result<(), DeployError> {
+fn wait_for_nodes(
+    env: &DeployEnv,
+    layout: &WrittenLayout,
+    outlook: &NodeOutlook,
+) -> Result<(), DeployError> {
     let paths: Vec<PathBuf> = layout
         .partitions
         .iter()
         .map(|p| env.rooted(&p.path))
         .collect();
-    let missing: Vec<&WrittenPartition> = await_block_devices(&paths)
+    let missing: Vec<&WrittenPartition> = await_block_devices(&paths, outlook)
         .into_iter()
         .map(|i| &layout.partitions[i])
         .collect();
@@ -390,7 +397,7 @@ fn wait_for_nodes(env: &DeployEnv, layout: &WrittenLayout) -> Result<(), DeployE
         let path = env.rooted(&p.path);
         let size = File::open(&path)
             .map_err(|e| e.to_string())
-            .and_then(|f| ioctl::device_size(&f).map_err(|e| e.to_string()))
+            .and_then(|f| block::device_size(&f).map_err(|e| e.to_string()))
             .map_err(|e| DeployError::Disk(format!("probing {}: {e}", p.path.display())))?;
         if size != p.size {
             return Err(DeployError::Disk(format!(

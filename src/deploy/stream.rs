@@ -79,7 +79,7 @@ pub async fn stream(
     let file = open_target(env, target)?;
     let writing = Writing::start(env, target, "write_image");
     let opts = write_options(env, target, &writing)?;
-    let decode = super::decode::stage_for(info, &env.settings);
+    let decode = super::format_gate::stage_for(info, &env.settings);
     pipeline::write_image(info, file, &opts, decode)
         .await
         .map_err(|e| DeployError::image(&info.id, e))

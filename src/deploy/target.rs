@@ -3,9 +3,7 @@
 //! only through the allow-listed door of [`crate::blockdev::open_for_write`].
 
 use std::fs::File;
-use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use crate::blockdev::install_device::{
     get_os_install_device, list_mode_devices, needs_md_arrays, read_md_arrays, InstallDeviceQuery,
@@ -55,24 +53,3 @@ pub fn open_target(env: &DeployEnv, device: &Path) -> Result<File, DeployError> 
     })
 }
 
-/// How long partition device nodes may take to appear after a re-read (IPA:
-/// `[disk_utils]partition_detection_attempts` = 3, 1 s apart).
-pub const NODE_WAIT: Duration = Duration::from_secs(3);
-
-/// Waits up to [`NODE_WAIT`] until each of `paths` is a block device; returns the
-/// indices of those that are still not.
-pub fn await_block_devices(paths: &[PathBuf]) -> Vec<usize> {
-    let until = Instant::now() + NODE_WAIT;
-    loop {
-        let missing: Vec<usize> = paths
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| !std::fs::metadata(p).is_ok_and(|m| m.file_type().is_block_device()))
-            .map(|(i, _)| i)
-            .collect();
-        if missing.is_empty() || Instant::now() >= until {
-            return missing;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}

@@ -5,17 +5,19 @@
 
 use std::path::Path;
 
+use crate::blockdev::nodes::{self, await_block_devices, NodeOutlook};
 use crate::image::ImageInfo;
 use crate::partition::configdrive::ConfigDriveImage;
 use crate::partition::fixup::{fix_gpt_partition, validate_partitioning, whole_disk_root_uuid};
 use crate::partition::table::read_table;
-use crate::partition::{ioctl, partition_path, Geometry};
+use crate::partition::{partition_path, Geometry};
+use crate::sys::block;
 use crate::task::blocking;
 
 use super::env::DeployEnv;
 use super::error::DeployError;
 use super::stream::stream;
-use super::target::{await_block_devices, open_target};
+use super::target::open_target;
 use super::PartitionUuids;
 
 /// Streams `info` onto `device` and finishes the disk; returns what
@@ -57,7 +59,10 @@ fn finish(
     let mut disk = open_target(env, device)?;
     let geometry = Geometry::of_file(&disk)
         .map_err(|e| DeployError::Disk(format!("{}: {e}", device.display())))?;
-    reread(&disk, device);
+    // The re-read that counts is the last one, which also decides the wait below.
+    if let Err(e) = block::rescan(&disk) {
+        tracing::debug!(device = %device.display(), error = %e, "first re-read of the table failed");
+    }
     match fix_gpt_partition(&mut disk, geometry, device, Some(node_uuid)) {
         Ok(fix) => tracing::debug!(?fix, "backup GPT checked"),
         // IPA ignores a failure here too: the table is validated next.
@@ -68,8 +73,8 @@ fn finish(
     if let Some(image) = configdrive {
         super::configdrive::place(&mut disk, device, node_uuid, image)?;
     }
-    reread(&disk, device);
-    wait_for_partitions(env, &mut disk, geometry, device);
+    let outlook = nodes::reread(&disk, device, env.sysroot());
+    wait_for_partitions(env, &mut disk, geometry, device, &outlook);
     let root_uuid = whole_disk_root_uuid(&mut disk).map_err(|e| {
         DeployError::Disk(format!(
             "reading the disk signature of {}: {e}",
@@ -79,21 +84,15 @@ fn finish(
     Ok(PartitionUuids::WholeDisk { root_uuid })
 }
 
-/// Flushes and asks the kernel to re-read the table; a failure is logged, as IPA only
-/// warns when `partprobe` fails (the validation reads the disk itself).
-pub fn reread(disk: &std::fs::File, device: &Path) {
-    if let Err(e) = ioctl::rescan(disk) {
-        tracing::warn!(device = %device.display(), error = %e, "re-reading the partition table failed");
-    }
-}
-
 /// Waits (bounded) until every partition of the table has its device node, as IPA
-/// waits for udev; a missing node is logged, not fatal, for a whole-disk image.
+/// waits for udev, unless the kernel said it creates none; a missing node is logged,
+/// not fatal, for a whole-disk image.
 pub fn wait_for_partitions(
     env: &DeployEnv,
     disk: &mut std::fs::File,
     geometry: Geometry,
     device: &Path,
+    outlook: &NodeOutlook,
 ) {
     let Ok(Some(table)) = read_table(disk, geometry) else {
         return;
@@ -103,7 +102,11 @@ pub fn wait_for_partitions(
         .iter()
         .map(|p| env.rooted(&partition_path(device, p.number)))
         .collect();
-    for i in await_block_devices(&paths) {
+    let missing = await_block_devices(&paths, outlook);
+    if *outlook != NodeOutlook::Expected {
+        return;
+    }
+    for i in missing {
         tracing::warn!(partition = %paths[i].display(), "partition device node did not appear");
     }
 }

@@ -25,7 +25,8 @@ use serde_json::Value;
 use crate::blockdev::hints::py;
 use crate::blockdev::open_for_write_at;
 use crate::partition::wipe::destroy_disk_metadata;
-use crate::partition::{ioctl, Geometry, GeometryError};
+use crate::partition::{Geometry, GeometryError};
+use crate::sys::block;
 
 use super::devices::{candidates, Candidate};
 use super::{probe, EraseError, EraseScope};
@@ -188,7 +189,7 @@ fn erase_one(scope: &EraseScope, dev: &Candidate) -> Result<(), String> {
     if !dev.is_partition() {
         // sgdisk -Z makes the kernel drop the old partitions; failing that is a warning
         // there too (the metadata is gone either way).
-        if let Err(e) = ioctl::rescan(&file) {
+        if let Err(e) = block::rescan(&file) {
             tracing::warn!(device = %dev.name, error = %e, "the kernel did not re-read the partition table");
         }
     }

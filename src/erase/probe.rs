@@ -9,6 +9,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 
 use uuid::Uuid;
 
+use crate::bytes::{be32, le32};
 use crate::inventory::read::{list_dir_opt, read_opt, read_u64, under};
 use crate::partition::table::{read_table, PartitionTable};
 use crate::partition::Geometry;
@@ -132,8 +133,8 @@ pub fn protected(scope: &EraseScope, dev: &Candidate) -> io::Result<Option<&'sta
     if size >= GFS2_SB_OFFSET + 8 {
         let mut b = [0u8; 8];
         read_at(&mut disk, start + GFS2_SB_OFFSET, &mut b)?;
-        let magic = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-        let kind = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
+        let magic = be32(&b, 0);
+        let kind = be32(&b, 4);
         if magic == GFS2_MAGIC && kind == GFS2_METATYPE_SB {
             return Ok(Some(GFS2_WHAT));
         }
@@ -173,8 +174,8 @@ pub fn has_md_superblock<R: Read + Seek + ?Sized>(
         }
         let mut b = [0u8; 136];
         read_at(r, start + off, &mut b)?;
-        let le = |at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
-        let be = |at: usize| u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+        let le = |at: usize| le32(&b, at);
+        let be = |at: usize| be32(&b, at);
         let found = if major == 0 {
             // 0.90 superblocks are in the writer's byte order.
             (le(0) == MD_MAGIC && le(4) == 0) || (be(0) == MD_MAGIC && be(4) == 0)

@@ -13,6 +13,8 @@
 
 use std::fmt;
 
+use crate::bytes::{be32, be64, le16, le32, le64};
+
 /// How many leading bytes `detect` wants: enough for every rule (ISO 9660 needs 34 KiB,
 /// a VMDK descriptor up to about 63 KiB fits); a shorter head means the whole stream.
 pub const SNIFF_LEN: usize = 64 * 1024;
@@ -330,34 +332,6 @@ pub fn gate(
 }
 
 // ---- the inspectors: each returns None when the head does not match ----------------------
-
-fn be32(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[at..at + 4]);
-    u32::from_be_bytes(a)
-}
-
-fn be64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_be_bytes(a)
-}
-
-fn le16(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-
-fn le32(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(a)
-}
-
-fn le64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
-}
 
 fn found(format: Format, safety: Safety, virtual_size: Option<u64>) -> Option<Inspection> {
     Some(Inspection {

@@ -20,9 +20,9 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use crate::blockdev::AllowList;
 use crate::hw::BlockDevice;
 
+use super::allowlist::AllowList;
 use super::read::{
     list_dir, list_dir_opt, read_attr, read_opt, read_opt_nonempty, read_prefix, read_u64, under,
 };

@@ -7,6 +7,7 @@
 
 use std::path::Path;
 
+use crate::bytes::{try_le16, try_le32};
 use crate::hw::{Firmware, SystemVendor};
 
 use super::read::{read_bounded, read_opt, under};
@@ -150,11 +151,11 @@ pub fn parse_smbios(table: &[u8]) -> Smbios {
 /// means KiB units, else MiB; 0x7FFF means "see the 32-bit Extended Size at 0x1C" (MiB,
 /// bit 31 reserved).
 pub fn memory_device_bytes(formatted: &[u8]) -> Option<u64> {
-    let size = u16::from_le_bytes([*formatted.get(0x0C)?, *formatted.get(0x0D)?]);
+    let size = try_le16(formatted, 0x0C)?;
     match size {
         0 | 0xFFFF => None,
         0x7FFF if formatted.len() >= 0x20 => {
-            let ext = u32::from_le_bytes(formatted.get(0x1C..0x20)?.try_into().ok()?);
+            let ext = try_le32(formatted, 0x1C)?;
             Some(u64::from(ext & 0x7FFF_FFFF) << 20)
         }
         s if s & 0x8000 != 0 => Some(u64::from(s & 0x7FFF) << 10),

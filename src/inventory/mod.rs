@@ -8,9 +8,13 @@
 //! null/empty values IPA reports for unknown facts; only the disk probe fails the whole
 //! inventory, because a disk list that silently misses devices is worse than none.
 //!
+//! `allowlist` is the device allow-list: the listing hides what it excludes, and
+//! the write door of the block-device layer (above this module) refuses to open it.
+//!
 //! To add a part: a module with `read_<part>(root, ...)` plus pure parsers and unit
 //! tests, called from [`collect_with`], and a fixture case under `tests/fixtures/sysfs/`.
 
+pub mod allowlist;
 pub mod bmc;
 pub mod boot;
 pub mod cpu;
@@ -23,9 +27,9 @@ pub mod udev;
 
 use std::path::{Path, PathBuf};
 
-use crate::blockdev::AllowList;
 use crate::hw::Inventory;
 
+pub use allowlist::{glob_match, AllowList};
 pub use net::{AddrSource, FileAddrs, SystemAddrs};
 
 /// What `collect` needs besides the root path.

@@ -320,7 +320,7 @@ pub struct Placement {
 /// `create_config_drive_partition`, spec 7.3): reuse the one partition labelled
 /// `config-2`, else move the backup GPT to the end and add a partition in the last
 /// 64 MiB (GPT) or in a free primary slot (MBR), then copy the image into it. The caller
-/// re-reads the partition table afterwards ([`super::ioctl::rescan`]).
+/// re-reads the partition table afterwards ([`crate::sys::block::rescan`]).
 pub fn place_on_whole_disk<D: Disk + ?Sized>(
     disk: &mut D,
     geometry: Geometry,

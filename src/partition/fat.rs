@@ -10,8 +10,9 @@
 
 use std::io;
 
-use super::rw::{put32, write_all_at, zero_range};
+use super::rw::{write_all_at, zero_range};
 use super::Disk;
+use crate::bytes::put_le32;
 
 /// The ESP label IPA uses.
 pub const ESP_LABEL: &str = "efi-part";
@@ -148,15 +149,15 @@ pub fn make_fat32<D: Disk + ?Sized>(
     boot[21] = MEDIA;
     boot[24..26].copy_from_slice(&63u16.to_le_bytes());
     boot[26..28].copy_from_slice(&255u16.to_le_bytes());
-    put32(&mut boot, 28, u32::try_from(start / p.sector).unwrap_or(0));
-    put32(&mut boot, 32, p.sectors as u32);
-    put32(&mut boot, 36, p.fat_sectors as u32);
-    put32(&mut boot, 44, 2); // root directory cluster
+    put_le32(&mut boot, 28, u32::try_from(start / p.sector).unwrap_or(0));
+    put_le32(&mut boot, 32, p.sectors as u32);
+    put_le32(&mut boot, 36, p.fat_sectors as u32);
+    put_le32(&mut boot, 44, 2); // root directory cluster
     boot[48..50].copy_from_slice(&1u16.to_le_bytes()); // FSInfo sector
     boot[50..52].copy_from_slice(&6u16.to_le_bytes()); // backup boot sector
     boot[64] = 0x80;
     boot[66] = 0x29;
-    put32(&mut boot, 67, volume_id);
+    put_le32(&mut boot, 67, volume_id);
     boot[71..82].copy_from_slice(&label11);
     boot[82..90].copy_from_slice(b"FAT32   ");
     boot[90..92].copy_from_slice(&[0xeb, 0xfe]); // not bootable: spin
@@ -164,20 +165,20 @@ pub fn make_fat32<D: Disk + ?Sized>(
     boot[511] = 0xaa;
 
     let mut fsinfo = vec![0u8; ss];
-    put32(&mut fsinfo, 0, 0x4161_5252);
-    put32(&mut fsinfo, 484, 0x6141_7272);
-    put32(&mut fsinfo, 488, (p.clusters - 1) as u32); // the root directory takes one
-    put32(&mut fsinfo, 492, 3);
-    put32(&mut fsinfo, 508, 0xaa55_0000);
+    put_le32(&mut fsinfo, 0, 0x4161_5252);
+    put_le32(&mut fsinfo, 484, 0x6141_7272);
+    put_le32(&mut fsinfo, 488, (p.clusters - 1) as u32); // the root directory takes one
+    put_le32(&mut fsinfo, 492, 3);
+    put_le32(&mut fsinfo, 508, 0xaa55_0000);
 
     for (sector_no, data) in [(0u64, &boot), (1, &fsinfo), (6, &boot), (7, &fsinfo)] {
         write_all_at(disk, start + sector_no * p.sector, data)?;
     }
     // FAT entries 0 and 1 (media, clean-shutdown bits) and 2 (root directory: end of chain).
     let mut head = [0u8; 12];
-    put32(&mut head, 0, 0x0fff_ff00 | u32::from(MEDIA));
-    put32(&mut head, 4, 0x0fff_ffff);
-    put32(&mut head, 8, 0x0fff_ffff);
+    put_le32(&mut head, 0, 0x0fff_ff00 | u32::from(MEDIA));
+    put_le32(&mut head, 4, 0x0fff_ffff);
+    put_le32(&mut head, 8, 0x0fff_ffff);
     for fat in 0..NUM_FATS {
         write_all_at(disk, fat_start + fat * p.fat_sectors * p.sector, &head)?;
     }

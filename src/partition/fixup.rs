@@ -6,6 +6,8 @@
 use std::io::{self, Read, Seek};
 use std::path::{Path, PathBuf};
 
+use crate::bytes::le64;
+
 use super::gpt::{Gpt, GptError};
 use super::rw::{read_exact_at, zero_range};
 use super::table::{read_table, PartitionTable};
@@ -143,8 +145,7 @@ pub fn backup_gpt_misplaced<R: Read + Seek + ?Sized>(
 ) -> io::Result<bool> {
     let mut h = [0u8; 40];
     read_exact_at(r, geometry.sector_size(), &mut h)?;
-    Ok(&h[..8] == super::gpt::SIGNATURE
-        && u64::from_le_bytes(h[32..40].try_into().expect("8 bytes")) != geometry.sectors() - 1)
+    Ok(&h[..8] == super::gpt::SIGNATURE && le64(&h, 32) != geometry.sectors() - 1)
 }
 
 #[cfg(test)]

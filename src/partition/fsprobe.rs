@@ -10,7 +10,8 @@ use std::io::{self, Read, Seek};
 
 use uuid::Uuid;
 
-use super::rw::{le16, le32, read_vec_at};
+use super::rw::read_vec_at;
+use crate::bytes::{le16, le32};
 
 /// Bytes read from the start of a window: enough for the btrfs superblock at 64 KiB.
 const HEAD_LEN: u64 = 0x11000;

@@ -11,8 +11,9 @@ use std::io::{self, Read, Seek, Write};
 
 use uuid::Uuid;
 
-use super::rw::{crc32, le32, le64, put32, put64, read_exact_at, read_vec_at, write_all_at};
+use super::rw::{crc32, read_exact_at, read_vec_at, write_all_at};
 use super::Geometry;
+use crate::bytes::{le32, le64, put_le32, put_le64};
 
 /// "EFI PART", at the start of both headers.
 pub const SIGNATURE: &[u8; 8] = b"EFI PART";
@@ -184,19 +185,19 @@ impl GptHeader {
     fn to_sector(&self, sector_size: u64) -> Vec<u8> {
         let mut s = vec![0u8; usize::try_from(sector_size).expect("sector size fits usize")];
         s[..8].copy_from_slice(SIGNATURE);
-        put32(&mut s, 8, self.revision);
-        put32(&mut s, 12, HEADER_LEN as u32);
-        put64(&mut s, 24, self.my_lba);
-        put64(&mut s, 32, self.alternate_lba);
-        put64(&mut s, 40, self.first_usable_lba);
-        put64(&mut s, 48, self.last_usable_lba);
+        put_le32(&mut s, 8, self.revision);
+        put_le32(&mut s, 12, HEADER_LEN as u32);
+        put_le64(&mut s, 24, self.my_lba);
+        put_le64(&mut s, 32, self.alternate_lba);
+        put_le64(&mut s, 40, self.first_usable_lba);
+        put_le64(&mut s, 48, self.last_usable_lba);
         s[56..72].copy_from_slice(&self.disk_guid.to_bytes_le());
-        put64(&mut s, 72, self.entries_lba);
-        put32(&mut s, 80, self.num_entries);
-        put32(&mut s, 84, self.entry_size);
-        put32(&mut s, 88, self.entries_crc32);
+        put_le64(&mut s, 72, self.entries_lba);
+        put_le32(&mut s, 80, self.num_entries);
+        put_le32(&mut s, 84, self.entry_size);
+        put_le32(&mut s, 88, self.entries_crc32);
         let crc = crc32(&s[..HEADER_LEN]);
-        put32(&mut s, 16, crc);
+        put_le32(&mut s, 16, crc);
         s
     }
 }
@@ -244,9 +245,9 @@ impl GptEntry {
         b[..ENTRY_LEN].fill(0);
         b[0..16].copy_from_slice(&self.type_guid.to_bytes_le());
         b[16..32].copy_from_slice(&self.unique_guid.to_bytes_le());
-        put64(b, 32, self.first_lba);
-        put64(b, 40, self.last_lba);
-        put64(b, 48, self.attributes);
+        put_le64(b, 32, self.first_lba);
+        put_le64(b, 40, self.last_lba);
+        put_le64(b, 48, self.attributes);
         for (i, unit) in self.name.encode_utf16().take(36).enumerate() {
             b[56 + 2 * i..58 + 2 * i].copy_from_slice(&unit.to_le_bytes());
         }

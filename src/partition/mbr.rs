@@ -10,8 +10,9 @@
 use std::collections::HashSet;
 use std::io::{self, Read, Seek, Write};
 
-use super::rw::{le32, put32, read_exact_at, write_all_at};
+use super::rw::{read_exact_at, write_all_at};
 use super::Geometry;
+use crate::bytes::{le32, put_le32};
 
 /// Byte offset of the 4-byte disk signature (lsblk's PTUUID, IPA's whole-disk `root uuid`).
 pub const SIGNATURE_OFFSET: u64 = 440;
@@ -96,8 +97,8 @@ impl MbrEntry {
         b[1..4].copy_from_slice(&chs(u64::from(self.first_lba)));
         b[4] = self.kind;
         b[5..8].copy_from_slice(&chs(last));
-        put32(b, 8, self.first_lba);
-        put32(b, 12, self.sectors);
+        put_le32(b, 8, self.first_lba);
+        put_le32(b, 12, self.sectors);
     }
 }
 
@@ -286,7 +287,7 @@ impl Mbr {
     pub fn write<W: Read + Write + Seek + ?Sized>(&self, w: &mut W) -> Result<(), MbrError> {
         let mut sector0 = [0u8; 512];
         read_exact_at(w, 0, &mut sector0)?;
-        put32(&mut sector0, SIGNATURE_OFFSET as usize, self.disk_signature);
+        put_le32(&mut sector0, SIGNATURE_OFFSET as usize, self.disk_signature);
         sector0[444..446].fill(0);
         for (i, p) in self.primaries.iter().enumerate() {
             let off = TABLE_OFFSET + 16 * i;
@@ -380,7 +381,7 @@ pub fn grow_protective<W: Read + Write + Seek + ?Sized>(
         return Ok(false);
     }
     let off = TABLE_OFFSET + 16 * slot;
-    put32(&mut sector0, off + 12, want.sectors);
+    put_le32(&mut sector0, off + 12, want.sectors);
     sector0[off + 5..off + 8].copy_from_slice(&chs(u64::from(want.sectors)));
     write_all_at(w, 0, &sector0)?;
     Ok(true)

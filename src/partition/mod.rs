@@ -11,12 +11,11 @@
 //! - `configdrive`: decode the config drive and place it on a whole-disk image.
 //! - `fixup`: after writing, move the backup GPT to the end, validate the table, read the
 //!   MBR disk signature. `wipe`: `destroy_disk_metadata` as exact byte ranges.
-//! - `ioctl`: the only file here with `unsafe` (BLKGETSIZE64, BLKSSZGET, BLKRRPART).
 //!
 //! Nothing here opens a device: callers pass a handle obtained through
 //! [`crate::blockdev::open_for_write`]. Nothing runs an external tool. Writes go to
 //! whole-disk offsets, never through partition device nodes, so they work before the
-//! kernel has re-read the table; [`ioctl::rescan`] tells the kernel afterwards.
+//! kernel has re-read the table; [`crate::sys::block::rescan`] tells the kernel afterwards.
 //! To support another filesystem in label/UUID lookups, add a probe to `fsprobe`.
 
 pub mod configdrive;
@@ -25,7 +24,6 @@ pub mod find;
 pub mod fixup;
 pub mod fsprobe;
 pub mod gpt;
-pub mod ioctl;
 pub mod layout;
 pub mod mbr;
 mod rw;
@@ -36,6 +34,8 @@ pub mod wipe;
 use std::fs::File;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
+
+use crate::sys::block;
 
 /// One mebibyte: parted's and sgdisk's `MiB`/`M` unit, and the layout alignment.
 pub const MIB: u64 = 1 << 20;
@@ -58,7 +58,7 @@ pub enum GeometryError {
     },
     /// Reading the size or sector size failed.
     #[error("reading the device geometry: {0}")]
-    Probe(#[from] ioctl::IoctlError),
+    Probe(#[from] block::IoctlError),
     /// `stat` failed.
     #[error("reading the device geometry: {0}")]
     Io(#[from] std::io::Error),
@@ -91,8 +91,8 @@ impl Geometry {
     pub fn of_file(file: &File) -> Result<Self, GeometryError> {
         let meta = file.metadata()?;
         if meta.file_type().is_block_device() {
-            let size = ioctl::device_size(file)?;
-            let sector = ioctl::logical_sector_size(file)?;
+            let size = block::device_size(file)?;
+            let sector = block::logical_sector_size(file)?;
             Self::new(size, u64::from(sector))
         } else {
             Self::new(meta.len(), 512)

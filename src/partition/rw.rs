@@ -55,33 +55,6 @@ pub(crate) fn zero_range<W: Write + Seek + ?Sized>(w: &mut W, range: Range<u64>)
     Ok(())
 }
 
-/// Little-endian u16 at `off` (the caller guarantees the slice is long enough).
-pub(crate) fn le16(b: &[u8], off: usize) -> u16 {
-    u16::from_le_bytes([b[off], b[off + 1]])
-}
-
-/// Little-endian u32 at `off`.
-pub(crate) fn le32(b: &[u8], off: usize) -> u32 {
-    u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
-}
-
-/// Little-endian u64 at `off`.
-pub(crate) fn le64(b: &[u8], off: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[off..off + 8]);
-    u64::from_le_bytes(a)
-}
-
-/// Stores `v` little-endian at `off`.
-pub(crate) fn put32(b: &mut [u8], off: usize, v: u32) {
-    b[off..off + 4].copy_from_slice(&v.to_le_bytes());
-}
-
-/// Stores `v` little-endian at `off`.
-pub(crate) fn put64(b: &mut [u8], off: usize, v: u64) {
-    b[off..off + 8].copy_from_slice(&v.to_le_bytes());
-}
-
 /// CRC-32 (IEEE, as GPT and gzip use it).
 pub(crate) fn crc32(data: &[u8]) -> u32 {
     let mut crc = flate2::Crc::new();

@@ -10,8 +10,9 @@ use std::io;
 
 use uuid::Uuid;
 
-use super::rw::{put32, write_all_at};
+use super::rw::write_all_at;
 use super::Disk;
+use crate::bytes::put_le32;
 
 /// The label IPA gives the swap partition (`mkswap -L swap1`).
 pub const SWAP_LABEL: &str = "swap1";
@@ -84,8 +85,8 @@ pub fn make_swap<D: Disk + ?Sized>(
     // The kernel reads last_page as a u32; larger areas are simply capped, as mkswap does.
     let last_page = u32::try_from(pages - 1).unwrap_or(u32::MAX);
     let mut page = vec![0u8; usize::try_from(page_size).expect("page size fits usize")];
-    put32(&mut page, 1024, 1);
-    put32(&mut page, 1028, last_page);
+    put_le32(&mut page, 1024, 1);
+    put_le32(&mut page, 1028, last_page);
     page[1036..1052].copy_from_slice(uuid.as_bytes());
     page[1052..1052 + label.len()].copy_from_slice(label.as_bytes());
     let magic = page.len() - 10;

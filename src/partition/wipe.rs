@@ -18,8 +18,9 @@ use std::io::{self, Read, Seek};
 use std::ops::Range;
 
 use super::gpt::MAX_ARRAY_BYTES;
-use super::rw::{le32, le64, read_exact_at, zero_range};
+use super::rw::{read_exact_at, zero_range};
 use super::{Disk, Geometry, MIB};
+use crate::bytes::{le32, le64};
 
 /// Signature blocks are cleared in 4 KiB units (every signature sits inside one).
 const BLOCK: u64 = 4096;

@@ -15,10 +15,23 @@ pub struct LoopDev {
 impl LoopDev {
     /// Attaches a new loop device over a sparse file of `size` bytes.
     pub fn new(size: u64) -> Self {
+        Self::attach(size, false)
+    }
+
+    /// Like [`LoopDev::new`], with partition scanning on (`losetup --partscan`).
+    pub fn with_partscan(size: u64) -> Self {
+        Self::attach(size, true)
+    }
+
+    fn attach(size: u64, partscan: bool) -> Self {
         let backing = tempfile::NamedTempFile::new().expect("backing file");
         backing.as_file().set_len(size).expect("size backing file");
+        let mut args = vec!["--find", "--show", "--direct-io=on"];
+        if partscan {
+            args.push("--partscan");
+        }
         let out = Command::new("losetup")
-            .args(["--find", "--show", "--direct-io=on"])
+            .args(&args)
             .arg(backing.path())
             .output()
             .expect("run losetup (util-linux)");

@@ -7,22 +7,21 @@
 //! on an MBR entry of type 0xEF, so those are what is looked for.
 
 use std::fs::File;
-use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::efivar::{HardDrive, PartitionSignature};
-use super::sys;
+use super::load_option::{HardDrive, PartitionSignature};
+use crate::blockdev::nodes::{is_block_device, wait_until};
 use crate::partition::find::{find_by_uuid, FindError};
 use crate::partition::gpt::types;
 use crate::partition::table::{read_table, PartitionTable, TableError};
 use crate::partition::{partition_path, Geometry, GeometryError};
+use crate::sys::block as sys;
 
 /// MBR partition type of an EFI system partition.
 const MBR_ESP: u8 = 0xef;
 /// How long a new partition node may take to appear in devtmpfs.
 const NODE_WAIT: Duration = Duration::from_secs(5);
-const NODE_POLL: Duration = Duration::from_millis(20);
 
 /// Why no partition could be used.
 #[derive(Debug, thiserror::Error)]
@@ -196,7 +195,7 @@ impl DiskView {
         let sys = under(root, Path::new("/sys/class/block")).join(name);
         let want = (part.start / 512, part.size / 512); // sysfs counts 512-byte units
         match kernel_extent(&sys) {
-            Some(have) if have == want && is_block(&node) => return Ok(node),
+            Some(have) if have == want && is_block_device(&node) => return Ok(node),
             Some(have) if have != want => {
                 tracing::warn!(
                     partition = %part.path.display(),
@@ -218,15 +217,12 @@ impl DiskView {
                 Err(e) => return Err(no_node(format!("BLKPG_ADD_PARTITION: {e}"))),
             }
         }
-        let deadline = Instant::now() + NODE_WAIT;
-        loop {
-            if is_block(&node) && kernel_extent(&sys) == Some(want) {
-                return Ok(node);
-            }
-            if Instant::now() >= deadline {
-                return Err(no_node(format!("not there after {NODE_WAIT:?}")));
-            }
-            std::thread::sleep(NODE_POLL);
+        if wait_until(NODE_WAIT, || {
+            is_block_device(&node) && kernel_extent(&sys) == Some(want)
+        }) {
+            Ok(node)
+        } else {
+            Err(no_node(format!("not there after {NODE_WAIT:?}")))
         }
     }
 }
@@ -248,8 +244,4 @@ fn kernel_extent(sys: &Path) -> Option<(u64, u64)> {
             .and_then(|s| s.trim().parse::<u64>().ok())
     };
     Some((read("start")?, read("size")?))
-}
-
-fn is_block(path: &Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_block_device())
 }

@@ -2,11 +2,12 @@
 //! written natively through efivarfs; GRUB in a chroot of the written root only when
 //! the conductor allows it (`enable_bios_bootloader_install`).
 //!
-//! - `efivar`: `EFI_LOAD_OPTION` and device path bytes; `efivars`: the efivarfs store.
+//! - `load_option`: `EFI_LOAD_OPTION` and device path bytes; `efivarfs`: the variable
+//!   store as efivarfs shows it.
 //! - `esp`: finding the ESP or a partition by UUID with our table readers.
 //! - `loaders`: which loaders an ESP offers and their labels; `uefi`: `manage_uefi`.
 //! - `grub`: the GRUB chroot path; `efi_assets`: a partition image's ESP content put on
-//!   its new ESP; `sys`: the two ioctls (immutable flag, BLKPG).
+//!   its new ESP.
 //!
 //! The flow ([`run`]) is IPA's `install_bootloader`: the UEFI path when the ramdisk
 //! booted UEFI; success if it configured an entry; nothing more for a whole-disk image
@@ -15,24 +16,23 @@
 //! logged error and lets the flow go on, as IPA does; the logs say what was not done.
 
 pub mod efi_assets;
-pub mod efivar;
-pub mod efivars;
+pub mod efivarfs;
 pub mod esp;
 pub mod grub;
+pub mod load_option;
 pub mod loaders;
 pub mod nvram;
-mod sys;
 pub mod uefi;
 
 use std::path::{Path, PathBuf};
 
 use crate::deploy::env::DeployEnv;
-use crate::deploy::mount::{MountKind, Mounter, SysMounter};
+use crate::deploy::mount::{MountKind, MountOptions, Mounter, SysMounter};
 use crate::deploy::target::install_device;
 use crate::errors::CommandError;
 use crate::task::blocking;
 
-use efivars::EfiVars;
+use efivarfs::EfiVars;
 use uefi::{manage_uefi, UefiEnv};
 
 /// The message IPA refuses a BIOS bootloader install with.
@@ -145,6 +145,7 @@ pub fn system_efivars(sysroot: &Path, mounter: &dyn Mounter) -> Option<EfiVars> 
         Path::new("efivarfs"),
         efivars.dir(),
         &MountKind::Fs(Some("efivarfs".to_owned())),
+        &MountOptions::default(),
     ) {
         Ok(()) if efivars.is_populated() => Some(efivars),
         Ok(()) => {

@@ -21,10 +21,11 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::blockdev::hints::py;
+use crate::bytes::{try_le16, try_le32, try_le64};
 use crate::deploy::mount::Mounter;
 
-use super::efivar::{DevicePathNode, HardDrive, PartitionSignature};
-use super::efivars::{boot_var_name, EfiVarError, EfiVars};
+use super::efivarfs::{boot_var_name, EfiVarError, EfiVars};
+use super::load_option::{DevicePathNode, HardDrive, PartitionSignature};
 use super::system_efivars;
 
 /// IPA's default `match_patterns`: entries on a disk partition and shim/GRUB loaders.
@@ -321,13 +322,13 @@ impl Fields<'_> {
         self.0.get(at).copied()
     }
     fn u16(&self, at: usize) -> Option<u16> {
-        Some(u16::from_le_bytes(self.0.get(at..at + 2)?.try_into().ok()?))
+        try_le16(self.0, at)
     }
     fn u32(&self, at: usize) -> Option<u32> {
-        Some(u32::from_le_bytes(self.0.get(at..at + 4)?.try_into().ok()?))
+        try_le32(self.0, at)
     }
     fn u64(&self, at: usize) -> Option<u64> {
-        Some(u64::from_le_bytes(self.0.get(at..at + 8)?.try_into().ok()?))
+        try_le64(self.0, at)
     }
 }
 

@@ -8,9 +8,9 @@
 
 use std::path::Path;
 
-use super::efivar::{HardDrive, LoadOption};
-use super::efivars::{EfiVarError, EfiVars};
+use super::efivarfs::{EfiVarError, EfiVars};
 use super::esp::{under, DiskView, EspError, Located};
+use super::load_option::{HardDrive, LoadOption};
 use super::loaders::{boot_targets, find_loaders, BootTarget, LoaderError};
 use crate::deploy::mount::{MountError, MountKind, MountPoint, Mounter, Mounts};
 use crate::errors::CommandError;

@@ -2,6 +2,7 @@
 //! table is trusted (layout from QEMU's docs/interop/qcow2.txt; checks as `qcow2_do_open`).
 
 use super::Qcow2Error;
+use crate::bytes::{be32, be64};
 
 /// Bytes the parser needs: the v3 header up to the compression type and its padding.
 pub const HEADER_PREFIX: usize = 112;
@@ -71,18 +72,6 @@ impl Header {
     pub fn l1_entries_needed(&self) -> u64 {
         self.virtual_size.div_ceil(self.l2_coverage())
     }
-}
-
-fn be32(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[at..at + 4]);
-    u32::from_be_bytes(a)
-}
-
-fn be64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_be_bytes(a)
 }
 
 fn bad(what: &'static str) -> Qcow2Error {

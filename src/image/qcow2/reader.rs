@@ -9,6 +9,7 @@ use super::header::{self, Header, HEADER_PREFIX};
 use super::output::{feed_data, Fill, Fills};
 use super::spill::{Missing, Spill};
 use super::{GuestSink, Limits, Qcow2Error, Summary};
+use crate::bytes::be64;
 
 /// Offset bits of L1 and L2 entries (bits 9..55).
 const OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
@@ -312,7 +313,7 @@ impl Qcow2Stream {
         let (cs, cov, size) = (h.cluster_size(), h.l2_coverage(), h.virtual_size);
         let mut fills = Fills::default();
         for (i, e) in buf.chunks_exact(8).enumerate() {
-            let e = be64(e);
+            let e = be64(e, 0);
             let guest = i as u64 * cov;
             let l2 = e & OFFSET_MASK;
             if l2 == 0 {
@@ -361,7 +362,7 @@ impl Qcow2Stream {
             if guest >= size {
                 break;
             }
-            let e = be64(e);
+            let e = be64(e, 0);
             if e & OFLAG_COMPRESSED != 0 {
                 self.flush_run(&mut run, sink)?;
                 let coff = e & coff_mask;
@@ -546,12 +547,6 @@ fn feed_want(
             Ok(())
         }
     }
-}
-
-fn be64(b: &[u8]) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(b);
-    u64::from_be_bytes(a)
 }
 
 /// Streams a whole qcow2 image from `reader` into `sink`.

@@ -1,12 +1,14 @@
 //! UEFI boot variables as bytes (UEFI spec 2.10, 3.1.3 "Load Options" and 10.3 "Device
 //! Path Nodes"): an `EFI_LOAD_OPTION` with its device path, encoded and decoded without
-//! I/O. [`super::efivars`] stores them; [`super::uefi`] decides what to store.
+//! I/O. The efivarfs module stores them; the UEFI flow decides what to store.
 //!
 //! Only the nodes an agent writes are typed (hard drive, file path, end); every other
 //! node a firmware or another tool put in a variable is kept as opaque bytes, so
 //! reading an existing entry never fails on a node we do not know.
 
 use uuid::Uuid;
+
+use crate::bytes::{le16, le32};
 
 /// `LOAD_OPTION_ACTIVE`: the firmware may boot this option.
 pub const LOAD_OPTION_ACTIVE: u32 = 0x0000_0001;
@@ -226,7 +228,7 @@ fn decode_path(b: &[u8], base: usize) -> Result<Vec<DevicePathNode>, LoadOptionE
             return Err(LoadOptionError::UnterminatedPath);
         }
         let (kind, subtype) = (b[at], b[at + 1]);
-        let len = usize::from(u16::from_le_bytes([b[at + 2], b[at + 3]]));
+        let len = usize::from(le16(b, at + 2));
         if len < 4 || at + len > b.len() {
             return Err(LoadOptionError::BadNode(base + at));
         }
@@ -259,9 +261,7 @@ fn decode_hard_drive(d: &[u8]) -> Result<HardDrive, LoadOptionError> {
     let (format, sig_type) = (d[36], d[37]);
     let signature = match (format, sig_type) {
         (0x02, 0x02) => PartitionSignature::Gpt(Uuid::from_bytes_le(sig)),
-        (0x01, 0x01) => {
-            PartitionSignature::Mbr(u32::from_le_bytes([sig[0], sig[1], sig[2], sig[3]]))
-        }
+        (0x01, 0x01) => PartitionSignature::Mbr(le32(&sig, 0)),
         _ => return Err(LoadOptionError::BadHardDrive { format, sig_type }),
     };
     Ok(HardDrive {

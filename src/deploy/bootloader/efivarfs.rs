@@ -15,8 +15,9 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use super::efivar::{LoadOption, LoadOptionError};
-use super::sys;
+use super::load_option::{LoadOption, LoadOptionError};
+use crate::bytes::le32;
+use crate::sys::fs_flags;
 
 /// EFI_GLOBAL_VARIABLE, the vendor GUID of `Boot####` and `BootOrder`.
 pub const GLOBAL_GUID: &str = "8be4df61-93ca-11d2-aa0d-00e098032b8c";
@@ -118,7 +119,7 @@ impl EfiVars {
         if buf.len() < 4 || buf.len() as u64 > MAX_VAR_BYTES {
             return Err(EfiVarError::BadSize(name.to_owned()));
         }
-        let attrs = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
+        let attrs = le32(&buf, 0);
         Ok(Some((attrs, buf.split_off(4))))
     }
 
@@ -128,7 +129,7 @@ impl EfiVars {
         let path = self.path(name);
         match File::open(&path) {
             Ok(f) => {
-                sys::clear_immutable(&f).map_err(|e| Self::io(name)(e.into()))?;
+                fs_flags::clear_immutable(&f).map_err(|e| Self::io(name)(e.into()))?;
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(Self::io(name)(e)),

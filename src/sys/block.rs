@@ -1,6 +1,7 @@
-//! The block-device ioctls the partition code needs: size (BLKGETSIZE64), logical sector
-//! size (BLKSSZGET) and re-reading the partition table (BLKRRPART). The only `unsafe` in
-//! `partition`; callers see safe functions taking a `&File`.
+//! The block-device ioctls (`<linux/fs.h>` request type 0x12): size (BLKGETSIZE64),
+//! logical sector size (BLKSSZGET), re-reading the partition table (BLKRRPART) and
+//! telling the kernel about one partition (BLKPG_ADD/DEL_PARTITION, what `partx -a`/`-d`
+//! do) when its view is missing or stale. Callers see safe functions taking a `&File`.
 #![allow(unsafe_code)]
 
 use std::fs::File;
@@ -10,11 +11,40 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 
-// <linux/fs.h>: BLKRRPART _IO(0x12,95), BLKSSZGET _IO(0x12,104),
+// <linux/fs.h>: BLKRRPART _IO(0x12,95), BLKSSZGET _IO(0x12,104), BLKPG _IO(0x12,105),
 // BLKGETSIZE64 _IOR(0x12,114,size_t).
 nix::ioctl_none!(blkrrpart, 0x12, 95);
 nix::ioctl_read_bad!(blksszget, nix::request_code_none!(0x12, 104), libc::c_int);
+nix::ioctl_write_ptr_bad!(blkpg, nix::request_code_none!(0x12, 105), BlkpgIoctlArg);
 nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);
+
+/// `BLKPG_ADD_PARTITION` from `<linux/blkpg.h>`.
+const BLKPG_ADD_PARTITION: libc::c_int = 1;
+/// `BLKPG_DEL_PARTITION` from `<linux/blkpg.h>`.
+const BLKPG_DEL_PARTITION: libc::c_int = 2;
+
+/// `struct blkpg_ioctl_arg` from `<linux/blkpg.h>`.
+#[repr(C)]
+struct BlkpgIoctlArg {
+    op: libc::c_int,
+    flags: libc::c_int,
+    datalen: libc::c_int,
+    data: *mut libc::c_void,
+}
+
+/// `struct blkpg_partition` from `<linux/blkpg.h>` (offsets in bytes).
+#[repr(C)]
+struct BlkpgPartition {
+    start: libc::c_longlong,
+    length: libc::c_longlong,
+    pno: libc::c_int,
+    devname: [libc::c_char; 64],
+    volname: [libc::c_char; 64],
+}
+
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<BlkpgIoctlArg>() == 24);
+const _: () = assert!(std::mem::size_of::<BlkpgPartition>() == 152);
 
 /// BLKRRPART answers EBUSY while udev or a prober still holds a partition; partprobe
 /// retries too (IPA: `[disk_utils]partprobe_attempts` = 10).
@@ -64,6 +94,43 @@ pub fn reread_partition_table(dev: &File) -> Result<(), IoctlError> {
     Ok(())
 }
 
+/// Adds partition `number` (bytes `start..start+length`) to the kernel's view of the
+/// disk open as `disk`, so its device node appears.
+pub fn add_partition(disk: &File, number: u32, start: u64, length: u64) -> Result<(), Errno> {
+    blkpg_partition(disk, BLKPG_ADD_PARTITION, number, start, length)
+}
+
+/// Removes partition `number` from the kernel's view of `disk` (EBUSY while in use).
+pub fn delete_partition(disk: &File, number: u32) -> Result<(), Errno> {
+    blkpg_partition(disk, BLKPG_DEL_PARTITION, number, 0, 0)
+}
+
+fn blkpg_partition(
+    disk: &File,
+    op: libc::c_int,
+    number: u32,
+    start: u64,
+    length: u64,
+) -> Result<(), Errno> {
+    let mut part = BlkpgPartition {
+        start: libc::c_longlong::try_from(start).map_err(|_| Errno::EOVERFLOW)?,
+        length: libc::c_longlong::try_from(length).map_err(|_| Errno::EOVERFLOW)?,
+        pno: libc::c_int::try_from(number).map_err(|_| Errno::EOVERFLOW)?,
+        devname: [0; 64],
+        volname: [0; 64],
+    };
+    let arg = BlkpgIoctlArg {
+        op,
+        flags: 0,
+        datalen: std::mem::size_of::<BlkpgPartition>() as libc::c_int,
+        data: std::ptr::addr_of_mut!(part).cast(),
+    };
+    // SAFETY: the fd is open for the lifetime of `disk`; `arg.data` points at `part`
+    // and `datalen` is its size; both live across the call and the kernel only reads them.
+    unsafe { blkpg(disk.as_raw_fd(), &arg) }?;
+    Ok(())
+}
+
 /// Flushes what was written to `dev` and, for a block device, makes the kernel re-read
 /// its partition table, retrying while it is busy. A regular file is only flushed.
 pub fn rescan(dev: &File) -> Result<(), IoctlError> {
@@ -104,6 +171,8 @@ mod tests {
             logical_sector_size(&f),
             Err(IoctlError::SectorSize(Errno::ENOTTY))
         ));
+        assert_eq!(add_partition(&f, 1, 1 << 20, 1 << 20), Err(Errno::ENOTTY));
+        assert_eq!(delete_partition(&f, 1), Err(Errno::ENOTTY));
         // rescan of a regular file only flushes.
         rescan(&f).unwrap();
     }

@@ -4,8 +4,8 @@
 //! (hardware facts read from sysfs/procfs/SMBIOS under a root path), `blockdev` (device
 //! allow-list and the one door to writable handles), `hardware` (manager registry,
 //! dispatch, generic manager), `commands` (IPA's extensions and the command history),
-//! `api` (the local HTTP(S) API), `ironic` (lookup, heartbeat, inspection client) and
-//! `agent` (the life cycle that ties them together).
+//! `logs` (the diagnostics archive), `api` (the local HTTP(S) API), `ironic` (lookup,
+//! heartbeat, inspection client) and `agent` (the life cycle that ties them together).
 #![deny(unsafe_code)]
 
 pub mod agent;
@@ -20,6 +20,7 @@ pub mod hardware;
 pub mod image;
 pub mod inventory;
 pub mod ironic;
+pub mod logs;
 pub mod partition;
 
 pub use ira_hw as hw;

@@ -1,6 +1,6 @@
-//! Bounds on what one client may make the API hold (INVARIANTS 5): header size, body
-//! size, JSON nesting, connections and time. The server and the router read them from
-//! one [`ServerLimits`] value so tests can shrink the timeouts to milliseconds.
+//! Bounds on what clients may make the API hold (INVARIANTS 5): header size, body
+//! size, JSON nesting, connections, long-polls and time. The server and the router read
+//! them from one [`ServerLimits`] value so tests can shrink the timeouts to milliseconds.
 
 use std::time::Duration;
 
@@ -16,8 +16,16 @@ pub struct ServerLimits {
     pub max_body_bytes: usize,
     /// Deepest allowed nesting of JSON arrays and objects in a body.
     pub max_json_depth: usize,
-    /// Connections served at the same time; more wait in the listen backlog.
+    /// Connections held at the same time (handshakes, idle keep-alives and requests in
+    /// flight); more wait in the listen backlog.
     pub max_connections: usize,
+    /// Open connections above which the server is under pressure; it is also under
+    /// pressure when all `max_connections` are taken.
+    pub busy_connections: usize,
+    /// Under pressure, a connection that has not yet sent a complete request head is
+    /// closed this long after it was accepted, so the oldest unfinished ones go first
+    /// and a client that sent a request is never shed for one that has not.
+    pub pressure_header_timeout: Duration,
     /// Time a client has to send a complete request head (and the TLS handshake); also
     /// closes idle keep-alive connections.
     pub header_read_timeout: Duration,
@@ -34,7 +42,9 @@ impl Default for ServerLimits {
             max_headers: 64,
             max_body_bytes: 128 * 1024 * 1024,
             max_json_depth: 64,
-            max_connections: 64,
+            max_connections: 512,
+            busy_connections: 64,
+            pressure_header_timeout: Duration::from_secs(2),
             header_read_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(5),

@@ -3,13 +3,19 @@
 //!
 //! Connections are bounded by a semaphore taken *before* `accept`, so extra clients wait
 //! in the kernel backlog instead of costing memory. A TLS handshake and each request
-//! head must arrive within `header_read_timeout`. Stopping (the `shutdown` signal or
+//! head must arrive within `header_read_timeout`. The bound is large, so that clients
+//! which open connections and send nothing cannot lock the conductor out: above
+//! `busy_connections` (or at the bound) the server is under pressure, and a connection
+//! without a complete request head is then shed `pressure_header_timeout` after its
+//! accept, oldest first. Once a request head has arrived the connection is no longer
+//! shed (the conductor's keep-alive connections stay). Stopping (the `shutdown` signal or
 //! `AgentState::stop_serving`) closes the listener, lets in-flight requests finish for
 //! up to `shutdown_grace`, then drops what is left.
 
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::agent::AgentState;
@@ -51,6 +58,7 @@ pub async fn serve_with_limits(
     });
     let acceptor = tls.map(TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let load = Load::new(&limits);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     tracing::info!(%local, scheme, "serving the agent API");
@@ -74,6 +82,12 @@ pub async fn serve_with_limits(
             () = stop_requested(&mut shutdown, &mut stopping) => break,
         };
         while connections.try_join_next().is_some() {}
+        let admitted = Slot {
+            _permit: permit,
+            _open: load.enter(),
+            accepted: Instant::now(),
+            pressure: load.pressure.subscribe(),
+        };
         connections.spawn(connection(
             stream,
             peer,
@@ -81,7 +95,7 @@ pub async fn serve_with_limits(
             acceptor.clone(),
             Arc::clone(&app),
             stop_rx.clone(),
-            permit,
+            admitted,
         ));
     }
 
@@ -116,6 +130,79 @@ async fn wait_true(rx: &mut watch::Receiver<bool>) {
     }
 }
 
+/// The number of open connections and the pressure signal derived from it.
+#[derive(Debug)]
+struct Load {
+    open: AtomicUsize,
+    busy: usize,
+    max: usize,
+    pressure: watch::Sender<bool>,
+}
+
+impl Load {
+    fn new(limits: &ServerLimits) -> Arc<Self> {
+        Arc::new(Self {
+            open: AtomicUsize::new(0),
+            busy: limits.busy_connections,
+            max: limits.max_connections.max(1),
+            pressure: watch::channel(false).0,
+        })
+    }
+
+    /// Counts one more open connection until the returned guard drops.
+    fn enter(self: &Arc<Self>) -> Open {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        self.update();
+        Open(Arc::clone(self))
+    }
+
+    fn update(&self) {
+        // Reading the count under the watch's lock: the last writer sees the last count.
+        self.pressure.send_if_modified(|pressed| {
+            let open = self.open.load(Ordering::Acquire);
+            let now = open > self.busy || open >= self.max;
+            std::mem::replace(pressed, now) != now
+        });
+    }
+}
+
+/// One open connection counted in [`Load`].
+#[derive(Debug)]
+struct Open(Arc<Load>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+        self.0.update();
+    }
+}
+
+/// What a connection holds from its accept to its end.
+#[derive(Debug)]
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    _open: Open,
+    accepted: Instant,
+    pressure: watch::Receiver<bool>,
+}
+
+/// Resolves when a connection should be shed: the server is under pressure, the
+/// connection is past `deadline`, and no request head has arrived on it.
+async fn shed(mut pressure: watch::Receiver<bool>, deadline: Instant, head_seen: Arc<AtomicBool>) {
+    tokio::time::sleep_until(deadline).await;
+    loop {
+        if head_seen.load(Ordering::Acquire) {
+            return std::future::pending().await;
+        }
+        if *pressure.borrow_and_update() {
+            return;
+        }
+        if pressure.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
 /// One client connection, holding its slot until it ends.
 async fn connection(
     stream: TcpStream,
@@ -124,18 +211,28 @@ async fn connection(
     acceptor: Option<TlsAcceptor>,
     app: Arc<App>,
     stop: watch::Receiver<bool>,
-    _slot: OwnedSemaphorePermit,
+    slot: Slot,
 ) {
     // Small JSON answers: do not wait for Nagle.
     let _ = stream.set_nodelay(true);
+    let head_seen = Arc::new(AtomicBool::new(false));
+    let shed = shed(
+        slot.pressure.clone(),
+        slot.accepted + app.limits.pressure_header_timeout,
+        Arc::clone(&head_seen),
+    );
+    tokio::pin!(shed);
     let Some(acceptor) = acceptor else {
-        return serve_io(stream, peer, local, app, stop).await;
+        return serve_io(stream, peer, local, app, stop, head_seen, shed).await;
     };
     let timeout = app.limits.header_read_timeout;
-    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => serve_io(tls, peer, local, app, stop).await,
-        Ok(Err(err)) => tracing::debug!(%peer, %err, "TLS handshake failed"),
-        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+    tokio::select! {
+        handshake = tokio::time::timeout(timeout, acceptor.accept(stream)) => match handshake {
+            Ok(Ok(tls)) => serve_io(tls, peer, local, app, stop, head_seen, shed).await,
+            Ok(Err(err)) => tracing::debug!(%peer, %err, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+        },
+        () = shed.as_mut() => tracing::debug!(%peer, "unfinished TLS handshake shed under pressure"),
     }
 }
 
@@ -146,6 +243,8 @@ async fn serve_io<S>(
     local: SocketAddr,
     app: Arc<App>,
     mut stop: watch::Receiver<bool>,
+    head_seen: Arc<AtomicBool>,
+    shed: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -158,6 +257,7 @@ async fn serve_io<S>(
         .keep_alive(true);
     let service_app = Arc::clone(&app);
     let service = service_fn(move |req| {
+        head_seen.store(true, Ordering::Release);
         let app = Arc::clone(&service_app);
         async move { Ok::<_, Infallible>(routes::handle(&app, req, local).await) }
     });
@@ -169,6 +269,7 @@ async fn serve_io<S>(
                 tracing::debug!(%peer, %err, "connection ended with an error");
             }
         }
+        () = shed => tracing::debug!(%peer, "connection without a request shed under pressure"),
         () = wait_true(&mut stop) => {
             // Finishes the request in flight (e.g. the lockdown answer), then closes.
             conn.as_mut().graceful_shutdown();

@@ -29,6 +29,9 @@ pub struct ServerLimits {
     /// Time a client has to send a complete request head (and the TLS handshake); also
     /// closes idle keep-alive connections.
     pub header_read_timeout: Duration,
+    /// `GET /v1/commands/<id>?wait=true` polls waiting at the same time; beyond it a poll
+    /// answers at once with the command as it is, as a poll without `wait` would.
+    pub max_long_polls: usize,
     /// Time a client has to send a complete request body.
     pub body_read_timeout: Duration,
     /// How long stopping waits for in-flight requests before dropping them.
@@ -46,6 +49,7 @@ impl Default for ServerLimits {
             busy_connections: 64,
             pressure_header_timeout: Duration::from_secs(2),
             header_read_timeout: Duration::from_secs(30),
+            max_long_polls: 16,
             body_read_timeout: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(5),
         }

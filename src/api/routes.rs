@@ -5,6 +5,11 @@
 //! the command rules in `Commands::execute`. Every answer is JSON; each request is
 //! logged once with method, path (never the query string, which holds the token),
 //! status and duration. Bodies are never logged.
+//!
+//! Long-polls of `GET /v1/commands/<id>?wait=true` share a budget of
+//! `max_long_polls`; beyond it a poll answers at once, which the conductor handles as
+//! any answer of a running command. `POST ?wait=true` is not counted: the busy rule
+//! lets only one command run, so at most one such request waits for it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,6 +21,7 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Map, Value};
+use tokio::sync::Semaphore;
 
 use crate::agent::AgentState;
 use crate::api::auth;
@@ -40,6 +46,8 @@ pub struct App {
     pub limits: ServerLimits,
     /// `http` or `https`, for the discovery links.
     pub scheme: &'static str,
+    /// Permits of the long-polls waiting now (`limits.max_long_polls`).
+    pub long_polls: Semaphore,
 }
 
 /// The routes of the API.
@@ -139,10 +147,12 @@ async fn dispatch(
         }
         Route::Command(id) => {
             auth::check_token(&app.state, query.as_deref())?;
-            let result = if auth::wants_wait(query.as_deref()) {
-                app.commands.wait(&id).await?
-            } else {
-                app.commands.get(&id)?
+            let result = match auth::wants_wait(query.as_deref())
+                .then(|| app.long_polls.try_acquire().ok())
+                .flatten()
+            {
+                Some(_waiting) => app.commands.wait(&id).await?,
+                None => app.commands.get(&id)?,
             };
             Ok(json_response(StatusCode::OK, &result.to_json()))
         }

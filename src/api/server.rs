@@ -55,6 +55,7 @@ pub async fn serve_with_limits(
         commands,
         limits: limits.clone(),
         scheme,
+        long_polls: Semaphore::new(limits.max_long_polls),
     });
     let acceptor = tls.map(TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));

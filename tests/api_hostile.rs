@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -169,7 +169,7 @@ fn assert_peak_growth_below(base: u64, mib: u64) {
 }
 
 /// Reads one HTTP/1.1 response (head and Content-Length body): status and JSON body.
-async fn read_response(stream: &mut TcpStream) -> (u16, Value) {
+async fn read_response(stream: &mut (impl AsyncRead + Unpin)) -> (u16, Value) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
@@ -418,5 +418,57 @@ async fn long_polls_beyond_their_budget_answer_at_once() {
         "polls answered at once"
     );
     assert_peak_growth_below(base, 48);
+    agent.stop().await;
+}
+
+// ---------------------------------------------------------------- bodies
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_chunked_bodies_in_parallel_stay_within_the_budget() {
+    let _serial = SERIAL.lock().await;
+    const MIB: usize = 1024 * 1024;
+    let limits = ServerLimits {
+        max_body_bytes: 16 * MIB,
+        max_total_body_bytes: 8 * MIB,
+        ..ServerLimits::default()
+    };
+    let agent = start(limits, None).await;
+    let base = reset_peak();
+    // Eight authenticated chunked bodies of 20 MiB each, 64 KiB per chunk.
+    let mut senders = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let stream = TcpStream::connect(agent.addr).await.unwrap();
+        let (mut rd, mut wr) = stream.into_split();
+        let head = format!(
+            "POST /v1/commands/?agent_token={TOKEN} HTTP/1.1\r\nHost: agent\r\n\
+             Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
+        senders.spawn(async move {
+            let writer = tokio::spawn(async move {
+                let chunk = format!("10000\r\n{}\r\n", " ".repeat(64 * 1024));
+                wr.write_all(head.as_bytes()).await?;
+                for _ in 0..20 * 16 {
+                    wr.write_all(chunk.as_bytes()).await?;
+                }
+                std::io::Result::Ok(())
+            });
+            let answer = tokio::time::timeout(Duration::from_secs(20), read_response(&mut rd))
+                .await
+                .expect("no answer to an oversized body");
+            writer.abort();
+            answer
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    agent.assert_responsive(true).await;
+    while let Some(joined) = senders.join_next().await {
+        let (code, body) = joined.unwrap();
+        assert_eq!(code, 413);
+        assert_eq!(body["faultcode"], "Client");
+        assert!(body["faultstring"].as_str().unwrap().starts_with("413 "));
+    }
+    // Without the shared budget each body is held up to its own 16 MiB: 128 MiB at once.
+    assert_peak_growth_below(base, 40);
+    agent.assert_responsive(true).await;
     agent.stop().await;
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, Response, StatusCode};
@@ -26,7 +26,7 @@ use tokio::sync::Semaphore;
 use crate::agent::AgentState;
 use crate::api::auth;
 use crate::api::error::ApiError;
-use crate::api::limits::{json_depth_exceeds, ServerLimits};
+use crate::api::limits::{json_depth_exceeds, BodyBudget, BodyShare, ServerLimits};
 use crate::commands::Commands;
 
 /// Where the documentation link of the discovery documents points.
@@ -48,6 +48,8 @@ pub struct App {
     pub scheme: &'static str,
     /// Permits of the long-polls waiting now (`limits.max_long_polls`).
     pub long_polls: Semaphore,
+    /// Bytes the bodies being read hold together (`limits.max_total_body_bytes`).
+    pub bodies: BodyBudget,
 }
 
 /// The routes of the API.
@@ -165,7 +167,7 @@ async fn run_command(
     req: Request<Incoming>,
     query: Option<&str>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
-    let body = read_body(req, &app.limits).await?;
+    let (body, share) = read_body(req, &app.limits, &app.bodies).await?;
     if json_depth_exceeds(&body, app.limits.max_json_depth) {
         return Err(ApiError::BadRequest(format!(
             "Failed to decode JSON object: nesting deeper than {} levels",
@@ -175,6 +177,7 @@ async fn run_command(
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("Failed to decode JSON object: {e}")))?;
     drop(body);
+    drop(share);
     let (name, params) = name_and_params(value)
         .ok_or_else(|| ApiError::BadRequest("Missing or invalid name or params".to_owned()))?;
     let mut result = app.commands.execute(&name, params).await?;
@@ -195,24 +198,58 @@ fn name_and_params(body: Value) -> Option<(String, Map<String, Value>)> {
     }
 }
 
-/// Reads the whole body within the size and time limits.
-async fn read_body(req: Request<Incoming>, limits: &ServerLimits) -> Result<Bytes, ApiError> {
+/// Reads the whole body within the size and time limits, holding its bytes in a share
+/// of the budget of all bodies: a body is refused with 413 as soon as it passes its own
+/// limit or the budget runs out, never after buffering it.
+async fn read_body<'a>(
+    req: Request<Incoming>,
+    limits: &ServerLimits,
+    budget: &'a BodyBudget,
+) -> Result<(Vec<u8>, BodyShare<'a>), ApiError> {
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limits.max_body_bytes as u64) {
+    let max = limits.max_body_bytes;
+    let declared = match declared.map(usize::try_from) {
+        None => 0,
+        Some(Ok(len)) if len <= max => len,
+        Some(_) => return Err(ApiError::PayloadTooLarge),
+    };
+    let mut share = budget.share();
+    if !share.grow_to(declared) {
         return Err(ApiError::PayloadTooLarge);
     }
-    let limited = Limited::new(req.into_body(), limits.max_body_bytes);
-    match tokio::time::timeout(limits.body_read_timeout, limited.collect()).await {
+    let mut buf = Vec::with_capacity(declared);
+    let mut body = req.into_body();
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let frame =
+                frame.map_err(|e| ApiError::BadRequest(format!("reading the body failed: {e}")))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            let needed = buf.len() + data.len();
+            if needed > max {
+                return Err(ApiError::PayloadTooLarge);
+            }
+            if needed > share.bytes() {
+                // Grow geometrically, but take the bytes from the budget first.
+                let target = needed.max(share.bytes().saturating_mul(2)).min(max);
+                if !share.grow_to(target) {
+                    return Err(ApiError::PayloadTooLarge);
+                }
+                buf.reserve_exact(target - buf.len());
+            }
+            buf.extend_from_slice(&data);
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(limits.body_read_timeout, read).await {
         Err(_) => Err(ApiError::RequestTimeout),
-        Ok(Err(err)) if err.is::<LengthLimitError>() => Err(ApiError::PayloadTooLarge),
-        Ok(Err(err)) => Err(ApiError::BadRequest(format!(
-            "reading the body failed: {err}"
-        ))),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(err)) => Err(err),
+        Ok(Ok(())) => Ok((buf, share)),
     }
 }
 

@@ -30,7 +30,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::agent::AgentState;
-use crate::api::limits::ServerLimits;
+use crate::api::limits::{BodyBudget, ServerLimits, BODY_ALLOWANCE};
 use crate::api::routes::{self, App};
 use crate::commands::Commands;
 
@@ -56,6 +56,7 @@ pub async fn serve_with_limits(
         limits: limits.clone(),
         scheme,
         long_polls: Semaphore::new(limits.max_long_polls),
+        bodies: BodyBudget::new(limits.max_total_body_bytes, BODY_ALLOWANCE),
     });
     let acceptor = tls.map(TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));

@@ -232,13 +232,23 @@ async fn idle_connections_cannot_lock_out_the_conductor() {
     let _serial = SERIAL.lock().await;
     let limits = ServerLimits::default();
     let agent = start(limits.clone(), None).await;
-    // The conductor's keep-alive connection, which completed a request before the flood.
+    // The conductor's keep-alive connection, which sent its token before the flood.
     let mut kept = TcpStream::connect(agent.addr).await.unwrap();
-    let get = b"GET /v1/status HTTP/1.1\r\nHost: agent\r\n\r\n";
-    kept.write_all(get).await.unwrap();
+    let list = format!("GET /v1/commands/?agent_token={TOKEN} HTTP/1.1\r\nHost: agent\r\n\r\n");
+    kept.write_all(list.as_bytes()).await.unwrap();
     assert_eq!(read_response(&mut kept).await.0, 200);
 
     let base = reset_peak();
+    // Keep-alive connections that asked only for the status (no token needed) ...
+    let mut status_only = Vec::new();
+    for _ in 0..50 {
+        let mut stream = TcpStream::connect(agent.addr).await.unwrap();
+        let get = b"GET /v1/status HTTP/1.1\r\nHost: agent\r\n\r\n";
+        stream.write_all(get).await.unwrap();
+        assert_eq!(read_response(&mut stream).await.0, 200);
+        status_only.push(stream);
+    }
+    // ... and connections that send nothing.
     let mut idle = Vec::new();
     for _ in 0..300 {
         idle.push(TcpStream::connect(agent.addr).await.unwrap());
@@ -246,17 +256,20 @@ async fn idle_connections_cannot_lock_out_the_conductor() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     agent.assert_responsive(true).await;
 
-    // Under pressure the idle ones are shed pressure_header_timeout after their accept,
-    // oldest first, until no more than busy_connections are open.
+    // Under pressure connections without the token are shed pressure_header_timeout
+    // after their accept, oldest first, until no more than busy_connections are open.
     tokio::time::sleep(limits.pressure_header_timeout + Duration::from_millis(500)).await;
+    for stream in &mut status_only {
+        assert!(closed_within(stream, Duration::from_millis(20)).await);
+    }
     let count = idle.len() - limits.busy_connections;
     assert_oldest_shed(&mut idle, count).await;
-    // The keep-alive connection that sent a request was not shed.
-    kept.write_all(get).await.unwrap();
+    // The keep-alive connection that sent the token was not shed.
+    kept.write_all(list.as_bytes()).await.unwrap();
     assert_eq!(read_response(&mut kept).await.0, 200);
     agent.assert_responsive(true).await;
     assert_peak_growth_below(base, 48);
-    drop(idle);
+    drop((idle, status_only));
     drop(kept);
     agent.stop().await;
 }
@@ -272,7 +285,8 @@ async fn under_pressure_unfinished_connections_are_shed_oldest_first() {
     };
     let agent = start(limits, None).await;
     let mut kept = TcpStream::connect(agent.addr).await.unwrap();
-    let get = b"GET /v1/status HTTP/1.1\r\nHost: agent\r\n\r\n";
+    let list = format!("GET /v1/commands/?agent_token={TOKEN} HTTP/1.1\r\nHost: agent\r\n\r\n");
+    let get = list.as_bytes();
     kept.write_all(get).await.unwrap();
     assert_eq!(read_response(&mut kept).await.0, 200);
     // Fill the bound with idle connections, the first ones older than the rest.

@@ -12,6 +12,7 @@
 //! lets only one command run, so at most one such request waits for it.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -50,6 +51,35 @@ pub struct App {
     pub long_polls: Semaphore,
     /// Bytes the bodies being read hold together (`limits.max_total_body_bytes`).
     pub bodies: BodyBudget,
+}
+
+/// What one connection has shown so far. Under pressure the server sheds a connection
+/// until a request on it has carried the agent token, as the conductor's requests do.
+#[derive(Debug, Default)]
+pub struct Standing {
+    head_seen: AtomicBool,
+    trusted: AtomicBool,
+}
+
+impl Standing {
+    /// Records that a complete request head arrived.
+    pub fn saw_head(&self) {
+        self.head_seen.store(true, Ordering::Release);
+    }
+
+    /// True once a complete request head arrived.
+    pub fn head_seen(&self) -> bool {
+        self.head_seen.load(Ordering::Acquire)
+    }
+
+    /// True once a request carried the agent token.
+    pub fn trusted(&self) -> bool {
+        self.trusted.load(Ordering::Acquire)
+    }
+
+    fn trust(&self) {
+        self.trusted.store(true, Ordering::Release);
+    }
 }
 
 /// The routes of the API.
@@ -98,12 +128,17 @@ impl Route {
     }
 }
 
-/// Answers one request and logs it.
-pub async fn handle(app: &App, req: Request<Incoming>, local: SocketAddr) -> Response<Full<Bytes>> {
+/// Answers one request on a connection of `standing` and logs it.
+pub async fn handle(
+    app: &App,
+    req: Request<Incoming>,
+    local: SocketAddr,
+    standing: &Standing,
+) -> Response<Full<Bytes>> {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let response = match dispatch(app, req, local).await {
+    let response = match dispatch(app, req, local, standing).await {
         Ok(response) => response,
         Err(err) => error_response(&err),
     };
@@ -117,6 +152,7 @@ async fn dispatch(
     app: &App,
     req: Request<Incoming>,
     local: SocketAddr,
+    standing: &Standing,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let route = Route::parse(req.uri().path()).ok_or(ApiError::NotFound)?;
     if !route.accepts(req.method()) {
@@ -138,6 +174,7 @@ async fn dispatch(
         )),
         Route::Commands => {
             auth::check_token(&app.state, query.as_deref())?;
+            standing.trust();
             if req.method() == Method::POST {
                 run_command(app, req, query.as_deref()).await
             } else {
@@ -149,6 +186,7 @@ async fn dispatch(
         }
         Route::Command(id) => {
             auth::check_token(&app.state, query.as_deref())?;
+            standing.trust();
             let result = match auth::wants_wait(query.as_deref())
                 .then(|| app.long_polls.try_acquire().ok())
                 .flatten()

@@ -6,16 +6,16 @@
 //! head must arrive within `header_read_timeout`. The bound is large, so that clients
 //! which open connections and send nothing cannot lock the conductor out: above
 //! `busy_connections` (or at the bound) the server is under pressure, and a connection
-//! without a complete request head is then shed `pressure_header_timeout` after its
-//! accept, oldest first. Once a request head has arrived the connection is no longer
-//! shed (the conductor's keep-alive connections stay). Stopping (the `shutdown` signal or
+//! is then shed `pressure_header_timeout` after its accept, oldest first, unless a
+//! request on it carried the agent token (the conductor's keep-alive connections stay):
+//! at once if no request head has arrived yet, else after the request in flight. Stopping (the `shutdown` signal or
 //! `AgentState::stop_serving`) closes the listener, lets in-flight requests finish for
 //! up to `shutdown_grace`, then drops what is left.
 
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,7 +31,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::agent::AgentState;
 use crate::api::limits::{BodyBudget, ServerLimits, BODY_ALLOWANCE};
-use crate::api::routes::{self, App};
+use crate::api::routes::{self, App, Standing};
 use crate::commands::Commands;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop cannot spin.
@@ -189,11 +189,11 @@ struct Slot {
 }
 
 /// Resolves when a connection should be shed: the server is under pressure, the
-/// connection is past `deadline`, and no request head has arrived on it.
-async fn shed(mut pressure: watch::Receiver<bool>, deadline: Instant, head_seen: Arc<AtomicBool>) {
+/// connection is past `deadline`, and no request on it carried the token.
+async fn shed(mut pressure: watch::Receiver<bool>, deadline: Instant, standing: Arc<Standing>) {
     tokio::time::sleep_until(deadline).await;
     loop {
-        if head_seen.load(Ordering::Acquire) {
+        if standing.trusted() {
             return std::future::pending().await;
         }
         if *pressure.borrow_and_update() {
@@ -217,20 +217,20 @@ async fn connection(
 ) {
     // Small JSON answers: do not wait for Nagle.
     let _ = stream.set_nodelay(true);
-    let head_seen = Arc::new(AtomicBool::new(false));
+    let standing = Arc::new(Standing::default());
     let shed = shed(
         slot.pressure.clone(),
         slot.accepted + app.limits.pressure_header_timeout,
-        Arc::clone(&head_seen),
+        Arc::clone(&standing),
     );
     tokio::pin!(shed);
     let Some(acceptor) = acceptor else {
-        return serve_io(stream, peer, local, app, stop, head_seen, shed).await;
+        return serve_io(stream, peer, local, app, stop, standing, shed).await;
     };
     let timeout = app.limits.header_read_timeout;
     tokio::select! {
         handshake = tokio::time::timeout(timeout, acceptor.accept(stream)) => match handshake {
-            Ok(Ok(tls)) => serve_io(tls, peer, local, app, stop, head_seen, shed).await,
+            Ok(Ok(tls)) => serve_io(tls, peer, local, app, stop, standing, shed).await,
             Ok(Err(err)) => tracing::debug!(%peer, %err, "TLS handshake failed"),
             Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
         },
@@ -245,7 +245,7 @@ async fn serve_io<S>(
     local: SocketAddr,
     app: Arc<App>,
     mut stop: watch::Receiver<bool>,
-    head_seen: Arc<AtomicBool>,
+    standing: Arc<Standing>,
     shed: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -258,10 +258,12 @@ async fn serve_io<S>(
         .max_headers(app.limits.max_headers)
         .keep_alive(true);
     let service_app = Arc::clone(&app);
+    let standing_of_service = Arc::clone(&standing);
     let service = service_fn(move |req| {
-        head_seen.store(true, Ordering::Release);
+        standing_of_service.saw_head();
         let app = Arc::clone(&service_app);
-        async move { Ok::<_, Infallible>(routes::handle(&app, req, local).await) }
+        let standing = Arc::clone(&standing_of_service);
+        async move { Ok::<_, Infallible>(routes::handle(&app, req, local, &standing).await) }
     });
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
@@ -271,7 +273,17 @@ async fn serve_io<S>(
                 tracing::debug!(%peer, %err, "connection ended with an error");
             }
         }
-        () = shed => tracing::debug!(%peer, "connection without a request shed under pressure"),
+        () = shed => {
+            if standing.head_seen() {
+                // Answers the request in flight, if any, then closes.
+                conn.as_mut().graceful_shutdown();
+                let grace = app.limits.pressure_header_timeout;
+                if let Ok(Err(err)) = tokio::time::timeout(grace, conn).await {
+                    tracing::debug!(%peer, %err, "connection ended with an error while shed");
+                }
+            }
+            tracing::debug!(%peer, "connection without the token shed under pressure");
+        }
         () = wait_true(&mut stop) => {
             // Finishes the request in flight (e.g. the lockdown answer), then closes.
             conn.as_mut().graceful_shutdown();

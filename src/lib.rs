@@ -25,6 +25,7 @@ pub mod hardware;
 pub mod image;
 pub mod inventory;
 pub mod ironic;
+pub mod logs;
 pub mod partition;
 pub mod state;
 pub mod task;

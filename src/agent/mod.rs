@@ -20,7 +20,6 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 use crate::blockdev::AllowList;
-use crate::commands::log::{build_archive, LogLimits};
 use crate::commands::Commands;
 use crate::config::Config;
 use crate::hardware::{BuiltinOptions, Registry};
@@ -31,6 +30,7 @@ use crate::ironic::{
     inspection, lookup, ApiVersion, HeartbeatPolicy, Heartbeater, InspectionPolicy, IronicClient,
     LookupOutcome, LookupPolicy,
 };
+use crate::logs::{build_archive, LogLimits};
 
 /// The marker `rescue.finalize_rescue` leaves; a restarted agent must not serve again.
 const RESCUE_MARKER: &str = "etc/.rescued";

@@ -5,21 +5,28 @@
 //! the command rules in `Commands::execute`. Every answer is JSON; each request is
 //! logged once with method, path (never the query string, which holds the token),
 //! status and duration. Bodies are never logged.
+//!
+//! Long-polls of `GET /v1/commands/<id>?wait=true` share a budget of
+//! `max_long_polls`; beyond it a poll answers at once, which the conductor handles as
+//! any answer of a running command. `POST ?wait=true` is not counted: the busy rule
+//! lets only one command run, so at most one such request waits for it.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Map, Value};
+use tokio::sync::Semaphore;
 
 use crate::api::auth;
 use crate::api::error::ApiError;
-use crate::api::limits::{json_depth_exceeds, ServerLimits};
+use crate::api::limits::{json_depth_exceeds, BodyBudget, BodyShare, ServerLimits};
 use crate::commands::Commands;
 use crate::state::AgentState;
 
@@ -40,6 +47,39 @@ pub struct App {
     pub limits: ServerLimits,
     /// `http` or `https`, for the discovery links.
     pub scheme: &'static str,
+    /// Permits of the long-polls waiting now (`limits.max_long_polls`).
+    pub long_polls: Semaphore,
+    /// Bytes the bodies being read hold together (`limits.max_total_body_bytes`).
+    pub bodies: BodyBudget,
+}
+
+/// What one connection has shown so far. Under pressure the server sheds a connection
+/// until a request on it has carried the agent token, as the conductor's requests do.
+#[derive(Debug, Default)]
+pub struct Standing {
+    head_seen: AtomicBool,
+    trusted: AtomicBool,
+}
+
+impl Standing {
+    /// Records that a complete request head arrived.
+    pub fn saw_head(&self) {
+        self.head_seen.store(true, Ordering::Release);
+    }
+
+    /// True once a complete request head arrived.
+    pub fn head_seen(&self) -> bool {
+        self.head_seen.load(Ordering::Acquire)
+    }
+
+    /// True once a request carried the agent token.
+    pub fn trusted(&self) -> bool {
+        self.trusted.load(Ordering::Acquire)
+    }
+
+    fn trust(&self) {
+        self.trusted.store(true, Ordering::Release);
+    }
 }
 
 /// The routes of the API.
@@ -88,12 +128,17 @@ impl Route {
     }
 }
 
-/// Answers one request and logs it.
-pub async fn handle(app: &App, req: Request<Incoming>, local: SocketAddr) -> Response<Full<Bytes>> {
+/// Answers one request on a connection of `standing` and logs it.
+pub async fn handle(
+    app: &App,
+    req: Request<Incoming>,
+    local: SocketAddr,
+    standing: &Standing,
+) -> Response<Full<Bytes>> {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let response = match dispatch(app, req, local).await {
+    let response = match dispatch(app, req, local, standing).await {
         Ok(response) => response,
         Err(err) => error_response(&err),
     };
@@ -107,6 +152,7 @@ async fn dispatch(
     app: &App,
     req: Request<Incoming>,
     local: SocketAddr,
+    standing: &Standing,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let route = Route::parse(req.uri().path()).ok_or(ApiError::NotFound)?;
     if !route.accepts(req.method()) {
@@ -128,6 +174,7 @@ async fn dispatch(
         )),
         Route::Commands => {
             auth::check_token(&app.state, query.as_deref())?;
+            standing.trust();
             if req.method() == Method::POST {
                 run_command(app, req, query.as_deref()).await
             } else {
@@ -139,10 +186,13 @@ async fn dispatch(
         }
         Route::Command(id) => {
             auth::check_token(&app.state, query.as_deref())?;
-            let result = if auth::wants_wait(query.as_deref()) {
-                app.commands.wait(&id).await?
-            } else {
-                app.commands.get(&id)?
+            standing.trust();
+            let result = match auth::wants_wait(query.as_deref())
+                .then(|| app.long_polls.try_acquire().ok())
+                .flatten()
+            {
+                Some(_waiting) => app.commands.wait(&id).await?,
+                None => app.commands.get(&id)?,
             };
             Ok(json_response(StatusCode::OK, &result.to_json()))
         }
@@ -155,7 +205,7 @@ async fn run_command(
     req: Request<Incoming>,
     query: Option<&str>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
-    let body = read_body(req, &app.limits).await?;
+    let (body, share) = read_body(req, &app.limits, &app.bodies).await?;
     if json_depth_exceeds(&body, app.limits.max_json_depth) {
         return Err(ApiError::BadRequest(format!(
             "Failed to decode JSON object: nesting deeper than {} levels",
@@ -165,6 +215,7 @@ async fn run_command(
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("Failed to decode JSON object: {e}")))?;
     drop(body);
+    drop(share);
     let (name, params) = name_and_params(value)
         .ok_or_else(|| ApiError::BadRequest("Missing or invalid name or params".to_owned()))?;
     let mut result = app.commands.execute(&name, params).await?;
@@ -185,24 +236,58 @@ fn name_and_params(body: Value) -> Option<(String, Map<String, Value>)> {
     }
 }
 
-/// Reads the whole body within the size and time limits.
-async fn read_body(req: Request<Incoming>, limits: &ServerLimits) -> Result<Bytes, ApiError> {
+/// Reads the whole body within the size and time limits, holding its bytes in a share
+/// of the budget of all bodies: a body is refused with 413 as soon as it passes its own
+/// limit or the budget runs out, never after buffering it.
+async fn read_body<'a>(
+    req: Request<Incoming>,
+    limits: &ServerLimits,
+    budget: &'a BodyBudget,
+) -> Result<(Vec<u8>, BodyShare<'a>), ApiError> {
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limits.max_body_bytes as u64) {
+    let max = limits.max_body_bytes;
+    let declared = match declared.map(usize::try_from) {
+        None => 0,
+        Some(Ok(len)) if len <= max => len,
+        Some(_) => return Err(ApiError::PayloadTooLarge),
+    };
+    let mut share = budget.share();
+    if !share.grow_to(declared) {
         return Err(ApiError::PayloadTooLarge);
     }
-    let limited = Limited::new(req.into_body(), limits.max_body_bytes);
-    match tokio::time::timeout(limits.body_read_timeout, limited.collect()).await {
+    let mut buf = Vec::with_capacity(declared);
+    let mut body = req.into_body();
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let frame =
+                frame.map_err(|e| ApiError::BadRequest(format!("reading the body failed: {e}")))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            let needed = buf.len() + data.len();
+            if needed > max {
+                return Err(ApiError::PayloadTooLarge);
+            }
+            if needed > share.bytes() {
+                // Grow geometrically, but take the bytes from the budget first.
+                let target = needed.max(share.bytes().saturating_mul(2)).min(max);
+                if !share.grow_to(target) {
+                    return Err(ApiError::PayloadTooLarge);
+                }
+                buf.reserve_exact(target - buf.len());
+            }
+            buf.extend_from_slice(&data);
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(limits.body_read_timeout, read).await {
         Err(_) => Err(ApiError::RequestTimeout),
-        Ok(Err(err)) if err.is::<LengthLimitError>() => Err(ApiError::PayloadTooLarge),
-        Ok(Err(err)) => Err(ApiError::BadRequest(format!(
-            "reading the body failed: {err}"
-        ))),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(err)) => Err(err),
+        Ok(Ok(())) => Ok((buf, share)),
     }
 }
 

@@ -7,9 +7,8 @@
 
 mod common;
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -20,9 +19,11 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use common::agent::{self, Served};
+use common::blockio::fill;
 use common::cmd::{run, sfdisk_json, spawn_with_stdin};
 use common::fake_conductor::{FakeConductor, Route};
 use common::fixtures::{client_options, hex, inventory, pseudo_random, sha256_hex};
+use common::loopdev::LoopDev;
 use common::misbehaving_http::{Behaviour, MisbehavingServer};
 use ira::agent::{AgentState, Secret};
 use ira::api::ServerLimits;
@@ -63,77 +64,12 @@ fn b64(data: &[u8]) -> String {
 
 // ---------------------------------------------------------------- loop devices
 
-/// A loop device with partition scanning over a sparse temp file, detached on drop.
+/// A loop device with partition scanning over a sparse file of `size` bytes.
 /// Partition scanning matters: placing a config drive re-reads the table (BLKRRPART),
 /// which a loop device without it refuses. The kernel may still create no partition
 /// nodes (a kernel without table parsers), so tests read partitions at their offsets.
-#[derive(Debug)]
-struct Disk {
-    dev: PathBuf,
-    _backing: tempfile::NamedTempFile,
-}
-
-impl Disk {
-    fn new(size: u64) -> Self {
-        let backing = tempfile::NamedTempFile::new().expect("backing file");
-        backing.as_file().set_len(size).expect("size backing file");
-        let path = backing.path().to_str().unwrap().to_owned();
-        let out = run(
-            "losetup",
-            &["--find", "--show", "--partscan", "--direct-io=on", &path],
-        );
-        Self {
-            dev: PathBuf::from(out.trim()),
-            _backing: backing,
-        }
-    }
-
-    fn path(&self) -> &Path {
-        &self.dev
-    }
-
-    fn name(&self) -> String {
-        self.dev.display().to_string()
-    }
-
-    fn read(&self, offset: u64, len: u64) -> Vec<u8> {
-        let mut v = vec![0u8; len as usize];
-        File::open(&self.dev)
-            .unwrap()
-            .read_exact_at(&mut v, offset)
-            .unwrap();
-        v
-    }
-
-    /// Fills the first `len` bytes with `byte` (an old install) and flushes.
-    fn fill(&self, byte: u8, len: u64) {
-        let mut f = OpenOptions::new().write(true).open(&self.dev).unwrap();
-        let chunk = vec![byte; MIB as usize];
-        for _ in 0..len / MIB {
-            f.write_all(&chunk).unwrap();
-        }
-        f.sync_all().unwrap();
-    }
-
-    /// Fills `len` bytes at `offset` with `byte` and flushes.
-    fn fill_at(&self, byte: u8, offset: u64, len: u64) {
-        let f = OpenOptions::new().write(true).open(&self.dev).unwrap();
-        f.write_all_at(&vec![byte; len as usize], offset).unwrap();
-        f.sync_all().unwrap();
-    }
-
-    fn size(&self) -> u64 {
-        run("blockdev", &["--getsize64", &self.name()])
-            .trim()
-            .parse()
-            .unwrap()
-    }
-}
-
-impl Drop for Disk {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
-    }
+fn new_disk(size: u64) -> LoopDev {
+    LoopDev::builder(size).partscan(true).attach()
 }
 
 fn sgdisk_verify(path: &str) -> String {
@@ -336,14 +272,14 @@ struct Agent {
 }
 
 /// Starts an agent whose device allow-list is exactly `allow`.
-async fn start(allow: &[&Disk]) -> Agent {
+async fn start(allow: &[&LoopDev]) -> Agent {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = Config {
         sysroot: PathBuf::from("/"),
         image_download_connection_timeout: Duration::from_secs(5),
         image_download_connection_retries: 1,
         image_download_connection_retry_interval: Duration::from_millis(10),
-        ..agent::allowlist_config(allow.iter().map(|d| d.name()).collect())
+        ..agent::allowlist_config(allow.iter().map(|d| d.path_str().to_owned()).collect())
     };
     let state = agent::state(config, inventory("deploy-test", "uefi"));
     *state.token.write().unwrap() = Some(Secret::new(TOKEN));
@@ -482,14 +418,14 @@ impl Agent {
 
 // ---------------------------------------------------------------- checks
 
-fn expected_message(id: &str, disk: &Disk) -> String {
+fn expected_message(id: &str, disk: &LoopDev) -> String {
     format!(
         "image ({id}) written to device {} root_uuid=0x{SIG:08x}",
-        disk.name()
+        disk.path_str()
     )
 }
 
-fn assert_step_succeeded(r: &Value, id: &str, disk: &Disk) {
+fn assert_step_succeeded(r: &Value, id: &str, disk: &LoopDev) {
     assert_eq!(r["command_status"], "SUCCEEDED", "{r}");
     assert!(r["command_error"].is_null(), "{r}");
     assert_eq!(r["command_result"]["deploy_step"]["step"], "write_image");
@@ -500,7 +436,7 @@ fn assert_step_succeeded(r: &Value, id: &str, disk: &Disk) {
     assert!(
         msg.starts_with(&format!(
             "prepare_image: image ({id}) written to device {} root_uuid=0x",
-            disk.name()
+            disk.path_str()
         )),
         "{msg}"
     );
@@ -523,7 +459,7 @@ fn assert_failed(r: &Value) -> (String, String) {
 /// The disk holds `image` with the backup GPT moved to the disk's end: every byte of
 /// the image but the GPT headers is there, the table verifies clean and lists the
 /// image's partitions (plus `extra` more), and the MBR signature is [`SIG`].
-fn assert_whole_disk_written(disk: &Disk, image: &[u8], extra: usize) {
+fn assert_whole_disk_written(disk: &LoopDev, image: &[u8], extra: usize) {
     let len = image.len() as u64;
     let back = disk.read(0, len);
     assert_eq!(back[..446], image[..446], "boot code and disk signature");
@@ -554,9 +490,9 @@ fn assert_whole_disk_written(disk: &Disk, image: &[u8], extra: usize) {
     );
     assert_eq!(u32::from_le_bytes(back[440..444].try_into().unwrap()), SIG);
 
-    let verify = sgdisk_verify(&disk.name());
+    let verify = sgdisk_verify(disk.path_str());
     assert!(verify.contains("No problems found"), "{verify}");
-    let table = sfdisk_json(disk.name());
+    let table = sfdisk_json(disk.path_str());
     assert_eq!(table["label"], "gpt");
     assert_eq!(table["lastlba"].as_u64(), Some(sectors - 34), "{table}");
     let img_path = tempfile::NamedTempFile::new().unwrap();
@@ -574,7 +510,7 @@ fn assert_whole_disk_written(disk: &Disk, image: &[u8], extra: usize) {
 }
 
 /// `get_partition_uuids` names the signature read at byte 440 of the disk.
-async fn assert_root_uuid(agent: &Agent, disk: &Disk) {
+async fn assert_root_uuid(agent: &Agent, disk: &LoopDev) {
     let raw = disk.read(440, 4);
     let on_disk = format!("0x{:08x}", u32::from_le_bytes(raw.try_into().unwrap()));
     assert_eq!(on_disk, format!("0x{SIG:08x}"));
@@ -585,8 +521,8 @@ async fn assert_root_uuid(agent: &Agent, disk: &Disk) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_gpt_image_via_write_image_step() {
-    let disk = Disk::new(DEV_LEN);
-    disk.fill(0xAA, 40 * MIB); // an old install
+    let disk = new_disk(DEV_LEN);
+    fill(disk.path(), 0xAA, 0, 40 * MIB); // an old install
     let scratch = Scratch::new();
     let image = scratch.gpt_image(1);
     let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
@@ -605,7 +541,7 @@ async fn raw_gpt_image_via_write_image_step() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_image_as_a_service_step() {
-    let disk = Disk::new(DEV_LEN);
+    let disk = new_disk(DEV_LEN);
     let scratch = Scratch::new();
     let image = scratch.gpt_image(33);
     let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
@@ -677,7 +613,7 @@ impl Write for LogWriter {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_urls_and_config_drive_content_never_reach_the_logs() {
     let logs = captured_logs();
-    let disk = Disk::new(DEV_LEN);
+    let disk = new_disk(DEV_LEN);
     let scratch = Scratch::new();
     let image = scratch.gpt_image(36);
     let iso = scratch.config_drive_iso("#cloud-config\npassword: Tenant-Secret-42\n");
@@ -719,8 +655,8 @@ async fn signed_urls_and_config_drive_content_never_reach_the_logs() {
 // ---------------------------------------------------------------- (2) compressed and qcow2
 
 async fn deploy_encoded(id: &str, served: Vec<u8>, disk_format: Value, image: &[u8]) {
-    let disk = Disk::new(DEV_LEN);
-    disk.fill(0x5A, 32 * MIB);
+    let disk = new_disk(DEV_LEN);
+    fill(disk.path(), 0x5A, 0, 32 * MIB);
     let srv = serve("/disk.img", served.clone(), Behaviour::default()).await;
     let agent = start(&[&disk]).await;
     let info = image_info(id, &srv.url("/disk.img"), &served, disk_format);
@@ -774,7 +710,7 @@ async fn raw_gpt_image_without_declared_format_is_detected_and_copied() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checksum_files_and_sha512_are_honoured() {
-    let disk = Disk::new(DEV_LEN);
+    let disk = new_disk(DEV_LEN);
     let scratch = Scratch::new();
     let image = scratch.gpt_image(29);
     let srv = serve("/images/disk.img", image.clone(), Behaviour::default()).await;
@@ -822,7 +758,7 @@ async fn checksum_files_and_sha512_are_honoured() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_image_without_streaming_lands_the_same() {
-    let disk = Disk::new(DEV_LEN);
+    let disk = new_disk(DEV_LEN);
     let scratch = Scratch::new();
     let image = scratch.gpt_image(34);
     let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
@@ -838,7 +774,7 @@ async fn raw_image_without_streaming_lands_the_same() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn urls_are_tried_in_order_but_a_4xx_is_fatal() {
-    let disk = Disk::new(DEV_LEN);
+    let disk = new_disk(DEV_LEN);
     let scratch = Scratch::new();
     let image = scratch.gpt_image(35);
     let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
@@ -867,8 +803,8 @@ async fn urls_are_tried_in_order_but_a_4xx_is_fatal() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checksum_mismatch_fails_and_wipes_the_start_of_the_disk() {
-    let disk = Disk::new(DEV_LEN);
-    disk.fill(0xAA, 32 * MIB);
+    let disk = new_disk(DEV_LEN);
+    fill(disk.path(), 0xAA, 0, 32 * MIB);
     let scratch = Scratch::new();
     let image = scratch.gpt_image(6);
     let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
@@ -914,7 +850,7 @@ async fn checksum_mismatch_fails_and_wipes_the_start_of_the_disk() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_write_after_a_good_one_forgets_the_partition_uuids() {
-    let disk = Disk::new(DEV_LEN);
+    let disk = new_disk(DEV_LEN);
     let scratch = Scratch::new();
     let image = scratch.gpt_image(7);
     let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
@@ -939,10 +875,10 @@ async fn failed_write_after_a_good_one_forgets_the_partition_uuids() {
 /// `disk_format` qcow2 and null, through the deploy step and `standby.prepare_image`.
 /// Returns the device's first 32 MiB and last MiB before and after each attempt.
 async fn deploy_backed_qcow2(check: impl Fn(&str, &[u8], &[u8])) {
-    let disk = Disk::new(DEV_LEN);
-    disk.fill(0xAA, 32 * MIB);
-    disk.fill_at(0xBB, DEV_LEN - MIB, MIB);
-    let snapshot = |d: &Disk| [d.read(0, 32 * MIB), d.read(DEV_LEN - MIB, MIB)].concat();
+    let disk = new_disk(DEV_LEN);
+    fill(disk.path(), 0xAA, 0, 32 * MIB);
+    fill(disk.path(), 0xBB, DEV_LEN - MIB, MIB);
+    let snapshot = |d: &LoopDev| [d.read(0, 32 * MIB), d.read(DEV_LEN - MIB, MIB)].concat();
     let before = snapshot(&disk);
     let scratch = Scratch::new();
     let base = scratch.path_str("base.raw");
@@ -1019,10 +955,10 @@ async fn qcow2_with_a_backing_file_leaves_the_device_unchanged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn format_gate_refusals_leave_the_device_unchanged() {
-    let disk = Disk::new(DEV_LEN);
-    disk.fill(0xAA, 32 * MIB);
-    disk.fill_at(0xBB, DEV_LEN - MIB, MIB);
-    let snapshot = |d: &Disk| [d.read(0, 32 * MIB), d.read(DEV_LEN - MIB, MIB)].concat();
+    let disk = new_disk(DEV_LEN);
+    fill(disk.path(), 0xAA, 0, 32 * MIB);
+    fill(disk.path(), 0xBB, DEV_LEN - MIB, MIB);
+    let snapshot = |d: &LoopDev| [d.read(0, 32 * MIB), d.read(DEV_LEN - MIB, MIB)].concat();
     let before = snapshot(&disk);
     let scratch = Scratch::new();
     let raw = scratch.gpt_image(27);
@@ -1073,23 +1009,11 @@ async fn format_gate_refusals_leave_the_device_unchanged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_with_512_byte_sectors_on_a_4k_device_is_refused_after_the_write() {
-    let backing = tempfile::NamedTempFile::new().unwrap();
-    backing.as_file().set_len(DEV_LEN).unwrap();
-    let out = run(
-        "losetup",
-        &[
-            "--find",
-            "--show",
-            "--partscan",
-            "--sector-size",
-            "4096",
-            backing.path().to_str().unwrap(),
-        ],
-    );
-    let disk = Disk {
-        dev: PathBuf::from(out.trim()),
-        _backing: backing,
-    };
+    let disk = LoopDev::builder(DEV_LEN)
+        .partscan(true)
+        .direct_io(false)
+        .sector_size(4096)
+        .attach();
     let scratch = Scratch::new();
     let image = scratch.gpt_image(28);
     let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
@@ -1114,8 +1038,8 @@ async fn image_with_512_byte_sectors_on_a_4k_device_is_refused_after_the_write()
 /// the real class.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn step_failures_keep_the_ipa_error_class() {
-    let disk = Disk::new(DEV_LEN);
-    let other = Disk::new(DEV_LEN);
+    let disk = new_disk(DEV_LEN);
+    let other = new_disk(DEV_LEN);
     let scratch = Scratch::new();
     let image = scratch.gpt_image(30);
     let base = scratch.path_str("base.raw");
@@ -1171,8 +1095,8 @@ async fn step_failures_keep_the_ipa_error_class() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qcow2_bytes_declared_raw_are_written_bit_for_bit() {
-    let disk = Disk::new(DEV_LEN);
-    disk.fill(0xAA, 32 * MIB);
+    let disk = new_disk(DEV_LEN);
+    fill(disk.path(), 0xAA, 0, 32 * MIB);
     let scratch = Scratch::new();
     let image = scratch.gpt_image(9);
     let qcow = scratch.qcow2(&image);
@@ -1195,14 +1119,14 @@ async fn qcow2_bytes_declared_raw_are_written_bit_for_bit() {
 // ---------------------------------------------------------------- (6) config drive
 
 /// The config drive partition (the last one) on `disk`: (start, size) in bytes.
-fn config_drive_partition(disk: &Disk, number: usize) -> (u64, u64) {
-    let table = sfdisk_json(disk.name());
+fn config_drive_partition(disk: &LoopDev, number: usize) -> (u64, u64) {
+    let table = sfdisk_json(disk.path_str());
     let parts = table["partitions"].as_array().unwrap();
     assert_eq!(parts.len(), number, "{table}");
     let p = &parts[number - 1];
     assert_eq!(
         p["node"].as_str().unwrap(),
-        format!("{}p{number}", disk.name())
+        format!("{}p{number}", disk.path_str())
     );
     let (start, size) = (p["start"].as_u64().unwrap(), p["size"].as_u64().unwrap());
     let last_usable = table["lastlba"].as_u64().unwrap();
@@ -1234,21 +1158,21 @@ fn blkid_at(dev: &str, offset: u64) -> String {
     )
 }
 
-fn assert_config_drive(disk: &Disk, iso: &[u8]) {
+fn assert_config_drive(disk: &LoopDev, iso: &[u8]) {
     let (start, size) = config_drive_partition(disk, 3);
     assert!(size >= iso.len() as u64);
     assert!(
         disk.read(start, iso.len() as u64) == iso,
         "config drive content"
     );
-    let probe = blkid_at(&disk.name(), start);
+    let probe = blkid_at(disk.path_str(), start);
     assert!(probe.lines().any(|l| l == "LABEL=config-2"), "{probe}");
     assert!(probe.lines().any(|l| l == "TYPE=iso9660"), "{probe}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inline_config_drive_gets_a_partition_in_the_last_64_mib() {
-    let disk = Disk::new(DEV_LEN);
+    let disk = new_disk(DEV_LEN);
     let scratch = Scratch::new();
     let image = scratch.gpt_image(10);
     let iso = scratch.config_drive_iso("#cloud-config\nhostname: inline\n");
@@ -1267,8 +1191,8 @@ async fn inline_config_drive_gets_a_partition_in_the_last_64_mib() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_drive_over_64_mib_fails_before_anything_is_written() {
-    let disk = Disk::new(DEV_LEN);
-    disk.fill(0xAA, 32 * MIB);
+    let disk = new_disk(DEV_LEN);
+    fill(disk.path(), 0xAA, 0, 32 * MIB);
     let before = disk.read(0, 32 * MIB);
     let scratch = Scratch::new();
     let image = scratch.gpt_image(11);
@@ -1298,7 +1222,7 @@ async fn config_drive_over_64_mib_fails_before_anything_is_written() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_drive_from_a_url() {
-    let disk = Disk::new(DEV_LEN);
+    let disk = new_disk(DEV_LEN);
     let scratch = Scratch::new();
     let image = scratch.gpt_image(12);
     let iso = scratch.config_drive_iso("#cloud-config\nhostname: from-url\n");
@@ -1337,7 +1261,7 @@ async fn config_drive_from_a_url() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redeploy_over_an_install_with_a_config_drive_adds_exactly_one_again() {
-    let disk = Disk::new(DEV_LEN);
+    let disk = new_disk(DEV_LEN);
     let scratch = Scratch::new();
     let first = scratch.gpt_image(20);
     let iso = scratch.config_drive_iso("#cloud-config\nhostname: first\n");
@@ -1368,8 +1292,8 @@ async fn redeploy_over_an_install_with_a_config_drive_adds_exactly_one_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mbr_image_with_a_config_drive_gets_a_primary_partition_at_the_end() {
-    let disk = Disk::new(DEV_LEN);
-    disk.fill(0xAA, 32 * MIB);
+    let disk = new_disk(DEV_LEN);
+    fill(disk.path(), 0xAA, 0, 32 * MIB);
     let scratch = Scratch::new();
     let image = scratch.mbr_image(22);
     let iso = scratch.config_drive_iso("#cloud-config\nhostname: mbr\n");
@@ -1386,13 +1310,13 @@ async fn mbr_image_with_a_config_drive_gets_a_primary_partition_at_the_end() {
     assert_eq!(diff(&back[..478], &image[..478]), None);
     assert_eq!(back[510..512], [0x55, 0xAA]);
     assert_eq!(diff(&back[512..], &image[512..]), None, "image data");
-    let table = sfdisk_json(disk.name());
+    let table = sfdisk_json(disk.path_str());
     assert_eq!(table["label"], "dos", "{table}");
     assert_eq!(table["id"], format!("0x{SIG:08x}"));
     let parts = table["partitions"].as_array().unwrap();
     assert_eq!(parts.len(), 3, "{table}");
     let p = &parts[2];
-    assert_eq!(p["node"], format!("{}p3", disk.name()));
+    assert_eq!(p["node"], format!("{}p3", disk.path_str()));
     let (start, size) = (p["start"].as_u64().unwrap(), p["size"].as_u64().unwrap());
     assert_eq!(start * 512, DEV_LEN - 64 * MIB, "{p}");
     assert_eq!(size * 512, 64 * MIB, "{p}");
@@ -1400,7 +1324,7 @@ async fn mbr_image_with_a_config_drive_gets_a_primary_partition_at_the_end() {
         disk.read(start * 512, iso.len() as u64) == iso,
         "config drive content"
     );
-    let probe = blkid_at(&disk.name(), start * 512);
+    let probe = blkid_at(disk.path_str(), start * 512);
     assert!(probe.lines().any(|l| l == "LABEL=config-2"), "{probe}");
     assert_root_uuid(&agent, &disk).await;
     agent.stop().await;
@@ -1409,8 +1333,8 @@ async fn mbr_image_with_a_config_drive_gets_a_primary_partition_at_the_end() {
 /// Serves a 24 MiB image for a 16 MiB device (with or without a length) and returns
 /// the failed `prepare_image` result and the device's first MiB.
 async fn deploy_too_large(chunked: bool) -> (Value, Vec<u8>, Vec<u8>) {
-    let disk = Disk::new(16 * MIB);
-    disk.fill(0xAA, 16 * MIB);
+    let disk = new_disk(16 * MIB);
+    fill(disk.path(), 0xAA, 0, 16 * MIB);
     let scratch = Scratch::new();
     let image = scratch.gpt_image(23);
     let behaviour = Behaviour {
@@ -1462,8 +1386,8 @@ async fn image_streamed_past_the_device_end_fails_and_wipes_the_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unusable_config_drives_fail_before_the_image_is_fetched() {
-    let disk = Disk::new(DEV_LEN);
-    disk.fill(0xAA, 32 * MIB);
+    let disk = new_disk(DEV_LEN);
+    fill(disk.path(), 0xAA, 0, 32 * MIB);
     let before = disk.read(0, 32 * MIB);
     let scratch = Scratch::new();
     let image = scratch.gpt_image(24);
@@ -1495,7 +1419,7 @@ async fn unusable_config_drives_fail_before_the_image_is_fetched() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_drive_inside_image_info_is_used_by_prepare_image() {
     // IPA: `if configdrive is None: configdrive = image_info.pop('configdrive', None)`.
-    let disk = Disk::new(DEV_LEN);
+    let disk = new_disk(DEV_LEN);
     let scratch = Scratch::new();
     let image = scratch.gpt_image(25);
     let iso = scratch.config_drive_iso("#cloud-config\nhostname: in-image-info\n");
@@ -1515,7 +1439,7 @@ async fn config_drive_inside_image_info_is_used_by_prepare_image() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_config_drive_partition_in_the_image_is_reused() {
-    let disk = Disk::new(DEV_LEN);
+    let disk = new_disk(DEV_LEN);
     let scratch = Scratch::new();
     let old_iso = scratch.config_drive_iso("#cloud-config\nhostname: baked-in\n");
     let (image, offsets) = scratch.gpt_image_with_config_drives(31, &old_iso, 1);
@@ -1528,13 +1452,13 @@ async fn a_config_drive_partition_in_the_image_is_reused() {
         .write_image(disk.path(), info, json!(b64(&gzip(&iso))))
         .await;
     assert_step_succeeded(&r, "img-own-cd", &disk);
-    let table = sfdisk_json(disk.name());
+    let table = sfdisk_json(disk.path_str());
     assert_eq!(table["partitions"].as_array().unwrap().len(), 3, "{table}");
     assert!(
         disk.read(offsets[0], iso.len() as u64) == iso,
         "written into the image's partition"
     );
-    let probe = blkid_at(&disk.name(), offsets[0]);
+    let probe = blkid_at(disk.path_str(), offsets[0]);
     assert!(probe.lines().any(|l| l == "LABEL=config-2"), "{probe}");
     assert_root_uuid(&agent, &disk).await;
     agent.stop().await;
@@ -1542,7 +1466,7 @@ async fn a_config_drive_partition_in_the_image_is_reused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_config_drive_partitions_in_the_image_are_refused() {
-    let disk = Disk::new(DEV_LEN);
+    let disk = new_disk(DEV_LEN);
     let scratch = Scratch::new();
     let old_iso = scratch.config_drive_iso("#cloud-config\nhostname: twice\n");
     let (image, offsets) = scratch.gpt_image_with_config_drives(32, &old_iso, 2);
@@ -1572,7 +1496,7 @@ async fn two_config_drive_partitions_in_the_image_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_image_then_prepare_image_downloads_once() {
-    let disk = Disk::new(DEV_LEN);
+    let disk = new_disk(DEV_LEN);
     let scratch = Scratch::new();
     let image = scratch.gpt_image(13);
     let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
@@ -1587,7 +1511,7 @@ async fn cache_image_then_prepare_image_downloads_once() {
     // IPA wraps a string result of an asynchronous command as {"result": "<name>: ..."}.
     assert_eq!(
         r["command_result"],
-        json!({"result": format!("cache_image: image (img-cache) cached to device {}", disk.name())})
+        json!({"result": format!("cache_image: image (img-cache) cached to device {}", disk.path_str())})
     );
     assert_eq!(srv.count("/disk.img"), 1);
     assert_whole_disk_written(&disk, &image, 0);
@@ -1641,8 +1565,8 @@ async fn cache_image_then_prepare_image_downloads_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_image_info_is_a_400_and_the_agent_keeps_serving() {
-    let disk = Disk::new(DEV_LEN);
-    disk.fill(0xAA, 8 * MIB);
+    let disk = new_disk(DEV_LEN);
+    fill(disk.path(), 0xAA, 0, 8 * MIB);
     let agent = start(&[&disk]).await;
     agent.deploy_steps(&node(disk.path())).await;
     let url = "http://127.0.0.1:9/disk.img";
@@ -1697,7 +1621,7 @@ async fn invalid_image_info_is_a_400_and_the_agent_keeps_serving() {
 /// `image_info` is refused before the command starts while md5 is off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn md5_only_image_info_is_a_400_while_md5_is_disabled() {
-    let disk = Disk::new(DEV_LEN);
+    let disk = new_disk(DEV_LEN);
     let agent = start(&[&disk]).await;
     agent.deploy_steps(&node(disk.path())).await;
     assert!(!agent.state.lookup.lock().unwrap().md5_enabled);
@@ -1734,10 +1658,10 @@ async fn md5_only_image_info_is_a_400_while_md5_is_disabled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_outside_the_allow_list_is_never_written() {
-    let allowed = Disk::new(DEV_LEN);
-    let other = Disk::new(DEV_LEN);
-    allowed.fill(0x11, 8 * MIB);
-    other.fill(0x22, 32 * MIB);
+    let allowed = new_disk(DEV_LEN);
+    let other = new_disk(DEV_LEN);
+    fill(allowed.path(), 0x11, 0, 8 * MIB);
+    fill(other.path(), 0x22, 0, 32 * MIB);
     let scratch = Scratch::new();
     let image = scratch.gpt_image(14);
     let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
@@ -1766,10 +1690,10 @@ async fn a_device_outside_the_allow_list_is_never_written() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hint_chooses_among_allow_listed_devices() {
-    let first = Disk::new(DEV_LEN);
-    let second = Disk::new(DEV_LEN);
-    first.fill(0x11, 8 * MIB);
-    first.fill_at(0x11, DEV_LEN - MIB, MIB);
+    let first = new_disk(DEV_LEN);
+    let second = new_disk(DEV_LEN);
+    fill(first.path(), 0x11, 0, 8 * MIB);
+    fill(first.path(), 0x11, DEV_LEN - MIB, MIB);
     let scratch = Scratch::new();
     let image = scratch.gpt_image(26);
     let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
@@ -1786,10 +1710,10 @@ async fn the_hint_chooses_among_allow_listed_devices() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_hints_a_large_disk_outside_the_allow_list_is_not_chosen() {
-    let small = Disk::new(DEV_LEN);
-    let large = Disk::new(5 << 30); // sparse; the only disk >= 4 GiB
-    small.fill(0x11, 8 * MIB);
-    large.fill(0x22, 8 * MIB);
+    let small = new_disk(DEV_LEN);
+    let large = new_disk(5 << 30); // sparse; the only disk >= 4 GiB
+    fill(small.path(), 0x11, 0, 8 * MIB);
+    fill(large.path(), 0x22, 0, 8 * MIB);
     let scratch = Scratch::new();
     let image = scratch.gpt_image(15);
     let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
@@ -1818,7 +1742,7 @@ async fn without_hints_a_large_disk_outside_the_allow_list_is_not_chosen() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_message_shows_the_write_while_the_server_is_slow() {
-    let disk = Disk::new(DEV_LEN);
+    let disk = new_disk(DEV_LEN);
     let scratch = Scratch::new();
     let image = scratch.gpt_image(16);
     // The body pauses after 4 MiB for long enough that several heartbeats (every
@@ -1846,7 +1770,7 @@ async fn status_message_shows_the_write_while_the_server_is_slow() {
         .await;
     assert_eq!(status, 200, "{started}");
     let id = started["id"].as_str().unwrap().to_owned();
-    let prefix = format!("write_image to {}: ", disk.name());
+    let prefix = format!("write_image to {}: ", disk.path_str());
 
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);

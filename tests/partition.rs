@@ -103,36 +103,12 @@ fn gzip_base64(data: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(e.finish().unwrap())
 }
 
-/// A loop device with 4096-byte logical sectors (detached on drop).
-struct Loop4k {
-    dev: PathBuf,
-    _backing: tempfile::NamedTempFile,
-}
-
-impl Loop4k {
-    fn new(size: u64) -> Self {
-        let backing = sparse(size);
-        let out = run(
-            "losetup",
-            &[
-                "--find",
-                "--show",
-                "--sector-size",
-                "4096",
-                backing.path().to_str().unwrap(),
-            ],
-        );
-        Loop4k {
-            dev: PathBuf::from(out.trim()),
-            _backing: backing,
-        }
-    }
-}
-
-impl Drop for Loop4k {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
-    }
+/// A loop device with 4096-byte logical sectors over a sparse file of `size` bytes.
+fn loop_4k(size: u64) -> LoopDev {
+    LoopDev::builder(size)
+        .sector_size(4096)
+        .direct_io(false)
+        .attach()
 }
 
 fn parts(t: &Value) -> Vec<Value> {
@@ -244,8 +220,8 @@ fn bios_gpt_layout_on_a_loop_device_has_bios_grub_and_verifies_clean() {
 
 #[test]
 fn uefi_layout_on_a_4k_loop_device_puts_the_esp_at_1_mib() {
-    let dev = Loop4k::new(2 << 30);
-    let mut f = open(&dev.dev);
+    let dev = loop_4k(2 << 30);
+    let mut f = open(dev.path());
     let g = geometry(&f);
     assert_eq!(g.sector_size(), 4096);
     let mut req = LayoutRequest::new(BootMode::Uefi, TableKind::Gpt, 1024);
@@ -253,9 +229,9 @@ fn uefi_layout_on_a_4k_loop_device_puts_the_esp_at_1_mib() {
     req.configdrive_mib = 2;
     let written = Layout::plan(&req, g)
         .unwrap()
-        .write(&mut f, g, &dev.dev)
+        .write(&mut f, g, dev.path())
         .unwrap();
-    let t = sfdisk_json(&dev.dev);
+    let t = sfdisk_json(dev.path());
     assert_eq!(t["sectorsize"], 4096);
     assert_eq!(t["firstlba"], 6);
     let p = parts(&t);
@@ -269,7 +245,7 @@ fn uefi_layout_on_a_4k_loop_device_puts_the_esp_at_1_mib() {
         p[3]["start"].as_u64().unwrap() * 4096,
         written.get(Role::Root).unwrap().start
     );
-    let v = sgdisk_verify(&dev.dev);
+    let v = sgdisk_verify(dev.path());
     assert!(v.contains("No problems found"), "{v}");
 }
 
@@ -682,11 +658,11 @@ fn validation_refuses_bare_filesystems_empty_tables_and_wrong_sector_sizes() {
     // A GPT made for 512-byte sectors on a 4Kn disk.
     let image = sparse(64 * MIB);
     run("sgdisk", &["-n", "1:0:0", image.path().to_str().unwrap()]);
-    let dev = Loop4k::new(128 * MIB);
-    write_at(&dev.dev, 0, &std::fs::read(image.path()).unwrap());
-    let mut f = open(&dev.dev);
+    let dev = loop_4k(128 * MIB);
+    write_at(dev.path(), 0, &std::fs::read(image.path()).unwrap());
+    let mut f = open(dev.path());
     let g4 = geometry(&f);
-    let err = fixup::validate_partitioning(&mut f, g4, &dev.dev).unwrap_err();
+    let err = fixup::validate_partitioning(&mut f, g4, dev.path()).unwrap_err();
     assert!(
         err.to_string()
             .contains("protective MBR without a GPT at 4096-byte sectors"),
@@ -767,19 +743,19 @@ fn destroy_disk_metadata_leaves_nothing_for_wipefs_on_a_loop_device() {
 
 #[test]
 fn destroy_disk_metadata_on_a_4k_device_zeroes_five_sectors_at_each_end() {
-    let dev = Loop4k::new(64 * MIB);
-    write_at(&dev.dev, 0, &vec![0xee; 64 << 10]);
-    write_at(&dev.dev, 64 * MIB - (64 << 10), &vec![0xee; 64 << 10]);
-    let mut f = open(&dev.dev);
+    let dev = loop_4k(64 * MIB);
+    write_at(dev.path(), 0, &vec![0xee; 64 << 10]);
+    write_at(dev.path(), 64 * MIB - (64 << 10), &vec![0xee; 64 << 10]);
+    let mut f = open(dev.path());
     let g = geometry(&f);
     wipe::destroy_disk_metadata(&mut f, g).unwrap();
     f.sync_all().unwrap();
-    assert!(read_at(&dev.dev, 0, 20480).iter().all(|&b| b == 0));
-    assert!(read_at(&dev.dev, 64 * MIB - 20480, 20480)
+    assert!(read_at(dev.path(), 0, 20480).iter().all(|&b| b == 0));
+    assert!(read_at(dev.path(), 64 * MIB - 20480, 20480)
         .iter()
         .all(|&b| b == 0));
     assert_eq!(
-        read_at(&dev.dev, 24576, 4096),
+        read_at(dev.path(), 24576, 4096),
         vec![0xee; 4096],
         "between the edge and the ISO blocks"
     );

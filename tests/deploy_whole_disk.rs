@@ -28,7 +28,7 @@ use common::whole_disk::checks::{
 use common::whole_disk::client::{node, start, write_image_step};
 use common::whole_disk::images::{b64, gzip, Scratch};
 use common::whole_disk::{
-    image_info, new_disk, serve, DEV_LEN, IMAGE_LEN, MIB, NODE_UUID, SIG, TOKEN,
+    gpt_setup, image_info, new_disk, serve, DEV_LEN, IMAGE_LEN, MIB, NODE_UUID, SIG, TOKEN,
 };
 use ira::agent::AgentState;
 use ira::ironic::backoff::HeartbeatPolicy;
@@ -39,12 +39,8 @@ use ira::ironic::Heartbeater;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_gpt_image_via_write_image_step() {
-    let disk = new_disk(DEV_LEN);
+    let (disk, _, image, srv, agent) = gpt_setup(1).await;
     fill(disk.path(), 0xAA, 0, 40 * MIB); // an old install
-    let scratch = Scratch::new();
-    let image = scratch.gpt_image(1);
-    let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
-    let agent = start(&[&disk]).await;
     assert_eq!(agent.partition_uuids().await, json!({}));
 
     let info = image_info("img-raw", &srv.url("/disk.img"), &image, json!("raw"));
@@ -59,11 +55,7 @@ async fn raw_gpt_image_via_write_image_step() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_image_as_a_service_step() {
-    let disk = new_disk(DEV_LEN);
-    let scratch = Scratch::new();
-    let image = scratch.gpt_image(33);
-    let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
-    let agent = start(&[&disk]).await;
+    let (disk, _, image, srv, agent) = gpt_setup(33).await;
     let node = node(disk.path());
     let steps = agent
         .finish(
@@ -131,14 +123,10 @@ impl Write for LogWriter {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_urls_and_config_drive_content_never_reach_the_logs() {
     let logs = captured_logs();
-    let disk = new_disk(DEV_LEN);
-    let scratch = Scratch::new();
-    let image = scratch.gpt_image(36);
+    let (disk, scratch, image, srv, agent) = gpt_setup(36).await;
     let iso = scratch.config_drive_iso("#cloud-config\npassword: Tenant-Secret-42\n");
     let drive = b64(&gzip(&iso));
-    let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
     srv.add("/cd", drive.clone().into_bytes());
-    let agent = start(&[&disk]).await;
     let signed = format!(
         "{}?temp_url_sig=SIGimage0123456789&temp_url_expires=1",
         srv.url("/disk.img")
@@ -276,11 +264,7 @@ async fn checksum_files_and_sha512_are_honoured() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_image_without_streaming_lands_the_same() {
-    let disk = new_disk(DEV_LEN);
-    let scratch = Scratch::new();
-    let image = scratch.gpt_image(34);
-    let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
-    let agent = start(&[&disk]).await;
+    let (disk, _, image, srv, agent) = gpt_setup(34).await;
     let mut info = image_info("img-nostream", &srv.url("/disk.img"), &image, json!("raw"));
     info["stream_raw_images"] = json!(false);
     let r = agent.write_image(disk.path(), info, Value::Null).await;
@@ -292,11 +276,7 @@ async fn raw_image_without_streaming_lands_the_same() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn urls_are_tried_in_order_but_a_4xx_is_fatal() {
-    let disk = new_disk(DEV_LEN);
-    let scratch = Scratch::new();
-    let image = scratch.gpt_image(35);
-    let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
-    let agent = start(&[&disk]).await;
+    let (disk, _, image, srv, agent) = gpt_setup(35).await;
     // A server that cannot be reached (after its retries): the next URL is used.
     let refused = format!("{}/disk.img", common::refused_url());
     let mut info = image_info("img-urls", &srv.url("/disk.img"), &image, json!("raw"));
@@ -321,12 +301,8 @@ async fn urls_are_tried_in_order_but_a_4xx_is_fatal() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checksum_mismatch_fails_and_wipes_the_start_of_the_disk() {
-    let disk = new_disk(DEV_LEN);
+    let (disk, _, image, srv, agent) = gpt_setup(6).await;
     fill(disk.path(), 0xAA, 0, 32 * MIB);
-    let scratch = Scratch::new();
-    let image = scratch.gpt_image(6);
-    let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
-    let agent = start(&[&disk]).await;
     let mut info = image_info("img-bad", &srv.url("/disk.img"), &image, json!("raw"));
     info["os_hash_value"] = json!(sha256_hex(b"some other image"));
 
@@ -368,11 +344,7 @@ async fn checksum_mismatch_fails_and_wipes_the_start_of_the_disk() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_write_after_a_good_one_forgets_the_partition_uuids() {
-    let disk = new_disk(DEV_LEN);
-    let scratch = Scratch::new();
-    let image = scratch.gpt_image(7);
-    let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
-    let agent = start(&[&disk]).await;
+    let (disk, _, image, srv, agent) = gpt_setup(7).await;
     let good = image_info("img-good", &srv.url("/disk.img"), &image, json!("raw"));
     let r = agent.write_image(disk.path(), good, Value::Null).await;
     assert_step_succeeded(&r, "img-good", &disk);
@@ -690,12 +662,8 @@ fn assert_config_drive(disk: &LoopDev, iso: &[u8]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inline_config_drive_gets_a_partition_in_the_last_64_mib() {
-    let disk = new_disk(DEV_LEN);
-    let scratch = Scratch::new();
-    let image = scratch.gpt_image(10);
+    let (disk, scratch, image, srv, agent) = gpt_setup(10).await;
     let iso = scratch.config_drive_iso("#cloud-config\nhostname: inline\n");
-    let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
-    let agent = start(&[&disk]).await;
     let info = image_info("img-cd", &srv.url("/disk.img"), &image, json!("raw"));
     let r = agent
         .write_image(disk.path(), info, json!(b64(&gzip(&iso))))
@@ -740,13 +708,9 @@ async fn config_drive_over_64_mib_fails_before_anything_is_written() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_drive_from_a_url() {
-    let disk = new_disk(DEV_LEN);
-    let scratch = Scratch::new();
-    let image = scratch.gpt_image(12);
+    let (disk, scratch, image, srv, agent) = gpt_setup(12).await;
     let iso = scratch.config_drive_iso("#cloud-config\nhostname: from-url\n");
-    let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
     srv.add("/configdrive", b64(&gzip(&iso)).into_bytes());
-    let agent = start(&[&disk]).await;
     let info = image_info("img-cd-url", &srv.url("/disk.img"), &image, json!("raw"));
     let r = agent
         .write_image(disk.path(), info, json!(srv.url("/configdrive")))
@@ -904,13 +868,9 @@ async fn image_streamed_past_the_device_end_fails_and_wipes_the_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unusable_config_drives_fail_before_the_image_is_fetched() {
-    let disk = new_disk(DEV_LEN);
+    let (disk, _, image, srv, agent) = gpt_setup(24).await;
     fill(disk.path(), 0xAA, 0, 32 * MIB);
     let before = disk.read(0, 32 * MIB);
-    let scratch = Scratch::new();
-    let image = scratch.gpt_image(24);
-    let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
-    let agent = start(&[&disk]).await;
     let cases = [
         (
             json!(srv.url("/missing-drive")),
@@ -937,12 +897,8 @@ async fn unusable_config_drives_fail_before_the_image_is_fetched() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_drive_inside_image_info_is_used_by_prepare_image() {
     // IPA: `if configdrive is None: configdrive = image_info.pop('configdrive', None)`.
-    let disk = new_disk(DEV_LEN);
-    let scratch = Scratch::new();
-    let image = scratch.gpt_image(25);
+    let (disk, scratch, image, srv, agent) = gpt_setup(25).await;
     let iso = scratch.config_drive_iso("#cloud-config\nhostname: in-image-info\n");
-    let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
-    let agent = start(&[&disk]).await;
     agent.deploy_steps(&node(disk.path())).await;
     let mut info = image_info("img-cd-info", &srv.url("/disk.img"), &image, json!("raw"));
     info["configdrive"] = json!(b64(&gzip(&iso)));
@@ -1014,11 +970,7 @@ async fn two_config_drive_partitions_in_the_image_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_image_then_prepare_image_downloads_once() {
-    let disk = new_disk(DEV_LEN);
-    let scratch = Scratch::new();
-    let image = scratch.gpt_image(13);
-    let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
-    let agent = start(&[&disk]).await;
+    let (disk, _, image, srv, agent) = gpt_setup(13).await;
     agent.deploy_steps(&node(disk.path())).await;
     let info = image_info("img-cache", &srv.url("/disk.img"), &image, json!("raw"));
 

@@ -84,10 +84,18 @@ fn signatures(file: &Path) -> String {
         .to_owned()
 }
 
-fn scope(globs: &[String]) -> EraseScope {
+/// An erase scope whose allow-list names `with_parts` and all their partitions, and
+/// `alone` without theirs.
+fn scope(with_parts: &[&LoopDev], alone: &[&LoopDev]) -> EraseScope {
+    let mut globs = Vec::new();
+    for l in with_parts {
+        globs.push(l.path_str().to_owned());
+        globs.push(format!("{}p*", l.path_str()));
+    }
+    globs.extend(alone.iter().map(|l| l.path_str().to_owned()));
     EraseScope {
         sysroot: PathBuf::from("/"),
-        allow: AllowList::new(globs.to_vec()),
+        allow: AllowList::new(globs),
         guard_special_filesystems: true,
     }
 }
@@ -115,7 +123,7 @@ fn gpt_disk_and_partitions_lose_every_signature_and_keep_their_data() {
     assert_eq!(probe(l.file(), MIB, 16 * MIB).as_deref(), Some("ext4"));
     assert_eq!(probe(l.file(), 17 * MIB, 16 * MIB).as_deref(), Some("vfat"));
 
-    let s = scope(&[l.path_str().to_owned(), format!("{}p*", l.path_str())]);
+    let s = scope(&[&l], &[]);
     erase_devices_metadata(&s, &json!({})).unwrap();
 
     assert_eq!(signatures(l.file()), "", "disk signatures left");
@@ -162,12 +170,7 @@ fn mbr_swap_and_whole_disk_filesystem_are_erased_others_are_not() {
 
     assert_eq!(probe(mbr.file(), 0, 32 * MIB).as_deref(), Some("dos"));
     assert_eq!(probe(mbr.file(), MIB, 8 * MIB).as_deref(), Some("swap"));
-    let s = scope(&[
-        mbr.path_str().to_owned(),
-        format!("{}p*", mbr.path_str()),
-        whole.path_str().to_owned(),
-        unnamed.path_str().to_owned(),
-    ]);
+    let s = scope(&[&mbr], &[&whole, &unnamed]);
     erase_devices_metadata(&s, &json!({})).unwrap();
 
     assert_eq!(signatures(mbr.file()), "");
@@ -198,12 +201,7 @@ fn raid_members_and_read_only_disks_are_skipped() {
     let plain = partscan_loop(16 * MIB);
     run("mkfs.vfat", &[plain.path_str()]);
 
-    let s = scope(&[
-        member.path_str().to_owned(),
-        format!("{}p*", member.path_str()),
-        ro.path_str().to_owned(),
-        plain.path_str().to_owned(),
-    ]);
+    let s = scope(&[&member], &[&ro, &plain]);
     erase_devices_metadata(&s, &json!({})).unwrap();
 
     assert_eq!(probe(member.file(), 0, 64 * MIB).as_deref(), Some("gpt"));
@@ -223,11 +221,7 @@ fn skip_list_protects_a_disk_and_its_partitions() {
     let skipped = gpt_disk();
     let erased = partscan_loop(16 * MIB);
     run("mkfs.ext4", &["-q", "-F", erased.path_str()]);
-    let s = scope(&[
-        skipped.path_str().to_owned(),
-        format!("{}p*", skipped.path_str()),
-        erased.path_str().to_owned(),
-    ]);
+    let s = scope(&[&skipped], &[&erased]);
     let node = json!({"properties": {"skip_block_devices": [{"name": skipped.path_str()}]}});
     erase_devices_metadata(&s, &node).unwrap();
     assert_eq!(probe(skipped.file(), 0, 64 * MIB).as_deref(), Some("gpt"));
@@ -249,11 +243,7 @@ fn a_vmfs_partition_stops_the_step_before_anything_is_written() {
     show_partitions(&vmfs, 1);
     let bystander = partscan_loop(16 * MIB);
     run("mkfs.ext4", &["-q", "-F", bystander.path_str()]);
-    let s = scope(&[
-        vmfs.path_str().to_owned(),
-        format!("{}p*", vmfs.path_str()),
-        bystander.path_str().to_owned(),
-    ]);
+    let s = scope(&[&vmfs], &[&bystander]);
 
     let err = erase_devices_metadata(&s, &json!({})).unwrap_err();
     assert!(
@@ -281,8 +271,7 @@ fn a_vmfs_partition_stops_the_step_before_anything_is_written() {
 fn the_generic_manager_runs_the_step_and_returns_null() {
     let l = partscan_loop(16 * MIB);
     run("mkfs.vfat", &[l.path_str()]);
-    let manager =
-        GenericHardwareManager::new(0).with_erase_scope(scope(&[l.path_str().to_owned()]));
+    let manager = GenericHardwareManager::new(0).with_erase_scope(scope(&[], &[&l]));
     let inventory = empty_inventory();
     let args = Map::new();
     let result = manager
@@ -314,7 +303,7 @@ fn a_failed_device_is_reported_and_the_others_are_still_erased() {
     // The kernel still lists partition 2, but its device node is gone: opening it for
     // writing fails after every check passed.
     std::fs::remove_file(part(&l, 2)).unwrap();
-    let s = scope(&[l.path_str().to_owned(), format!("{}p*", l.path_str())]);
+    let s = scope(&[&l], &[]);
     let err = erase_devices_metadata(&s, &json!({})).unwrap_err();
     let EraseError::Devices(failures) = &err else {
         panic!("{err:?}");

@@ -31,6 +31,25 @@ const NODE: &str = "1be26c0b-03f2-4d2e-ae87-c02d7f33c123";
 
 // ---------------------------------------------------------------- helpers
 
+/// A sparse file of `size` bytes with the partition table sfdisk makes from `script`.
+fn sfdisk_image(size: u64, script: &str) -> tempfile::NamedTempFile {
+    let img = sparse(size);
+    run_stdin("sfdisk", &["--quiet", img.path().to_str().unwrap()], script);
+    img
+}
+
+/// The bytes of a FAT filesystem of `kib` KiB made by `mkfs.vfat` with `options`.
+fn vfat_image(options: &[&str], kib: u32) -> Vec<u8> {
+    let fat = tempfile::NamedTempFile::new().unwrap();
+    std::fs::remove_file(fat.path()).unwrap();
+    let mut args = vec!["-C"];
+    args.extend_from_slice(options);
+    let size = kib.to_string();
+    args.extend([fat.path().to_str().unwrap(), &size]);
+    run("mkfs.vfat", &args);
+    std::fs::read(fat.path()).unwrap()
+}
+
 fn run_stdin(cmd: &str, args: &[&str], input: &str) {
     let child = spawn_with_stdin(
         Command::new(cmd)
@@ -355,29 +374,14 @@ fn rand_id() -> u32 {
 
 #[test]
 fn probes_agree_with_blkid_on_iso_and_vfat() {
-    let img = sparse(128 * MIB);
-    run_stdin(
-        "sfdisk",
-        &["--quiet", img.path().to_str().unwrap()],
+    let img = sfdisk_image(
+        128 * MIB,
         "label: gpt\nstart=2048, size=32768\nstart=36864, size=65536\n",
     );
     let iso = config_drive_iso();
     write_at(img.path(), 2048 * 512, &iso);
-    let fat = tempfile::NamedTempFile::new().unwrap();
-    std::fs::remove_file(fat.path()).unwrap();
-    run(
-        "mkfs.vfat",
-        &[
-            "-C",
-            "-n",
-            "CONFIG-2",
-            "-i",
-            "1a2b3c4d",
-            fat.path().to_str().unwrap(),
-            "32768",
-        ],
-    );
-    write_at(img.path(), 36864 * 512, &std::fs::read(fat.path()).unwrap());
+    let fat = vfat_image(&["-n", "CONFIG-2", "-i", "1a2b3c4d"], 32768);
+    write_at(img.path(), 36864 * 512, &fat);
 
     let mut f = open(img.path());
     let g = geometry(&f);
@@ -398,12 +402,7 @@ fn probes_agree_with_blkid_on_iso_and_vfat() {
 #[test]
 fn config_drive_on_a_gpt_whole_disk_image_on_a_loop_device() {
     // A 96 MiB GPT image (as sfdisk makes it) written to a 512 MiB disk.
-    let image = sparse(96 * MIB);
-    run_stdin(
-        "sfdisk",
-        &["--quiet", image.path().to_str().unwrap()],
-        "label: gpt\nstart=2048, size=20480, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B\nstart=22528, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4\n",
-    );
+    let image = sfdisk_image(96 * MIB, "label: gpt\nstart=2048, size=20480, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B\nstart=22528, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4\n");
     let dev = LoopDev::new(512 * MIB);
     write_at(dev.path(), 0, &std::fs::read(image.path()).unwrap());
     assert!(sgdisk_verify(dev.path()).contains("doesn't reside\nat the end of the disk"));
@@ -444,12 +443,7 @@ fn config_drive_on_a_gpt_whole_disk_image_on_a_loop_device() {
 
 #[test]
 fn config_drive_on_an_mbr_image_takes_the_last_64_mib() {
-    let img = sparse(1 << 30);
-    run_stdin(
-        "sfdisk",
-        &["--quiet", img.path().to_str().unwrap()],
-        "label: dos\nlabel-id: 0x1a2b3c4d\nstart=2048, size=204800, type=83, bootable\nstart=206848, size=204800, type=82\n",
-    );
+    let img = sfdisk_image(1 << 30, "label: dos\nlabel-id: 0x1a2b3c4d\nstart=2048, size=204800, type=83, bootable\nstart=206848, size=204800, type=82\n");
     let iso = config_drive_iso();
     let cd = configdrive::decode_downloaded(gzip_base64(&iso).as_bytes(), NODE).unwrap();
     let mut f = open(img.path());
@@ -474,12 +468,7 @@ fn config_drive_on_an_mbr_image_takes_the_last_64_mib() {
 
 #[test]
 fn config_drive_refused_on_an_mbr_with_four_primaries() {
-    let img = sparse(1 << 30);
-    run_stdin(
-        "sfdisk",
-        &["--quiet", img.path().to_str().unwrap()],
-        "label: dos\nstart=2048, size=2048\nstart=4096, size=2048\nstart=6144, size=2048\nstart=8192, size=2048, type=5\n",
-    );
+    let img = sfdisk_image(1 << 30, "label: dos\nstart=2048, size=2048\nstart=4096, size=2048\nstart=6144, size=2048\nstart=8192, size=2048, type=5\n");
     let cd = ConfigDriveImage::from_bytes(config_drive_iso(), NODE).unwrap();
     let mut f = open(img.path());
     let g = geometry(&f);
@@ -495,10 +484,8 @@ fn config_drive_refused_on_an_mbr_with_four_primaries() {
 
 #[test]
 fn existing_config_2_partitions_are_reused_and_duplicates_refused() {
-    let img = sparse(256 * MIB);
-    run_stdin(
-        "sfdisk",
-        &["--quiet", img.path().to_str().unwrap()],
+    let img = sfdisk_image(
+        256 * MIB,
         "label: gpt\nstart=2048, size=65536\nstart=67584, size=65536\nstart=133120, size=65536\n",
     );
     let old = config_drive_iso();
@@ -517,23 +504,8 @@ fn existing_config_2_partitions_are_reused_and_duplicates_refused() {
     assert_eq!(parts(&sfdisk_json(img.path())).len(), 3);
 
     // A vfat CONFIG-2 (IPA's rebuilt form) in partition 3 makes two: refused.
-    let fat = tempfile::NamedTempFile::new().unwrap();
-    std::fs::remove_file(fat.path()).unwrap();
-    run(
-        "mkfs.vfat",
-        &[
-            "-C",
-            "-n",
-            "CONFIG-2",
-            fat.path().to_str().unwrap(),
-            "32768",
-        ],
-    );
-    write_at(
-        img.path(),
-        133120 * 512,
-        &std::fs::read(fat.path()).unwrap(),
-    );
+    let fat = vfat_image(&["-n", "CONFIG-2"], 32768);
+    write_at(img.path(), 133120 * 512, &fat);
     let err =
         configdrive::place_on_whole_disk(&mut f, g, Path::new("/dev/sdc"), NODE, &cd).unwrap_err();
     assert!(matches!(err, ConfigDriveError::Duplicate { .. }));
@@ -545,12 +517,7 @@ fn existing_config_2_partitions_are_reused_and_duplicates_refused() {
 
 #[test]
 fn config_drive_without_room_at_the_end_fails_with_ipa_wording() {
-    let img = sparse(128 * MIB);
-    run_stdin(
-        "sfdisk",
-        &["--quiet", img.path().to_str().unwrap()],
-        "label: gpt\nstart=2048\n",
-    );
+    let img = sfdisk_image(128 * MIB, "label: gpt\nstart=2048\n");
     let mut f = open(img.path());
     let g = geometry(&f);
     let cd = ConfigDriveImage::from_bytes(vec![1; 4096], NODE).unwrap();
@@ -642,12 +609,7 @@ fn validation_refuses_bare_filesystems_empty_tables_and_wrong_sector_sizes() {
         "Unable to find a valid partition table on the disk after writing the image. The image may be corrupted or it uses a different sector size than the device. Error: "
     ));
 
-    let empty = sparse(64 * MIB);
-    run_stdin(
-        "sfdisk",
-        &["--quiet", empty.path().to_str().unwrap()],
-        "label: dos\n",
-    );
+    let empty = sfdisk_image(64 * MIB, "label: dos\n");
     let mut f = open(empty.path());
     let err = fixup::validate_partitioning(&mut f, g, Path::new("/dev/sde")).unwrap_err();
     assert_eq!(
@@ -672,10 +634,8 @@ fn validation_refuses_bare_filesystems_empty_tables_and_wrong_sector_sizes() {
 
 #[test]
 fn mbr_signature_is_the_whole_disk_root_uuid() {
-    let img = sparse(16 * MIB);
-    run_stdin(
-        "sfdisk",
-        &["--quiet", img.path().to_str().unwrap()],
+    let img = sfdisk_image(
+        16 * MIB,
         "label: dos\nlabel-id: 0x00c0ffee\nstart=2048, type=83\n",
     );
     let out = run(

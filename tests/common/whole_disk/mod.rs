@@ -8,6 +8,9 @@ pub mod images;
 
 use serde_json::{json, Value};
 
+use client::{start, Agent};
+use images::Scratch;
+
 use crate::common::fixtures::sha256_hex;
 use crate::common::loopdev::LoopDev;
 use crate::common::misbehaving_http::{Behaviour, MisbehavingServer};
@@ -52,4 +55,16 @@ pub async fn serve(path: &str, body: Vec<u8>, behaviour: Behaviour) -> Misbehavi
     let srv = MisbehavingServer::start(behaviour).await;
     srv.add(path, body);
     srv
+}
+
+/// Where most deploy tests start: an install device of [`DEV_LEN`], the scratch
+/// directory where [`Scratch::gpt_image`] of `seed` was built, the image, its server
+/// (at `/disk.img`) and an agent that may write only that device.
+pub async fn gpt_setup(seed: u64) -> (LoopDev, Scratch, Vec<u8>, MisbehavingServer, Agent) {
+    let disk = new_disk(DEV_LEN);
+    let scratch = Scratch::new();
+    let image = scratch.gpt_image(seed);
+    let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
+    let agent = start(&[&disk]).await;
+    (disk, scratch, image, srv, agent)
 }

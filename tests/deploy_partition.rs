@@ -14,11 +14,10 @@ use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::cmd::run;
+use common::cmd::{blkid_probe, run};
 use common::fixtures::sha256_hex;
 use common::loopdev::LoopDev;
 use common::misbehaving_http::{Behaviour, MisbehavingServer};
@@ -152,16 +151,7 @@ fn fill(dev: &Path, offset: u64, byte: u8, len: usize) {
 /// `blkid -p` tags of a device (empty when it finds nothing).
 fn blkid(dev: &Path) -> BTreeMap<String, String> {
     flush(dev);
-    let out = Command::new("blkid")
-        .args(["-p", "-o", "export"])
-        .arg(dev)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
+    blkid_probe(dev, 0, None).into_iter().collect()
 }
 
 fn sfdisk_json(dev: &Path) -> Value {

@@ -9,14 +9,13 @@
 mod common;
 
 use std::io::Write;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use common::blockio::fill;
-use common::cmd::{run, sfdisk_json};
+use common::cmd::{blkid_probe, run, sfdisk_json, tag};
 use common::fake_conductor::{FakeConductor, Route};
 use common::fixtures::{client_options, hex, sha256_hex};
 use common::loopdev::LoopDev;
@@ -632,22 +631,8 @@ fn config_drive_partition(disk: &LoopDev, number: usize) -> (u64, u64) {
     (start * 512, size * 512)
 }
 
-/// `blkid` of what starts at byte `offset` of `dev`. Probed at an offset on the whole
-/// disk: this machine's kernel may not create partition nodes on a re-read.
-fn blkid_at(dev: &str, offset: u64) -> String {
-    // -p: probe the device itself, not the cache.
-    let out = Command::new("blkid")
-        .args(["-p", "-o", "export", "-O", &offset.to_string(), dev])
-        .output()
-        .unwrap();
-    format!(
-        "{}{} (exit {:?})",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        out.status.code(),
-    )
-}
-
+/// Partition 3 holds `iso`, probed by blkid at its offset on the whole disk: this
+/// machine's kernel may not create partition nodes on a re-read.
 fn assert_config_drive(disk: &LoopDev, iso: &[u8]) {
     let (start, size) = config_drive_partition(disk, 3);
     assert!(size >= iso.len() as u64);
@@ -655,9 +640,9 @@ fn assert_config_drive(disk: &LoopDev, iso: &[u8]) {
         disk.read(start, iso.len() as u64) == iso,
         "config drive content"
     );
-    let probe = blkid_at(disk.path_str(), start);
-    assert!(probe.lines().any(|l| l == "LABEL=config-2"), "{probe}");
-    assert!(probe.lines().any(|l| l == "TYPE=iso9660"), "{probe}");
+    let probe = blkid_probe(disk.path(), start, None);
+    assert_eq!(tag(&probe, "LABEL"), Some("config-2"), "{probe:?}");
+    assert_eq!(tag(&probe, "TYPE"), Some("iso9660"), "{probe:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -806,8 +791,8 @@ async fn mbr_image_with_a_config_drive_gets_a_primary_partition_at_the_end() {
         disk.read(start * 512, iso.len() as u64) == iso,
         "config drive content"
     );
-    let probe = blkid_at(disk.path_str(), start * 512);
-    assert!(probe.lines().any(|l| l == "LABEL=config-2"), "{probe}");
+    let probe = blkid_probe(disk.path(), start * 512, None);
+    assert_eq!(tag(&probe, "LABEL"), Some("config-2"), "{probe:?}");
     assert_root_uuid(&agent, &disk).await;
     agent.stop().await;
 }
@@ -932,8 +917,8 @@ async fn a_config_drive_partition_in_the_image_is_reused() {
         disk.read(offsets[0], iso.len() as u64) == iso,
         "written into the image's partition"
     );
-    let probe = blkid_at(disk.path_str(), offsets[0]);
-    assert!(probe.lines().any(|l| l == "LABEL=config-2"), "{probe}");
+    let probe = blkid_probe(disk.path(), offsets[0], None);
+    assert_eq!(tag(&probe, "LABEL"), Some("config-2"), "{probe:?}");
     assert_root_uuid(&agent, &disk).await;
     agent.stop().await;
 }

@@ -13,7 +13,7 @@ use std::process::Command;
 use serde_json::{json, Map, Value};
 
 use common::blockio::{read_at, write_at};
-use common::cmd::{run, spawn_with_stdin};
+use common::cmd::{blkid_probe, run, spawn_with_stdin};
 use common::fixtures::empty_inventory;
 use common::loopdev::LoopDev;
 use ira::blockdev::AllowList;
@@ -62,19 +62,10 @@ fn wait_for(path: &str) {
 /// blkid's low-level probe of `size` bytes at `offset` of `file`: the TYPE or PTTYPE it
 /// finds, `None` when nothing is there.
 fn probe(file: &Path, offset: u64, size: u64) -> Option<String> {
-    let out = Command::new("blkid")
-        .args(["-p", "-o", "export", "-O", &offset.to_string(), "-S"])
-        .arg(size.to_string())
-        .arg(file)
-        .output()
-        .expect("blkid");
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix("TYPE=")
-                .or_else(|| l.strip_prefix("PTTYPE="))
-        })
-        .map(str::to_owned)
+    blkid_probe(file, offset, Some(size))
+        .into_iter()
+        .find(|(k, _)| k == "TYPE" || k == "PTTYPE")
+        .map(|(_, v)| v)
 }
 
 /// Every signature wipefs finds on `file`.

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 
 use base64::Engine as _;
 use common::blockio::{read_at, write_at};
-use common::cmd::{run, sfdisk_json, spawn_with_stdin};
+use common::cmd::{blkid_probe, run, sfdisk_json, spawn_with_stdin, tag};
 use common::loopdev::LoopDev;
 use ira::blockdev::{open_for_write, AllowList};
 use ira::partition::configdrive::{self, ConfigDriveError, ConfigDriveImage};
@@ -83,32 +83,6 @@ fn geometry(f: &File) -> Geometry {
 
 fn sgdisk_verify(path: &Path) -> String {
     run("sgdisk", &["-v", path.to_str().unwrap()])
-}
-
-/// `blkid -p` on a byte window, as KEY=VALUE pairs.
-fn blkid_at(path: &Path, offset: u64, size: u64) -> Vec<(String, String)> {
-    let out = Command::new("blkid")
-        .args([
-            "-p",
-            "-o",
-            "export",
-            "-O",
-            &offset.to_string(),
-            "-S",
-            &size.to_string(),
-        ])
-        .arg(path)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.replace("\\ ", " ")))
-        .collect()
-}
-
-fn tag<'a>(tags: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
 /// The config drive these tests place, with 300 KiB of user data.
@@ -304,7 +278,7 @@ fn swap_is_recognised_by_blkid_and_found_by_uuid() {
     make_swap(&mut f, swap.start, swap.size, 4096, SWAP_LABEL, uuid).unwrap();
     f.sync_all().unwrap();
 
-    let tags = blkid_at(dev.path(), swap.start, swap.size);
+    let tags = blkid_probe(dev.path(), swap.start, Some(swap.size));
     assert_eq!(tag(&tags, "TYPE"), Some("swap"), "{tags:?}");
     assert_eq!(tag(&tags, "LABEL"), Some("swap1"));
     assert_eq!(tag(&tags, "UUID"), Some(uuid.to_string().as_str()));
@@ -359,7 +333,7 @@ fn esp_made_natively_passes_fsck_fat_at_both_sector_sizes() {
             fsck.contains(&format!("{ss} bytes per logical sector")),
             "{fsck}"
         );
-        let tags = blkid_at(img.path(), esp.start, esp.size);
+        let tags = blkid_probe(img.path(), esp.start, Some(esp.size));
         assert_eq!(tag(&tags, "TYPE"), Some("vfat"), "{tags:?}");
         assert_eq!(tag(&tags, "LABEL"), Some("efi-part"));
         assert_eq!(tag(&tags, "UUID"), Some(vol.uuid().as_str()));
@@ -387,7 +361,7 @@ fn probes_agree_with_blkid_on_iso_and_vfat() {
     let g = geometry(&f);
     let parts = describe(&mut f, g, Path::new("/dev/vdb")).unwrap();
     for p in &parts {
-        let tags = blkid_at(img.path(), p.info.start, p.info.size);
+        let tags = blkid_probe(img.path(), p.info.start, Some(p.info.size));
         let fs = p.fs.as_ref().unwrap();
         assert_eq!(Some(fs.kind.as_str()), tag(&tags, "TYPE"));
         assert_eq!(fs.label.as_deref(), tag(&tags, "LABEL"));
@@ -429,7 +403,7 @@ fn config_drive_on_a_gpt_whole_disk_image_on_a_loop_device() {
     );
     assert!(p[2]["size"].as_u64().unwrap() >= 131072);
     assert_eq!(p[2]["start"].as_u64().unwrap() % 2048, 0);
-    let tags = blkid_at(dev.path(), placed.start, placed.size);
+    let tags = blkid_probe(dev.path(), placed.start, Some(placed.size));
     assert_eq!(tag(&tags, "LABEL"), Some("config-2"));
     assert_eq!(tag(&tags, "TYPE"), Some("iso9660"));
     assert_eq!(read_at(dev.path(), placed.start, iso.len()), iso);
@@ -461,7 +435,7 @@ fn config_drive_on_an_mbr_image_takes_the_last_64_mib() {
     );
     assert_eq!(p[0]["bootable"], true, "existing entries are kept");
     assert_eq!(t["id"], "0x1a2b3c4d", "the disk signature is kept");
-    let tags = blkid_at(img.path(), placed.start, placed.size);
+    let tags = blkid_probe(img.path(), placed.start, Some(placed.size));
     assert_eq!(tag(&tags, "LABEL"), Some("config-2"));
     assert_eq!(fixup::whole_disk_root_uuid(&mut f).unwrap(), "0x1a2b3c4d");
 }

@@ -13,12 +13,11 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::cmd::run;
+use common::cmd::{blkid_probe, run};
 use common::fixtures::sha256_hex;
 use common::loopdev::LoopDev;
 use common::misbehaving_http::{Behaviour, MisbehavingServer};
@@ -58,8 +57,9 @@ fn inventory() -> Inventory {
 /// A disk, stand-in partition nodes under a sysroot, and an agent allowed to write
 /// exactly those devices.
 struct Rig {
+    // Declared before `disk`: the slices are detached before the disk they lie on.
+    parts: Vec<LoopDev>,
     disk: LoopDev,
-    parts: Vec<PathBuf>,
     _root: tempfile::TempDir,
     state: Arc<AgentState>,
 }
@@ -74,12 +74,16 @@ impl Rig {
         std::os::unix::fs::symlink(disk.path(), dev.join(disk.name())).unwrap();
         let mut loops = Vec::new();
         for (i, (start, size)) in parts.iter().enumerate() {
-            let p = part_loop(disk.path(), start * MIB, size * MIB);
-            std::os::unix::fs::symlink(&p, dev.join(format!("{}p{}", disk.name(), i + 1))).unwrap();
+            let p = LoopDev::over(disk.path())
+                .offset(start * MIB)
+                .size_limit(size * MIB)
+                .attach();
+            std::os::unix::fs::symlink(p.path(), dev.join(format!("{}p{}", disk.name(), i + 1)))
+                .unwrap();
             loops.push(p);
         }
         let mut allow = vec![disk.path().display().to_string()];
-        allow.extend(loops.iter().map(|p| p.display().to_string()));
+        allow.extend(loops.iter().map(|p| p.path_str().to_owned()));
         let config = Config {
             sysroot: root.path().to_path_buf(),
             device_allowlist: allow,
@@ -113,7 +117,7 @@ impl Rig {
 
     /// The stand-in node of partition `n`, with its cache dropped so reads see the disk.
     fn part(&self, n: usize) -> &Path {
-        let p = &self.parts[n - 1];
+        let p = self.parts[n - 1].path();
         flush(p);
         p
     }
@@ -127,31 +131,6 @@ impl Rig {
             .await
             .map_err(CommandError::from)
     }
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        for p in &self.parts {
-            let _ = Command::new("losetup").arg("-d").arg(p).status();
-        }
-    }
-}
-
-fn part_loop(disk: &Path, offset: u64, size: u64) -> PathBuf {
-    let out = run(
-        "losetup",
-        &[
-            "--find",
-            "--show",
-            "--direct-io=on",
-            "--offset",
-            &offset.to_string(),
-            "--sizelimit",
-            &size.to_string(),
-            disk.to_str().unwrap(),
-        ],
-    );
-    PathBuf::from(out.trim())
 }
 
 /// Drops a block device's page cache (BLKFLSBUF), so a read sees what other nodes of
@@ -174,16 +153,7 @@ fn fill(dev: &Path, offset: u64, byte: u8, len: usize) {
 /// `blkid -p` tags of a device (empty when it finds nothing).
 fn blkid(dev: &Path) -> BTreeMap<String, String> {
     flush(dev);
-    let out = Command::new("blkid")
-        .args(["-p", "-o", "export"])
-        .arg(dev)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
+    blkid_probe(dev, 0, None).into_iter().collect()
 }
 
 fn sfdisk_json(dev: &Path) -> Value {

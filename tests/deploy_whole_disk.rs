@@ -4,593 +4,42 @@
 //! local HTTP server and written onto loop devices (with partition scanning, like a real
 //! disk). Every test reads the device back; only allow-listed loop devices are written.
 //! Needs root, losetup, sgdisk, sfdisk, blkid, qemu-img and genisoimage (tests/setup.sh).
+//! The devices, images, agent client and checks are in `common::whole_disk`.
 
 mod common;
 
-use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use serde_json::{json, Value};
-use tokio::sync::watch;
 
-use common::agent::{self, Served};
-use common::cmd::{run, sfdisk_json, spawn_with_stdin};
+use common::blockio::fill;
+use common::cmd::{blkid_probe, run, sfdisk_json, tag};
 use common::fake_conductor::{FakeConductor, Route};
-use common::fixtures::{client_options, hex, inventory, pseudo_random, sha256_hex};
-use common::misbehaving_http::{Behaviour, MisbehavingServer};
-use ira::agent::{AgentState, Secret};
-use ira::api::ServerLimits;
-use ira::commands::Commands;
-use ira::config::Config;
+use common::fixtures::{client_options, hex, sha256_hex};
+use common::loopdev::LoopDev;
+use common::misbehaving_http::Behaviour;
+use common::whole_disk::checks::{
+    assert_failed, assert_root_uuid, assert_step_succeeded, assert_whole_disk_written, diff,
+    expected_message,
+};
+use common::whole_disk::client::{node, start, write_image_step};
+use common::whole_disk::images::{b64, gzip, Scratch};
+use common::whole_disk::{
+    gpt_setup, image_info, new_disk, serve, DEV_LEN, IMAGE_LEN, MIB, NODE_UUID, SIG, TOKEN,
+};
+use ira::agent::AgentState;
 use ira::ironic::backoff::HeartbeatPolicy;
 use ira::ironic::client::IronicClient;
 use ira::ironic::Heartbeater;
-
-const MIB: u64 = 1 << 20;
-const TOKEN: &str = "dep1oyT0kenXq3aZ9vV1bB2nN4mM5kK6jJ7hH8gG9fF";
-const NODE_UUID: &str = "5b0c7a1e-2f3d-4c5b-9a8e-7d6c5b4a3f21";
-/// The MBR disk signature put at byte 440 of the test images.
-const SIG: u32 = 0x1a2b_3c4d;
-/// Size of the test images (smaller than the devices, so the backup GPT must move).
-const IMAGE_LEN: u64 = 24 * MIB;
-/// Size of the install device.
-const DEV_LEN: u64 = 160 * MIB;
-
-// ---------------------------------------------------------------- tools
-
-/// The byte range where `a` and `b` differ (first and last differing offsets), if any.
-fn diff(a: &[u8], b: &[u8]) -> Option<(usize, usize)> {
-    let first = a.iter().zip(b).position(|(x, y)| x != y)?;
-    let last = a.iter().zip(b).rposition(|(x, y)| x != y)?;
-    Some((first, last))
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    enc.write_all(data).unwrap();
-    enc.finish().unwrap()
-}
-
-fn b64(data: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(data)
-}
-
-// ---------------------------------------------------------------- loop devices
-
-/// A loop device with partition scanning over a sparse temp file, detached on drop.
-/// Partition scanning matters: placing a config drive re-reads the table (BLKRRPART),
-/// which a loop device without it refuses. The kernel may still create no partition
-/// nodes (a kernel without table parsers), so tests read partitions at their offsets.
-#[derive(Debug)]
-struct Disk {
-    dev: PathBuf,
-    _backing: tempfile::NamedTempFile,
-}
-
-impl Disk {
-    fn new(size: u64) -> Self {
-        let backing = tempfile::NamedTempFile::new().expect("backing file");
-        backing.as_file().set_len(size).expect("size backing file");
-        let path = backing.path().to_str().unwrap().to_owned();
-        let out = run(
-            "losetup",
-            &["--find", "--show", "--partscan", "--direct-io=on", &path],
-        );
-        Self {
-            dev: PathBuf::from(out.trim()),
-            _backing: backing,
-        }
-    }
-
-    fn path(&self) -> &Path {
-        &self.dev
-    }
-
-    fn name(&self) -> String {
-        self.dev.display().to_string()
-    }
-
-    fn read(&self, offset: u64, len: u64) -> Vec<u8> {
-        let mut v = vec![0u8; len as usize];
-        File::open(&self.dev)
-            .unwrap()
-            .read_exact_at(&mut v, offset)
-            .unwrap();
-        v
-    }
-
-    /// Fills the first `len` bytes with `byte` (an old install) and flushes.
-    fn fill(&self, byte: u8, len: u64) {
-        let mut f = OpenOptions::new().write(true).open(&self.dev).unwrap();
-        let chunk = vec![byte; MIB as usize];
-        for _ in 0..len / MIB {
-            f.write_all(&chunk).unwrap();
-        }
-        f.sync_all().unwrap();
-    }
-
-    /// Fills `len` bytes at `offset` with `byte` and flushes.
-    fn fill_at(&self, byte: u8, offset: u64, len: u64) {
-        let f = OpenOptions::new().write(true).open(&self.dev).unwrap();
-        f.write_all_at(&vec![byte; len as usize], offset).unwrap();
-        f.sync_all().unwrap();
-    }
-
-    fn size(&self) -> u64 {
-        run("blockdev", &["--getsize64", &self.name()])
-            .trim()
-            .parse()
-            .unwrap()
-    }
-}
-
-impl Drop for Disk {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
-    }
-}
-
-fn sgdisk_verify(path: &str) -> String {
-    let out = Command::new("sgdisk").arg("-v").arg(path).output().unwrap();
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-// ---------------------------------------------------------------- images
-
-/// Scratch files for one test.
-struct Scratch {
-    dir: tempfile::TempDir,
-}
-
-impl Scratch {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn path_str(&self, name: &str) -> String {
-        self.path(name).display().to_string()
-    }
-
-    /// A GPT whole-disk image of [`IMAGE_LEN`]: an ESP and a root partition filled with
-    /// data up to the last usable sector, and [`SIG`] as MBR disk signature.
-    fn gpt_image(&self, seed: u64) -> Vec<u8> {
-        let path = self.path_str("disk.raw");
-        File::create(&path).unwrap().set_len(IMAGE_LEN).unwrap();
-        run(
-            "sgdisk",
-            &[
-                "-n",
-                "1:2048:+4M",
-                "-t",
-                "1:ef00",
-                "-c",
-                "1:esp",
-                "-n",
-                "2:0:0",
-                "-t",
-                "2:8300",
-                "-c",
-                "2:root",
-                &path,
-            ],
-        );
-        let mut bytes = std::fs::read(&path).unwrap();
-        let end = (IMAGE_LEN - 34 * 512) as usize;
-        // From the end of the entries: the gap before the first partition is image
-        // content too (boot loaders live there) and sits in the held-back first MiB.
-        pseudo_random(&mut bytes[34 * 512..end], seed);
-        // The last sector of the root partition holds data too: moving the backup GPT
-        // must not touch it.
-        bytes[end - 512..end].fill(0xC3);
-        bytes[440..444].copy_from_slice(&SIG.to_le_bytes());
-        std::fs::write(&path, &bytes).unwrap();
-        bytes
-    }
-
-    /// A GPT image of [`IMAGE_LEN`] with an ESP, a root and `copies` 4 MiB partitions
-    /// holding `iso` (an image that brings its own config drive); returns the image and
-    /// the byte offsets of those partitions.
-    fn gpt_image_with_config_drives(
-        &self,
-        seed: u64,
-        iso: &[u8],
-        copies: u32,
-    ) -> (Vec<u8>, Vec<u64>) {
-        let path = self.path_str("disk-cd.raw");
-        File::create(&path).unwrap().set_len(IMAGE_LEN).unwrap();
-        let mut args: Vec<String> = [
-            "-n",
-            "1:2048:+4M",
-            "-t",
-            "1:ef00",
-            "-n",
-            "2:0:+8M",
-            "-t",
-            "2:8300",
-        ]
-        .map(String::from)
-        .to_vec();
-        for n in 3..3 + copies {
-            args.extend(["-n".into(), format!("{n}:0:+4M")]);
-        }
-        args.push(path.clone());
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        run("sgdisk", &refs);
-        let mut bytes = std::fs::read(&path).unwrap();
-        pseudo_random(&mut bytes[MIB as usize..13 * MIB as usize], seed);
-        bytes[440..444].copy_from_slice(&SIG.to_le_bytes());
-        let mut offsets = Vec::new();
-        for k in 0..copies as u64 {
-            let off = 13 * MIB + k * 4 * MIB;
-            bytes[off as usize..off as usize + iso.len()].copy_from_slice(iso);
-            offsets.push(off);
-        }
-        (bytes, offsets)
-    }
-
-    /// An MBR (msdos) whole-disk image of [`IMAGE_LEN`] with disk identifier [`SIG`]:
-    /// a FAT32 boot partition and a Linux root, both holding data.
-    fn mbr_image(&self, seed: u64) -> Vec<u8> {
-        let path = self.path_str("mbr.raw");
-        File::create(&path).unwrap().set_len(IMAGE_LEN).unwrap();
-        let script = format!("label: dos\nlabel-id: 0x{SIG:08x}\n2048,8192,c,*\n,,83\n");
-        let mut child = spawn_with_stdin(
-            Command::new("sfdisk").args(["-q", &path]),
-            script.as_bytes(),
-        );
-        assert!(child.wait().unwrap().success());
-        let mut bytes = std::fs::read(&path).unwrap();
-        // The gap after the MBR (where GRUB embeds itself) holds data too.
-        pseudo_random(&mut bytes[512..], seed);
-        assert_eq!(u32::from_le_bytes(bytes[440..444].try_into().unwrap()), SIG);
-        bytes
-    }
-
-    /// `raw` converted to a compressed qcow2 by qemu-img.
-    fn qcow2(&self, raw: &[u8]) -> Vec<u8> {
-        let src = self.path_str("qcow-src.raw");
-        let dst = self.path_str("disk.qcow2");
-        std::fs::write(&src, raw).unwrap();
-        run(
-            "qemu-img",
-            &[
-                "convert", "-q", "-c", "-f", "raw", "-O", "qcow2", &src, &dst,
-            ],
-        );
-        std::fs::read(&dst).unwrap()
-    }
-
-    /// An ISO 9660 config drive labelled `config-2` with a meta_data.json and user data.
-    fn config_drive_iso(&self, user_data: &str) -> Vec<u8> {
-        let root = self.path("cd");
-        let latest = root.join("openstack/latest");
-        std::fs::create_dir_all(&latest).unwrap();
-        std::fs::write(
-            latest.join("meta_data.json"),
-            json!({"uuid": NODE_UUID, "name": "deploy-test"}).to_string(),
-        )
-        .unwrap();
-        std::fs::write(latest.join("user_data"), user_data).unwrap();
-        let iso = self.path_str("cd.iso");
-        run(
-            "genisoimage",
-            &[
-                "-quiet",
-                "-o",
-                &iso,
-                "-V",
-                "config-2",
-                "-r",
-                "-J",
-                root.to_str().unwrap(),
-            ],
-        );
-        std::fs::read(&iso).unwrap()
-    }
-}
-
-fn image_info(id: &str, url: &str, served: &[u8], disk_format: Value) -> Value {
-    json!({
-        "id": id,
-        "urls": [url],
-        "disk_format": disk_format,
-        "container_format": "bare",
-        "stream_raw_images": true,
-        "os_hash_algo": "sha256",
-        "os_hash_value": sha256_hex(served),
-        "node_uuid": NODE_UUID,
-    })
-}
-
-async fn serve(path: &str, body: Vec<u8>, behaviour: Behaviour) -> MisbehavingServer {
-    let srv = MisbehavingServer::start(behaviour).await;
-    srv.add(path, body);
-    srv
-}
-
-// ---------------------------------------------------------------- the agent
-
-/// The agent API on 127.0.0.1 over a real socket.
-struct Agent {
-    base: String,
-    state: Arc<AgentState>,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-    client: reqwest::Client,
-}
-
-/// Starts an agent whose device allow-list is exactly `allow`.
-async fn start(allow: &[&Disk]) -> Agent {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let config = Config {
-        sysroot: PathBuf::from("/"),
-        image_download_connection_timeout: Duration::from_secs(5),
-        image_download_connection_retries: 1,
-        image_download_connection_retry_interval: Duration::from_millis(10),
-        ..agent::allowlist_config(allow.iter().map(|d| d.name()).collect())
-    };
-    let state = agent::state(config, inventory("deploy-test", "uefi"));
-    *state.token.write().unwrap() = Some(Secret::new(TOKEN));
-    let cmds = Commands::new(state.clone());
-    let limits = ServerLimits {
-        shutdown_grace: Duration::from_millis(500),
-        ..ServerLimits::default()
-    };
-    let Served { addr, stop, task } = agent::serve(state.clone(), cmds, None, limits).await;
-    Agent {
-        base: format!("http://{addr}"),
-        state,
-        stop,
-        task,
-        client: reqwest::Client::builder().no_proxy().build().unwrap(),
-    }
-}
-
-fn node(dev: &Path) -> Value {
-    json!({
-        "uuid": NODE_UUID,
-        "properties": {"root_device": {"name": dev.display().to_string()}, "cpu_arch": "x86_64"},
-        "instance_info": {},
-        "driver_info": {},
-        "driver_internal_info": {},
-    })
-}
-
-fn write_image_step(image_info: Value, configdrive: Value) -> Value {
-    json!({"interface": "deploy", "step": "write_image",
-           "args": {"image_info": image_info, "configdrive": configdrive}})
-}
-
-impl Agent {
-    /// POST `/v1/commands/`; returns the status and the body.
-    async fn run(&self, name: &str, params: Value, wait: bool) -> (u16, Value) {
-        let resp = self
-            .client
-            .post(format!(
-                "{}/v1/commands/?wait={wait}&agent_token={TOKEN}",
-                self.base
-            ))
-            .header("Content-Type", "application/json")
-            .body(json!({"name": name, "params": params}).to_string())
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap())
-    }
-
-    /// Runs a command to completion and returns its result object.
-    async fn finish(&self, name: &str, params: Value) -> Value {
-        let (status, r) = self.run(name, params, true).await;
-        assert_eq!(status, 200, "{name}: {r}");
-        assert_ne!(r["command_status"], "RUNNING", "{r}");
-        r
-    }
-
-    /// The result of a command started earlier.
-    async fn command(&self, id: &str) -> Value {
-        let resp = self
-            .client
-            .get(format!(
-                "{}/v1/commands/{id}?agent_token={TOKEN}",
-                self.base
-            ))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), 200);
-        resp.json().await.unwrap()
-    }
-
-    async fn status_code(&self) -> u16 {
-        self.client
-            .get(format!("{}/v1/status", self.base))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-    }
-
-    /// `deploy.get_deploy_steps` for `node` (caches it, as the conductor's first call
-    /// does) and returns the manager versions to send back.
-    async fn deploy_steps(&self, node: &Value) -> Value {
-        let r = self
-            .finish(
-                "deploy.get_deploy_steps",
-                json!({"node": node, "ports": []}),
-            )
-            .await;
-        assert_eq!(r["command_status"], "SUCCEEDED", "{r}");
-        let listed = r["command_result"]["deploy_steps"]["GenericHardwareManager"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["step"] == "write_image")
-            .cloned()
-            .expect("write_image is listed");
-        assert_eq!(listed["priority"], 0);
-        assert_eq!(listed["interface"], "deploy");
-        r["command_result"]["hardware_manager_version"].clone()
-    }
-
-    /// The conductor's `write_image`: list the steps, then execute the step.
-    async fn write_image(&self, dev: &Path, image_info: Value, configdrive: Value) -> Value {
-        let node = node(dev);
-        let versions = self.deploy_steps(&node).await;
-        let step = write_image_step(image_info, configdrive);
-        let r = self
-            .finish(
-                "deploy.execute_deploy_step",
-                json!({"step": step, "node": node, "ports": [], "deploy_version": versions}),
-            )
-            .await;
-        assert_eq!(r["command_name"], "execute_deploy_step");
-        if r["command_status"] == "SUCCEEDED" {
-            assert_eq!(r["command_result"]["deploy_step"], step, "echoed verbatim");
-        }
-        r
-    }
-
-    async fn partition_uuids(&self) -> Value {
-        let r = self.finish("standby.get_partition_uuids", json!({})).await;
-        assert_eq!(r["command_status"], "SUCCEEDED", "{r}");
-        r["command_result"].clone()
-    }
-
-    async fn stop(self) {
-        self.stop.send_replace(true);
-        self.task.await.unwrap().unwrap();
-    }
-}
-
-// ---------------------------------------------------------------- checks
-
-fn expected_message(id: &str, disk: &Disk) -> String {
-    format!(
-        "image ({id}) written to device {} root_uuid=0x{SIG:08x}",
-        disk.name()
-    )
-}
-
-fn assert_step_succeeded(r: &Value, id: &str, disk: &Disk) {
-    assert_eq!(r["command_status"], "SUCCEEDED", "{r}");
-    assert!(r["command_error"].is_null(), "{r}");
-    assert_eq!(r["command_result"]["deploy_step"]["step"], "write_image");
-    assert_eq!(r["command_result"]["deploy_step"]["interface"], "deploy");
-    let msg = r["command_result"]["deploy_result"]["result"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no deploy_result.result: {r}"));
-    assert!(
-        msg.starts_with(&format!(
-            "prepare_image: image ({id}) written to device {} root_uuid=0x",
-            disk.name()
-        )),
-        "{msg}"
-    );
-    assert_eq!(
-        msg,
-        format!("prepare_image: {}", expected_message(id, disk))
-    );
-}
-
-fn assert_failed(r: &Value) -> (String, String) {
-    assert_eq!(r["command_status"], "FAILED", "{r}");
-    assert!(r["command_result"].is_null(), "{r}");
-    let e = &r["command_error"];
-    (
-        e["type"].as_str().unwrap().to_owned(),
-        e["details"].as_str().unwrap().to_owned(),
-    )
-}
-
-/// The disk holds `image` with the backup GPT moved to the disk's end: every byte of
-/// the image but the GPT headers is there, the table verifies clean and lists the
-/// image's partitions (plus `extra` more), and the MBR signature is [`SIG`].
-fn assert_whole_disk_written(disk: &Disk, image: &[u8], extra: usize) {
-    let len = image.len() as u64;
-    let back = disk.read(0, len);
-    assert_eq!(back[..446], image[..446], "boot code and disk signature");
-    assert_eq!(back[510..512], [0x55, 0xAA]);
-    // The protective entry now covers the whole disk, as `sgdisk -e` leaves it.
-    let sectors = disk.size() / 512;
-    assert_eq!(back[446 + 4], 0xEE, "protective type");
-    let lba = |o: usize| u32::from_le_bytes(back[o..o + 4].try_into().unwrap());
-    assert_eq!(lba(446 + 8), 1);
-    assert_eq!(u64::from(lba(446 + 12)), sectors - 1);
-    assert!(back[462..510].iter().all(|&b| b == 0), "one MBR entry only");
-    // LBA 1 (primary header) changes: it now points at the new backup. The image's
-    // entries (from LBA 2, 128 bytes each) and all partition data are the image's.
-    let img_entries = 2 * 128;
-    assert_eq!(
-        diff(
-            &back[1024..1024 + img_entries],
-            &image[1024..1024 + img_entries]
-        ),
-        None,
-        "the image's partition entries"
-    );
-    let data_end = (len - 33 * 512) as usize;
-    assert_eq!(
-        diff(&back[34 * 512..data_end], &image[34 * 512..data_end]),
-        None,
-        "partition data differs from the image"
-    );
-    assert_eq!(u32::from_le_bytes(back[440..444].try_into().unwrap()), SIG);
-
-    let verify = sgdisk_verify(&disk.name());
-    assert!(verify.contains("No problems found"), "{verify}");
-    let table = sfdisk_json(disk.name());
-    assert_eq!(table["label"], "gpt");
-    assert_eq!(table["lastlba"].as_u64(), Some(sectors - 34), "{table}");
-    let img_path = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(img_path.path(), image).unwrap();
-    let img_table = sfdisk_json(img_path.path().to_str().unwrap());
-    let parts = table["partitions"].as_array().unwrap();
-    let img_parts = img_table["partitions"].as_array().unwrap();
-    assert_eq!(parts.len(), img_parts.len() + extra, "{table}");
-    for (p, q) in parts.iter().zip(img_parts) {
-        for key in ["start", "size", "type", "uuid", "name"] {
-            assert_eq!(p[key], q[key], "{key}: {p} vs {q}");
-        }
-    }
-    assert_eq!(table["id"], img_table["id"], "disk GUID kept");
-}
-
-/// `get_partition_uuids` names the signature read at byte 440 of the disk.
-async fn assert_root_uuid(agent: &Agent, disk: &Disk) {
-    let raw = disk.read(440, 4);
-    let on_disk = format!("0x{:08x}", u32::from_le_bytes(raw.try_into().unwrap()));
-    assert_eq!(on_disk, format!("0x{SIG:08x}"));
-    assert_eq!(agent.partition_uuids().await, json!({"root uuid": on_disk}));
-}
 
 // ---------------------------------------------------------------- (1) raw GPT image
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_gpt_image_via_write_image_step() {
-    let disk = Disk::new(DEV_LEN);
-    disk.fill(0xAA, 40 * MIB); // an old install
-    let scratch = Scratch::new();
-    let image = scratch.gpt_image(1);
-    let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
-    let agent = start(&[&disk]).await;
+    let (disk, _, image, srv, agent) = gpt_setup(1).await;
+    fill(disk.path(), 0xAA, 0, 40 * MIB); // an old install
     assert_eq!(agent.partition_uuids().await, json!({}));
 
     let info = image_info("img-raw", &srv.url("/disk.img"), &image, json!("raw"));
@@ -605,11 +54,7 @@ async fn raw_gpt_image_via_write_image_step() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_image_as_a_service_step() {
-    let disk = Disk::new(DEV_LEN);
-    let scratch = Scratch::new();
-    let image = scratch.gpt_image(33);
-    let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
-    let agent = start(&[&disk]).await;
+    let (disk, _, image, srv, agent) = gpt_setup(33).await;
     let node = node(disk.path());
     let steps = agent
         .finish(
@@ -677,14 +122,10 @@ impl Write for LogWriter {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_urls_and_config_drive_content_never_reach_the_logs() {
     let logs = captured_logs();
-    let disk = Disk::new(DEV_LEN);
-    let scratch = Scratch::new();
-    let image = scratch.gpt_image(36);
+    let (disk, scratch, image, srv, agent) = gpt_setup(36).await;
     let iso = scratch.config_drive_iso("#cloud-config\npassword: Tenant-Secret-42\n");
     let drive = b64(&gzip(&iso));
-    let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
     srv.add("/cd", drive.clone().into_bytes());
-    let agent = start(&[&disk]).await;
     let signed = format!(
         "{}?temp_url_sig=SIGimage0123456789&temp_url_expires=1",
         srv.url("/disk.img")
@@ -719,8 +160,8 @@ async fn signed_urls_and_config_drive_content_never_reach_the_logs() {
 // ---------------------------------------------------------------- (2) compressed and qcow2
 
 async fn deploy_encoded(id: &str, served: Vec<u8>, disk_format: Value, image: &[u8]) {
-    let disk = Disk::new(DEV_LEN);
-    disk.fill(0x5A, 32 * MIB);
+    let disk = new_disk(DEV_LEN);
+    fill(disk.path(), 0x5A, 0, 32 * MIB);
     let srv = serve("/disk.img", served.clone(), Behaviour::default()).await;
     let agent = start(&[&disk]).await;
     let info = image_info(id, &srv.url("/disk.img"), &served, disk_format);
@@ -774,7 +215,7 @@ async fn raw_gpt_image_without_declared_format_is_detected_and_copied() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checksum_files_and_sha512_are_honoured() {
-    let disk = Disk::new(DEV_LEN);
+    let disk = new_disk(DEV_LEN);
     let scratch = Scratch::new();
     let image = scratch.gpt_image(29);
     let srv = serve("/images/disk.img", image.clone(), Behaviour::default()).await;
@@ -822,11 +263,7 @@ async fn checksum_files_and_sha512_are_honoured() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_image_without_streaming_lands_the_same() {
-    let disk = Disk::new(DEV_LEN);
-    let scratch = Scratch::new();
-    let image = scratch.gpt_image(34);
-    let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
-    let agent = start(&[&disk]).await;
+    let (disk, _, image, srv, agent) = gpt_setup(34).await;
     let mut info = image_info("img-nostream", &srv.url("/disk.img"), &image, json!("raw"));
     info["stream_raw_images"] = json!(false);
     let r = agent.write_image(disk.path(), info, Value::Null).await;
@@ -838,11 +275,7 @@ async fn raw_image_without_streaming_lands_the_same() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn urls_are_tried_in_order_but_a_4xx_is_fatal() {
-    let disk = Disk::new(DEV_LEN);
-    let scratch = Scratch::new();
-    let image = scratch.gpt_image(35);
-    let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
-    let agent = start(&[&disk]).await;
+    let (disk, _, image, srv, agent) = gpt_setup(35).await;
     // A server that cannot be reached (after its retries): the next URL is used.
     let refused = format!("{}/disk.img", common::refused_url());
     let mut info = image_info("img-urls", &srv.url("/disk.img"), &image, json!("raw"));
@@ -867,12 +300,8 @@ async fn urls_are_tried_in_order_but_a_4xx_is_fatal() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checksum_mismatch_fails_and_wipes_the_start_of_the_disk() {
-    let disk = Disk::new(DEV_LEN);
-    disk.fill(0xAA, 32 * MIB);
-    let scratch = Scratch::new();
-    let image = scratch.gpt_image(6);
-    let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
-    let agent = start(&[&disk]).await;
+    let (disk, _, image, srv, agent) = gpt_setup(6).await;
+    fill(disk.path(), 0xAA, 0, 32 * MIB);
     let mut info = image_info("img-bad", &srv.url("/disk.img"), &image, json!("raw"));
     info["os_hash_value"] = json!(sha256_hex(b"some other image"));
 
@@ -914,11 +343,7 @@ async fn checksum_mismatch_fails_and_wipes_the_start_of_the_disk() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_write_after_a_good_one_forgets_the_partition_uuids() {
-    let disk = Disk::new(DEV_LEN);
-    let scratch = Scratch::new();
-    let image = scratch.gpt_image(7);
-    let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
-    let agent = start(&[&disk]).await;
+    let (disk, _, image, srv, agent) = gpt_setup(7).await;
     let good = image_info("img-good", &srv.url("/disk.img"), &image, json!("raw"));
     let r = agent.write_image(disk.path(), good, Value::Null).await;
     assert_step_succeeded(&r, "img-good", &disk);
@@ -939,10 +364,10 @@ async fn failed_write_after_a_good_one_forgets_the_partition_uuids() {
 /// `disk_format` qcow2 and null, through the deploy step and `standby.prepare_image`.
 /// Returns the device's first 32 MiB and last MiB before and after each attempt.
 async fn deploy_backed_qcow2(check: impl Fn(&str, &[u8], &[u8])) {
-    let disk = Disk::new(DEV_LEN);
-    disk.fill(0xAA, 32 * MIB);
-    disk.fill_at(0xBB, DEV_LEN - MIB, MIB);
-    let snapshot = |d: &Disk| [d.read(0, 32 * MIB), d.read(DEV_LEN - MIB, MIB)].concat();
+    let disk = new_disk(DEV_LEN);
+    fill(disk.path(), 0xAA, 0, 32 * MIB);
+    fill(disk.path(), 0xBB, DEV_LEN - MIB, MIB);
+    let snapshot = |d: &LoopDev| [d.read(0, 32 * MIB), d.read(DEV_LEN - MIB, MIB)].concat();
     let before = snapshot(&disk);
     let scratch = Scratch::new();
     let base = scratch.path_str("base.raw");
@@ -1019,10 +444,10 @@ async fn qcow2_with_a_backing_file_leaves_the_device_unchanged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn format_gate_refusals_leave_the_device_unchanged() {
-    let disk = Disk::new(DEV_LEN);
-    disk.fill(0xAA, 32 * MIB);
-    disk.fill_at(0xBB, DEV_LEN - MIB, MIB);
-    let snapshot = |d: &Disk| [d.read(0, 32 * MIB), d.read(DEV_LEN - MIB, MIB)].concat();
+    let disk = new_disk(DEV_LEN);
+    fill(disk.path(), 0xAA, 0, 32 * MIB);
+    fill(disk.path(), 0xBB, DEV_LEN - MIB, MIB);
+    let snapshot = |d: &LoopDev| [d.read(0, 32 * MIB), d.read(DEV_LEN - MIB, MIB)].concat();
     let before = snapshot(&disk);
     let scratch = Scratch::new();
     let raw = scratch.gpt_image(27);
@@ -1073,23 +498,11 @@ async fn format_gate_refusals_leave_the_device_unchanged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_with_512_byte_sectors_on_a_4k_device_is_refused_after_the_write() {
-    let backing = tempfile::NamedTempFile::new().unwrap();
-    backing.as_file().set_len(DEV_LEN).unwrap();
-    let out = run(
-        "losetup",
-        &[
-            "--find",
-            "--show",
-            "--partscan",
-            "--sector-size",
-            "4096",
-            backing.path().to_str().unwrap(),
-        ],
-    );
-    let disk = Disk {
-        dev: PathBuf::from(out.trim()),
-        _backing: backing,
-    };
+    let disk = LoopDev::builder(DEV_LEN)
+        .partscan(true)
+        .direct_io(false)
+        .sector_size(4096)
+        .attach();
     let scratch = Scratch::new();
     let image = scratch.gpt_image(28);
     let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
@@ -1114,8 +527,8 @@ async fn image_with_512_byte_sectors_on_a_4k_device_is_refused_after_the_write()
 /// the real class.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn step_failures_keep_the_ipa_error_class() {
-    let disk = Disk::new(DEV_LEN);
-    let other = Disk::new(DEV_LEN);
+    let disk = new_disk(DEV_LEN);
+    let other = new_disk(DEV_LEN);
     let scratch = Scratch::new();
     let image = scratch.gpt_image(30);
     let base = scratch.path_str("base.raw");
@@ -1171,8 +584,8 @@ async fn step_failures_keep_the_ipa_error_class() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qcow2_bytes_declared_raw_are_written_bit_for_bit() {
-    let disk = Disk::new(DEV_LEN);
-    disk.fill(0xAA, 32 * MIB);
+    let disk = new_disk(DEV_LEN);
+    fill(disk.path(), 0xAA, 0, 32 * MIB);
     let scratch = Scratch::new();
     let image = scratch.gpt_image(9);
     let qcow = scratch.qcow2(&image);
@@ -1195,14 +608,14 @@ async fn qcow2_bytes_declared_raw_are_written_bit_for_bit() {
 // ---------------------------------------------------------------- (6) config drive
 
 /// The config drive partition (the last one) on `disk`: (start, size) in bytes.
-fn config_drive_partition(disk: &Disk, number: usize) -> (u64, u64) {
-    let table = sfdisk_json(disk.name());
+fn config_drive_partition(disk: &LoopDev, number: usize) -> (u64, u64) {
+    let table = sfdisk_json(disk.path_str());
     let parts = table["partitions"].as_array().unwrap();
     assert_eq!(parts.len(), number, "{table}");
     let p = &parts[number - 1];
     assert_eq!(
         p["node"].as_str().unwrap(),
-        format!("{}p{number}", disk.name())
+        format!("{}p{number}", disk.path_str())
     );
     let (start, size) = (p["start"].as_u64().unwrap(), p["size"].as_u64().unwrap());
     let last_usable = table["lastlba"].as_u64().unwrap();
@@ -1218,42 +631,24 @@ fn config_drive_partition(disk: &Disk, number: usize) -> (u64, u64) {
     (start * 512, size * 512)
 }
 
-/// `blkid` of what starts at byte `offset` of `dev`. Probed at an offset on the whole
-/// disk: this machine's kernel may not create partition nodes on a re-read.
-fn blkid_at(dev: &str, offset: u64) -> String {
-    // -p: probe the device itself, not the cache.
-    let out = Command::new("blkid")
-        .args(["-p", "-o", "export", "-O", &offset.to_string(), dev])
-        .output()
-        .unwrap();
-    format!(
-        "{}{} (exit {:?})",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        out.status.code(),
-    )
-}
-
-fn assert_config_drive(disk: &Disk, iso: &[u8]) {
+/// Partition 3 holds `iso`, probed by blkid at its offset on the whole disk: this
+/// machine's kernel may not create partition nodes on a re-read.
+fn assert_config_drive(disk: &LoopDev, iso: &[u8]) {
     let (start, size) = config_drive_partition(disk, 3);
     assert!(size >= iso.len() as u64);
     assert!(
         disk.read(start, iso.len() as u64) == iso,
         "config drive content"
     );
-    let probe = blkid_at(&disk.name(), start);
-    assert!(probe.lines().any(|l| l == "LABEL=config-2"), "{probe}");
-    assert!(probe.lines().any(|l| l == "TYPE=iso9660"), "{probe}");
+    let probe = blkid_probe(disk.path(), start, None);
+    assert_eq!(tag(&probe, "LABEL"), Some("config-2"), "{probe:?}");
+    assert_eq!(tag(&probe, "TYPE"), Some("iso9660"), "{probe:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inline_config_drive_gets_a_partition_in_the_last_64_mib() {
-    let disk = Disk::new(DEV_LEN);
-    let scratch = Scratch::new();
-    let image = scratch.gpt_image(10);
+    let (disk, scratch, image, srv, agent) = gpt_setup(10).await;
     let iso = scratch.config_drive_iso("#cloud-config\nhostname: inline\n");
-    let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
-    let agent = start(&[&disk]).await;
     let info = image_info("img-cd", &srv.url("/disk.img"), &image, json!("raw"));
     let r = agent
         .write_image(disk.path(), info, json!(b64(&gzip(&iso))))
@@ -1267,8 +662,8 @@ async fn inline_config_drive_gets_a_partition_in_the_last_64_mib() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_drive_over_64_mib_fails_before_anything_is_written() {
-    let disk = Disk::new(DEV_LEN);
-    disk.fill(0xAA, 32 * MIB);
+    let disk = new_disk(DEV_LEN);
+    fill(disk.path(), 0xAA, 0, 32 * MIB);
     let before = disk.read(0, 32 * MIB);
     let scratch = Scratch::new();
     let image = scratch.gpt_image(11);
@@ -1298,13 +693,9 @@ async fn config_drive_over_64_mib_fails_before_anything_is_written() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_drive_from_a_url() {
-    let disk = Disk::new(DEV_LEN);
-    let scratch = Scratch::new();
-    let image = scratch.gpt_image(12);
+    let (disk, scratch, image, srv, agent) = gpt_setup(12).await;
     let iso = scratch.config_drive_iso("#cloud-config\nhostname: from-url\n");
-    let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
     srv.add("/configdrive", b64(&gzip(&iso)).into_bytes());
-    let agent = start(&[&disk]).await;
     let info = image_info("img-cd-url", &srv.url("/disk.img"), &image, json!("raw"));
     let r = agent
         .write_image(disk.path(), info, json!(srv.url("/configdrive")))
@@ -1337,7 +728,7 @@ async fn config_drive_from_a_url() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redeploy_over_an_install_with_a_config_drive_adds_exactly_one_again() {
-    let disk = Disk::new(DEV_LEN);
+    let disk = new_disk(DEV_LEN);
     let scratch = Scratch::new();
     let first = scratch.gpt_image(20);
     let iso = scratch.config_drive_iso("#cloud-config\nhostname: first\n");
@@ -1368,8 +759,8 @@ async fn redeploy_over_an_install_with_a_config_drive_adds_exactly_one_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mbr_image_with_a_config_drive_gets_a_primary_partition_at_the_end() {
-    let disk = Disk::new(DEV_LEN);
-    disk.fill(0xAA, 32 * MIB);
+    let disk = new_disk(DEV_LEN);
+    fill(disk.path(), 0xAA, 0, 32 * MIB);
     let scratch = Scratch::new();
     let image = scratch.mbr_image(22);
     let iso = scratch.config_drive_iso("#cloud-config\nhostname: mbr\n");
@@ -1386,13 +777,13 @@ async fn mbr_image_with_a_config_drive_gets_a_primary_partition_at_the_end() {
     assert_eq!(diff(&back[..478], &image[..478]), None);
     assert_eq!(back[510..512], [0x55, 0xAA]);
     assert_eq!(diff(&back[512..], &image[512..]), None, "image data");
-    let table = sfdisk_json(disk.name());
+    let table = sfdisk_json(disk.path_str());
     assert_eq!(table["label"], "dos", "{table}");
     assert_eq!(table["id"], format!("0x{SIG:08x}"));
     let parts = table["partitions"].as_array().unwrap();
     assert_eq!(parts.len(), 3, "{table}");
     let p = &parts[2];
-    assert_eq!(p["node"], format!("{}p3", disk.name()));
+    assert_eq!(p["node"], format!("{}p3", disk.path_str()));
     let (start, size) = (p["start"].as_u64().unwrap(), p["size"].as_u64().unwrap());
     assert_eq!(start * 512, DEV_LEN - 64 * MIB, "{p}");
     assert_eq!(size * 512, 64 * MIB, "{p}");
@@ -1400,8 +791,8 @@ async fn mbr_image_with_a_config_drive_gets_a_primary_partition_at_the_end() {
         disk.read(start * 512, iso.len() as u64) == iso,
         "config drive content"
     );
-    let probe = blkid_at(&disk.name(), start * 512);
-    assert!(probe.lines().any(|l| l == "LABEL=config-2"), "{probe}");
+    let probe = blkid_probe(disk.path(), start * 512, None);
+    assert_eq!(tag(&probe, "LABEL"), Some("config-2"), "{probe:?}");
     assert_root_uuid(&agent, &disk).await;
     agent.stop().await;
 }
@@ -1409,8 +800,8 @@ async fn mbr_image_with_a_config_drive_gets_a_primary_partition_at_the_end() {
 /// Serves a 24 MiB image for a 16 MiB device (with or without a length) and returns
 /// the failed `prepare_image` result and the device's first MiB.
 async fn deploy_too_large(chunked: bool) -> (Value, Vec<u8>, Vec<u8>) {
-    let disk = Disk::new(16 * MIB);
-    disk.fill(0xAA, 16 * MIB);
+    let disk = new_disk(16 * MIB);
+    fill(disk.path(), 0xAA, 0, 16 * MIB);
     let scratch = Scratch::new();
     let image = scratch.gpt_image(23);
     let behaviour = Behaviour {
@@ -1462,13 +853,9 @@ async fn image_streamed_past_the_device_end_fails_and_wipes_the_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unusable_config_drives_fail_before_the_image_is_fetched() {
-    let disk = Disk::new(DEV_LEN);
-    disk.fill(0xAA, 32 * MIB);
+    let (disk, _, image, srv, agent) = gpt_setup(24).await;
+    fill(disk.path(), 0xAA, 0, 32 * MIB);
     let before = disk.read(0, 32 * MIB);
-    let scratch = Scratch::new();
-    let image = scratch.gpt_image(24);
-    let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
-    let agent = start(&[&disk]).await;
     let cases = [
         (
             json!(srv.url("/missing-drive")),
@@ -1495,12 +882,8 @@ async fn unusable_config_drives_fail_before_the_image_is_fetched() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_drive_inside_image_info_is_used_by_prepare_image() {
     // IPA: `if configdrive is None: configdrive = image_info.pop('configdrive', None)`.
-    let disk = Disk::new(DEV_LEN);
-    let scratch = Scratch::new();
-    let image = scratch.gpt_image(25);
+    let (disk, scratch, image, srv, agent) = gpt_setup(25).await;
     let iso = scratch.config_drive_iso("#cloud-config\nhostname: in-image-info\n");
-    let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
-    let agent = start(&[&disk]).await;
     agent.deploy_steps(&node(disk.path())).await;
     let mut info = image_info("img-cd-info", &srv.url("/disk.img"), &image, json!("raw"));
     info["configdrive"] = json!(b64(&gzip(&iso)));
@@ -1515,7 +898,7 @@ async fn config_drive_inside_image_info_is_used_by_prepare_image() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_config_drive_partition_in_the_image_is_reused() {
-    let disk = Disk::new(DEV_LEN);
+    let disk = new_disk(DEV_LEN);
     let scratch = Scratch::new();
     let old_iso = scratch.config_drive_iso("#cloud-config\nhostname: baked-in\n");
     let (image, offsets) = scratch.gpt_image_with_config_drives(31, &old_iso, 1);
@@ -1528,21 +911,21 @@ async fn a_config_drive_partition_in_the_image_is_reused() {
         .write_image(disk.path(), info, json!(b64(&gzip(&iso))))
         .await;
     assert_step_succeeded(&r, "img-own-cd", &disk);
-    let table = sfdisk_json(disk.name());
+    let table = sfdisk_json(disk.path_str());
     assert_eq!(table["partitions"].as_array().unwrap().len(), 3, "{table}");
     assert!(
         disk.read(offsets[0], iso.len() as u64) == iso,
         "written into the image's partition"
     );
-    let probe = blkid_at(&disk.name(), offsets[0]);
-    assert!(probe.lines().any(|l| l == "LABEL=config-2"), "{probe}");
+    let probe = blkid_probe(disk.path(), offsets[0], None);
+    assert_eq!(tag(&probe, "LABEL"), Some("config-2"), "{probe:?}");
     assert_root_uuid(&agent, &disk).await;
     agent.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_config_drive_partitions_in_the_image_are_refused() {
-    let disk = Disk::new(DEV_LEN);
+    let disk = new_disk(DEV_LEN);
     let scratch = Scratch::new();
     let old_iso = scratch.config_drive_iso("#cloud-config\nhostname: twice\n");
     let (image, offsets) = scratch.gpt_image_with_config_drives(32, &old_iso, 2);
@@ -1572,11 +955,7 @@ async fn two_config_drive_partitions_in_the_image_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_image_then_prepare_image_downloads_once() {
-    let disk = Disk::new(DEV_LEN);
-    let scratch = Scratch::new();
-    let image = scratch.gpt_image(13);
-    let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
-    let agent = start(&[&disk]).await;
+    let (disk, _, image, srv, agent) = gpt_setup(13).await;
     agent.deploy_steps(&node(disk.path())).await;
     let info = image_info("img-cache", &srv.url("/disk.img"), &image, json!("raw"));
 
@@ -1587,7 +966,7 @@ async fn cache_image_then_prepare_image_downloads_once() {
     // IPA wraps a string result of an asynchronous command as {"result": "<name>: ..."}.
     assert_eq!(
         r["command_result"],
-        json!({"result": format!("cache_image: image (img-cache) cached to device {}", disk.name())})
+        json!({"result": format!("cache_image: image (img-cache) cached to device {}", disk.path_str())})
     );
     assert_eq!(srv.count("/disk.img"), 1);
     assert_whole_disk_written(&disk, &image, 0);
@@ -1641,8 +1020,8 @@ async fn cache_image_then_prepare_image_downloads_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_image_info_is_a_400_and_the_agent_keeps_serving() {
-    let disk = Disk::new(DEV_LEN);
-    disk.fill(0xAA, 8 * MIB);
+    let disk = new_disk(DEV_LEN);
+    fill(disk.path(), 0xAA, 0, 8 * MIB);
     let agent = start(&[&disk]).await;
     agent.deploy_steps(&node(disk.path())).await;
     let url = "http://127.0.0.1:9/disk.img";
@@ -1697,7 +1076,7 @@ async fn invalid_image_info_is_a_400_and_the_agent_keeps_serving() {
 /// `image_info` is refused before the command starts while md5 is off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn md5_only_image_info_is_a_400_while_md5_is_disabled() {
-    let disk = Disk::new(DEV_LEN);
+    let disk = new_disk(DEV_LEN);
     let agent = start(&[&disk]).await;
     agent.deploy_steps(&node(disk.path())).await;
     assert!(!agent.state.lookup.lock().unwrap().md5_enabled);
@@ -1734,10 +1113,10 @@ async fn md5_only_image_info_is_a_400_while_md5_is_disabled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_outside_the_allow_list_is_never_written() {
-    let allowed = Disk::new(DEV_LEN);
-    let other = Disk::new(DEV_LEN);
-    allowed.fill(0x11, 8 * MIB);
-    other.fill(0x22, 32 * MIB);
+    let allowed = new_disk(DEV_LEN);
+    let other = new_disk(DEV_LEN);
+    fill(allowed.path(), 0x11, 0, 8 * MIB);
+    fill(other.path(), 0x22, 0, 32 * MIB);
     let scratch = Scratch::new();
     let image = scratch.gpt_image(14);
     let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
@@ -1766,10 +1145,10 @@ async fn a_device_outside_the_allow_list_is_never_written() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hint_chooses_among_allow_listed_devices() {
-    let first = Disk::new(DEV_LEN);
-    let second = Disk::new(DEV_LEN);
-    first.fill(0x11, 8 * MIB);
-    first.fill_at(0x11, DEV_LEN - MIB, MIB);
+    let first = new_disk(DEV_LEN);
+    let second = new_disk(DEV_LEN);
+    fill(first.path(), 0x11, 0, 8 * MIB);
+    fill(first.path(), 0x11, DEV_LEN - MIB, MIB);
     let scratch = Scratch::new();
     let image = scratch.gpt_image(26);
     let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
@@ -1786,10 +1165,10 @@ async fn the_hint_chooses_among_allow_listed_devices() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_hints_a_large_disk_outside_the_allow_list_is_not_chosen() {
-    let small = Disk::new(DEV_LEN);
-    let large = Disk::new(5 << 30); // sparse; the only disk >= 4 GiB
-    small.fill(0x11, 8 * MIB);
-    large.fill(0x22, 8 * MIB);
+    let small = new_disk(DEV_LEN);
+    let large = new_disk(5 << 30); // sparse; the only disk >= 4 GiB
+    fill(small.path(), 0x11, 0, 8 * MIB);
+    fill(large.path(), 0x22, 0, 8 * MIB);
     let scratch = Scratch::new();
     let image = scratch.gpt_image(15);
     let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
@@ -1818,7 +1197,7 @@ async fn without_hints_a_large_disk_outside_the_allow_list_is_not_chosen() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_message_shows_the_write_while_the_server_is_slow() {
-    let disk = Disk::new(DEV_LEN);
+    let disk = new_disk(DEV_LEN);
     let scratch = Scratch::new();
     let image = scratch.gpt_image(16);
     // The body pauses after 4 MiB for long enough that several heartbeats (every
@@ -1846,7 +1225,7 @@ async fn status_message_shows_the_write_while_the_server_is_slow() {
         .await;
     assert_eq!(status, 200, "{started}");
     let id = started["id"].as_str().unwrap().to_owned();
-    let prefix = format!("write_image to {}: ", disk.name());
+    let prefix = format!("write_image to {}: ", disk.path_str());
 
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);

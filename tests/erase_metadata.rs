@@ -13,8 +13,9 @@ use std::process::Command;
 use serde_json::{json, Map, Value};
 
 use common::blockio::{read_at, write_at};
-use common::cmd::{run, spawn_with_stdin};
+use common::cmd::{blkid_probe, run, spawn_with_stdin};
 use common::fixtures::empty_inventory;
+use common::loopdev::LoopDev;
 use ira::blockdev::AllowList;
 use ira::erase::{erase_devices_metadata, EraseError, EraseScope};
 use ira::hardware::GenericHardwareManager;
@@ -26,65 +27,26 @@ const P1_MARK: u64 = 12 * MIB + 777;
 /// Where they go on the disk, between the partitions' end and the backup GPT.
 const DISK_MARK: u64 = 40 * MIB + 333;
 
-/// A loop device with partition scanning, detached on drop.
-struct Loop {
-    dev: PathBuf,
-    backing: tempfile::NamedTempFile,
+/// A loop device with partition scanning over a sparse file of `size` bytes.
+fn partscan_loop(size: u64) -> LoopDev {
+    LoopDev::builder(size).partscan(true).attach()
 }
 
-impl Loop {
-    fn new(size: u64) -> Self {
-        let backing = tempfile::NamedTempFile::new().expect("backing file");
-        backing.as_file().set_len(size).expect("size backing file");
-        let out = Command::new("losetup")
-            .args(["--find", "--show", "--direct-io=on", "--partscan"])
-            .arg(backing.path())
-            .output()
-            .expect("run losetup");
-        assert!(
-            out.status.success(),
-            "losetup: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let dev = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        Self { dev, backing }
-    }
-
-    fn path(&self) -> &str {
-        self.dev.to_str().expect("utf-8 path")
-    }
-
-    fn name(&self) -> String {
-        self.dev.file_name().unwrap().to_string_lossy().into_owned()
-    }
-
-    fn part(&self, n: u32) -> String {
-        format!("{}p{n}", self.path())
-    }
-
-    fn file(&self) -> &Path {
-        self.backing.path()
-    }
-
-    /// Makes the kernel show the partitions of the table just written (kernels without
-    /// table parsers need `partx`; where the re-read already did it, partx complains).
-    fn show_partitions(&self, count: u32) {
-        let _ = Command::new("partx").args(["-a", self.path()]).output();
-        for n in 1..=count {
-            let sys = format!("/sys/block/{0}/{0}p{n}", self.name());
-            assert!(Path::new(&sys).exists(), "{sys} missing");
-            wait_for(&self.part(n));
-        }
+/// Makes the kernel show the partitions of the table just written on `l` (kernels
+/// without table parsers need `partx`; where the re-read already did it, partx
+/// complains).
+fn show_partitions(l: &LoopDev, count: u32) {
+    let _ = Command::new("partx").args(["-a", l.path_str()]).output();
+    for n in 1..=count {
+        let sys = format!("/sys/block/{0}/{0}p{n}", l.name());
+        assert!(Path::new(&sys).exists(), "{sys} missing");
+        wait_for(&part(l, n));
     }
 }
 
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("blockdev")
-            .args(["--setrw", self.path()])
-            .status();
-        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
-    }
+/// `/dev/loopNpn` as the erase step names it.
+fn part(l: &LoopDev, n: u32) -> String {
+    l.part(n).display().to_string()
 }
 
 fn wait_for(path: &str) {
@@ -100,19 +62,10 @@ fn wait_for(path: &str) {
 /// blkid's low-level probe of `size` bytes at `offset` of `file`: the TYPE or PTTYPE it
 /// finds, `None` when nothing is there.
 fn probe(file: &Path, offset: u64, size: u64) -> Option<String> {
-    let out = Command::new("blkid")
-        .args(["-p", "-o", "export", "-O", &offset.to_string(), "-S"])
-        .arg(size.to_string())
-        .arg(file)
-        .output()
-        .expect("blkid");
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix("TYPE=")
-                .or_else(|| l.strip_prefix("PTTYPE="))
-        })
-        .map(str::to_owned)
+    blkid_probe(file, offset, Some(size))
+        .into_iter()
+        .find(|(k, _)| k == "TYPE" || k == "PTTYPE")
+        .map(|(_, v)| v)
 }
 
 /// Every signature wipefs finds on `file`.
@@ -122,27 +75,35 @@ fn signatures(file: &Path) -> String {
         .to_owned()
 }
 
-fn scope(globs: &[String]) -> EraseScope {
+/// An erase scope whose allow-list names `with_parts` and all their partitions, and
+/// `alone` without theirs.
+fn scope(with_parts: &[&LoopDev], alone: &[&LoopDev]) -> EraseScope {
+    let mut globs = Vec::new();
+    for l in with_parts {
+        globs.push(l.path_str().to_owned());
+        globs.push(format!("{}p*", l.path_str()));
+    }
+    globs.extend(alone.iter().map(|l| l.path_str().to_owned()));
     EraseScope {
         sysroot: PathBuf::from("/"),
-        allow: AllowList::new(globs.to_vec()),
+        allow: AllowList::new(globs),
         guard_special_filesystems: true,
     }
 }
 
 /// A 64 MiB disk: GPT, p1 ext4 (1-17 MiB), p2 vfat (17-33 MiB), marks in p1 and in
 /// the free space.
-fn gpt_disk() -> Loop {
-    let l = Loop::new(64 * MIB);
+fn gpt_disk() -> LoopDev {
+    let l = partscan_loop(64 * MIB);
     run(
         "sgdisk",
-        &["-n1:2048:+16M", "-n2:0:+16M", "-t2:ef00", l.path()],
+        &["-n1:2048:+16M", "-n2:0:+16M", "-t2:ef00", l.path_str()],
     );
-    l.show_partitions(2);
-    run("mkfs.ext4", &["-q", "-F", &l.part(1)]);
-    run("mkfs.vfat", &[&l.part(2)]);
-    write_at(&l.dev, MIB + P1_MARK, b"partition data");
-    write_at(&l.dev, DISK_MARK, b"disk data");
+    show_partitions(&l, 2);
+    run("mkfs.ext4", &["-q", "-F", &part(&l, 1)]);
+    run("mkfs.vfat", &[&part(&l, 2)]);
+    write_at(l.path(), MIB + P1_MARK, b"partition data");
+    write_at(l.path(), DISK_MARK, b"disk data");
     l
 }
 
@@ -153,7 +114,7 @@ fn gpt_disk_and_partitions_lose_every_signature_and_keep_their_data() {
     assert_eq!(probe(l.file(), MIB, 16 * MIB).as_deref(), Some("ext4"));
     assert_eq!(probe(l.file(), 17 * MIB, 16 * MIB).as_deref(), Some("vfat"));
 
-    let s = scope(&[l.path().to_owned(), format!("{}p*", l.path())]);
+    let s = scope(&[&l], &[]);
     erase_devices_metadata(&s, &json!({})).unwrap();
 
     assert_eq!(signatures(l.file()), "", "disk signatures left");
@@ -171,9 +132,9 @@ fn gpt_disk_and_partitions_lose_every_signature_and_keep_their_data() {
 #[test]
 fn mbr_swap_and_whole_disk_filesystem_are_erased_others_are_not() {
     // Allowed: an MBR disk with a swap partition, and an ext4 filesystem on a whole disk.
-    let mbr = Loop::new(32 * MIB);
+    let mbr = partscan_loop(32 * MIB);
     let out = Command::new("sfdisk")
-        .args(["-q", mbr.path()])
+        .args(["-q", mbr.path_str()])
         .stdin(std::process::Stdio::piped())
         .spawn()
         .and_then(|mut c| {
@@ -182,30 +143,25 @@ fn mbr_swap_and_whole_disk_filesystem_are_erased_others_are_not() {
         })
         .unwrap();
     assert!(out.success());
-    mbr.show_partitions(1);
-    run("mkswap", &[&mbr.part(1)]);
-    let whole = Loop::new(16 * MIB);
-    run("mkfs.ext4", &["-q", "-F", whole.path()]);
-    write_at(&whole.dev, 10 * MIB + 5, b"whole-disk data");
+    show_partitions(&mbr, 1);
+    run("mkswap", &[&part(&mbr, 1)]);
+    let whole = partscan_loop(16 * MIB);
+    run("mkfs.ext4", &["-q", "-F", whole.path_str()]);
+    write_at(whole.path(), 10 * MIB + 5, b"whole-disk data");
     // Not allowed: a disk with the same kind of content.
-    let other = Loop::new(16 * MIB);
-    run("mkfs.ext4", &["-q", "-F", other.path()]);
+    let other = partscan_loop(16 * MIB);
+    run("mkfs.ext4", &["-q", "-F", other.path_str()]);
     // Allowed disk, but its partition is not named: the table goes, the filesystem in
     // the partition stays. (It starts at 5 MiB: erasing a whole disk also zeroes the
     // 4 KiB blocks where a LUKS2 secondary header may sit, at 1, 2 and 4 MiB.)
-    let unnamed = Loop::new(64 * MIB);
-    run("sgdisk", &["-n1:10240:+16M", unnamed.path()]);
-    unnamed.show_partitions(1);
-    run("mkfs.ext4", &["-q", "-F", &unnamed.part(1)]);
+    let unnamed = partscan_loop(64 * MIB);
+    run("sgdisk", &["-n1:10240:+16M", unnamed.path_str()]);
+    show_partitions(&unnamed, 1);
+    run("mkfs.ext4", &["-q", "-F", &part(&unnamed, 1)]);
 
     assert_eq!(probe(mbr.file(), 0, 32 * MIB).as_deref(), Some("dos"));
     assert_eq!(probe(mbr.file(), MIB, 8 * MIB).as_deref(), Some("swap"));
-    let s = scope(&[
-        mbr.path().to_owned(),
-        format!("{}p*", mbr.path()),
-        whole.path().to_owned(),
-        unnamed.path().to_owned(),
-    ]);
+    let s = scope(&[&mbr], &[&whole, &unnamed]);
     erase_devices_metadata(&s, &json!({})).unwrap();
 
     assert_eq!(signatures(mbr.file()), "");
@@ -229,19 +185,14 @@ fn raid_members_and_read_only_disks_are_skipped() {
     sb[..4].copy_from_slice(&0xa92b_4efcu32.to_le_bytes());
     sb[4..8].copy_from_slice(&1u32.to_le_bytes());
     sb[128..136].copy_from_slice(&8u64.to_le_bytes());
-    write_at(&member.dev, MIB + 4096, &sb);
-    let ro = Loop::new(16 * MIB);
-    run("mkfs.ext4", &["-q", "-F", ro.path()]);
-    run("blockdev", &["--setro", ro.path()]);
-    let plain = Loop::new(16 * MIB);
-    run("mkfs.vfat", &[plain.path()]);
+    write_at(member.path(), MIB + 4096, &sb);
+    let ro = partscan_loop(16 * MIB);
+    run("mkfs.ext4", &["-q", "-F", ro.path_str()]);
+    run("blockdev", &["--setro", ro.path_str()]);
+    let plain = partscan_loop(16 * MIB);
+    run("mkfs.vfat", &[plain.path_str()]);
 
-    let s = scope(&[
-        member.path().to_owned(),
-        format!("{}p*", member.path()),
-        ro.path().to_owned(),
-        plain.path().to_owned(),
-    ]);
+    let s = scope(&[&member], &[&ro, &plain]);
     erase_devices_metadata(&s, &json!({})).unwrap();
 
     assert_eq!(probe(member.file(), 0, 64 * MIB).as_deref(), Some("gpt"));
@@ -259,14 +210,10 @@ fn raid_members_and_read_only_disks_are_skipped() {
 #[test]
 fn skip_list_protects_a_disk_and_its_partitions() {
     let skipped = gpt_disk();
-    let erased = Loop::new(16 * MIB);
-    run("mkfs.ext4", &["-q", "-F", erased.path()]);
-    let s = scope(&[
-        skipped.path().to_owned(),
-        format!("{}p*", skipped.path()),
-        erased.path().to_owned(),
-    ]);
-    let node = json!({"properties": {"skip_block_devices": [{"name": skipped.path()}]}});
+    let erased = partscan_loop(16 * MIB);
+    run("mkfs.ext4", &["-q", "-F", erased.path_str()]);
+    let s = scope(&[&skipped], &[&erased]);
+    let node = json!({"properties": {"skip_block_devices": [{"name": skipped.path_str()}]}});
     erase_devices_metadata(&s, &node).unwrap();
     assert_eq!(probe(skipped.file(), 0, 64 * MIB).as_deref(), Some("gpt"));
     assert_eq!(
@@ -278,25 +225,21 @@ fn skip_list_protects_a_disk_and_its_partitions() {
 
 #[test]
 fn a_vmfs_partition_stops_the_step_before_anything_is_written() {
-    let vmfs = Loop::new(32 * MIB);
+    let vmfs = partscan_loop(32 * MIB);
     let mut child = spawn_with_stdin(
-        Command::new("sfdisk").args(["-q", vmfs.path()]),
+        Command::new("sfdisk").args(["-q", vmfs.path_str()]),
         b"label: dos\n,8M,fb\n",
     );
     assert!(child.wait().unwrap().success());
-    vmfs.show_partitions(1);
-    let bystander = Loop::new(16 * MIB);
-    run("mkfs.ext4", &["-q", "-F", bystander.path()]);
-    let s = scope(&[
-        vmfs.path().to_owned(),
-        format!("{}p*", vmfs.path()),
-        bystander.path().to_owned(),
-    ]);
+    show_partitions(&vmfs, 1);
+    let bystander = partscan_loop(16 * MIB);
+    run("mkfs.ext4", &["-q", "-F", bystander.path_str()]);
+    let s = scope(&[&vmfs], &[&bystander]);
 
     let err = erase_devices_metadata(&s, &json!({})).unwrap_err();
     assert!(
         matches!(&err, EraseError::Protected { device, what }
-            if *device == vmfs.part(1) && *what == "VMware VMFS Partition (MBR)"),
+            if *device == part(&vmfs, 1) && *what == "VMware VMFS Partition (MBR)"),
         "{err:?}"
     );
     assert!(err
@@ -317,9 +260,9 @@ fn a_vmfs_partition_stops_the_step_before_anything_is_written() {
 
 #[test]
 fn the_generic_manager_runs_the_step_and_returns_null() {
-    let l = Loop::new(16 * MIB);
-    run("mkfs.vfat", &[l.path()]);
-    let manager = GenericHardwareManager::new(0).with_erase_scope(scope(&[l.path().to_owned()]));
+    let l = partscan_loop(16 * MIB);
+    run("mkfs.vfat", &[l.path_str()]);
+    let manager = GenericHardwareManager::new(0).with_erase_scope(scope(&[], &[&l]));
     let inventory = empty_inventory();
     let args = Map::new();
     let result = manager
@@ -339,8 +282,8 @@ fn the_generic_manager_runs_the_step_and_returns_null() {
 
 #[test]
 fn the_default_scope_touches_nothing() {
-    let l = Loop::new(16 * MIB);
-    run("mkfs.vfat", &[l.path()]);
+    let l = partscan_loop(16 * MIB);
+    run("mkfs.vfat", &[l.path_str()]);
     erase_devices_metadata(&EraseScope::default(), &json!({})).unwrap();
     assert_eq!(probe(l.file(), 0, 16 * MIB).as_deref(), Some("vfat"));
 }
@@ -350,17 +293,17 @@ fn a_failed_device_is_reported_and_the_others_are_still_erased() {
     let l = gpt_disk();
     // The kernel still lists partition 2, but its device node is gone: opening it for
     // writing fails after every check passed.
-    std::fs::remove_file(l.part(2)).unwrap();
-    let s = scope(&[l.path().to_owned(), format!("{}p*", l.path())]);
+    std::fs::remove_file(part(&l, 2)).unwrap();
+    let s = scope(&[&l], &[]);
     let err = erase_devices_metadata(&s, &json!({})).unwrap_err();
     let EraseError::Devices(failures) = &err else {
         panic!("{err:?}");
     };
     assert_eq!(failures.len(), 1, "{failures:?}");
-    assert_eq!(failures[0].0, l.part(2));
+    assert_eq!(failures[0].0, part(&l, 2));
     assert!(err.to_string().starts_with(&format!(
         "Failed to erase the metadata on the device(s): \"{}\": ",
-        l.part(2)
+        part(&l, 2)
     )));
     assert_eq!(probe(l.file(), 0, 64 * MIB), None);
     assert_eq!(probe(l.file(), MIB, 16 * MIB), None);

@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 
 use common::agent;
 use common::cmd::run;
+use common::loopdev::LoopDev;
 use common::misbehaving_http::{Behaviour, MisbehavingServer};
 use ira::agent::AgentState;
 use ira::commands::host::Host;
@@ -81,15 +82,13 @@ impl Outside {
 /// A loop device with partition scanning over a sparse file: GPT with `boot` (8 MiB,
 /// no etc), `data` (40 MiB, the largest, no etc) and `root` (24 MiB, etc and links).
 struct Disk {
-    dev: PathBuf,
-    _backing: tempfile::NamedTempFile,
+    dev: LoopDev,
 }
 
 impl Disk {
     fn new(outside: &Outside) -> Self {
-        let backing = tempfile::NamedTempFile::new().unwrap();
-        backing.as_file().set_len(80 * MIB).unwrap();
-        let file = backing.path().to_str().unwrap().to_owned();
+        let builder = LoopDev::builder(80 * MIB).partscan(true);
+        let file = builder.file().to_str().unwrap().to_owned();
         run(
             "sgdisk",
             &[
@@ -102,18 +101,13 @@ impl Disk {
                 &file,
             ],
         );
-        let out = run(
-            "losetup",
-            &["--find", "--show", "--partscan", "--direct-io=on", &file],
-        );
         let disk = Self {
-            dev: PathBuf::from(out.trim()),
-            _backing: backing,
+            dev: builder.attach(),
         };
         // Kernels without a GPT parser leave the nodes to user space (partprobe and
         // partx add them with BLKPG).
         if !(1..=3).all(|n| disk.part(n).exists()) {
-            run("partx", &["-a", out.trim()]);
+            run("partx", &["-a", disk.dev.path_str()]);
         }
         let until = Instant::now() + Duration::from_secs(5);
         while !(1..=3).all(|n| disk.part(n).exists()) && Instant::now() < until {
@@ -159,7 +153,7 @@ impl Disk {
     }
 
     fn part(&self, n: u32) -> PathBuf {
-        PathBuf::from(format!("{}p{n}", self.dev.display()))
+        self.dev.part(n)
     }
 
     /// PARTUUID of partition `n`, as blkid reports it.
@@ -227,12 +221,6 @@ impl Disk {
     }
 }
 
-impl Drop for Disk {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
-    }
-}
-
 /// Agent state as after `write_image` of a whole-disk image onto `disk`, with the
 /// device allow-list `allow`.
 /// The test machine, made by a vendor no manager claims.
@@ -254,7 +242,7 @@ fn state(allow: &[&str], disk: &Disk) -> Arc<AgentState> {
     let state = agent::state(config, inventory());
     state.deploy.record(Written {
         image_id: "img".into(),
-        device: disk.dev.clone(),
+        device: disk.dev.path().to_path_buf(),
         uuids: PartitionUuids::WholeDisk {
             root_uuid: "0x1a2b3c4d".into(),
         },
@@ -263,7 +251,7 @@ fn state(allow: &[&str], disk: &Disk) -> Arc<AgentState> {
 }
 
 fn allow_disk(disk: &Disk) -> String {
-    disk.dev.display().to_string()
+    disk.dev.path_str().to_owned()
 }
 
 /// Whether anything is mounted on `dir` right now.
@@ -365,7 +353,7 @@ async fn missing_partition_nodes_are_added_before_mounting() {
     let outside = Outside::new();
     let disk = Disk::new(&outside);
     // As after writing an image on a kernel without a GPT parser: no partition nodes.
-    run("partx", &["-d", disk.dev.to_str().unwrap()]);
+    run("partx", &["-d", disk.dev.path_str()]);
     assert!((1..=3).all(|n| !disk.part(n).exists()));
     let st = state(&[&allow_disk(&disk)], &disk);
     let (marker, _) = with_root(&st, None, |dir| std::fs::read(dir.join("marker")).unwrap())
@@ -406,7 +394,7 @@ async fn partitions_are_named_by_label_number_uuid_partuuid_or_path() {
     // it is the partition without etc/, which a search would skip).
     st.deploy.record(Written {
         image_id: "img".into(),
-        device: disk.dev.clone(),
+        device: disk.dev.path().to_path_buf(),
         uuids: PartitionUuids::Partition {
             root_uuid: "not-used-when-the-path-matches".into(),
             efi_system_partition_uuid: None,

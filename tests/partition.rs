@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 
 use base64::Engine as _;
 use common::blockio::{read_at, write_at};
-use common::cmd::{run, sfdisk_json, spawn_with_stdin};
+use common::cmd::{blkid_probe, run, sfdisk_json, spawn_with_stdin, tag};
 use common::loopdev::LoopDev;
 use ira::blockdev::{open_for_write, AllowList};
 use ira::partition::configdrive::{self, ConfigDriveError, ConfigDriveImage};
@@ -31,6 +31,25 @@ use uuid::Uuid;
 const NODE: &str = "1be26c0b-03f2-4d2e-ae87-c02d7f33c123";
 
 // ---------------------------------------------------------------- helpers
+
+/// A sparse file of `size` bytes with the partition table sfdisk makes from `script`.
+fn sfdisk_image(size: u64, script: &str) -> tempfile::NamedTempFile {
+    let img = sparse(size);
+    run_stdin("sfdisk", &["--quiet", img.path().to_str().unwrap()], script);
+    img
+}
+
+/// The bytes of a FAT filesystem of `kib` KiB made by `mkfs.vfat` with `options`.
+fn vfat_image(options: &[&str], kib: u32) -> Vec<u8> {
+    let fat = tempfile::NamedTempFile::new().unwrap();
+    std::fs::remove_file(fat.path()).unwrap();
+    let mut args = vec!["-C"];
+    args.extend_from_slice(options);
+    let size = kib.to_string();
+    args.extend([fat.path().to_str().unwrap(), &size]);
+    run("mkfs.vfat", &args);
+    std::fs::read(fat.path()).unwrap()
+}
 
 fn run_stdin(cmd: &str, args: &[&str], input: &str) {
     let child = spawn_with_stdin(
@@ -67,32 +86,6 @@ fn sgdisk_verify(path: &Path) -> String {
     run("sgdisk", &["-v", path.to_str().unwrap()])
 }
 
-/// `blkid -p` on a byte window, as KEY=VALUE pairs.
-fn blkid_at(path: &Path, offset: u64, size: u64) -> Vec<(String, String)> {
-    let out = Command::new("blkid")
-        .args([
-            "-p",
-            "-o",
-            "export",
-            "-O",
-            &offset.to_string(),
-            "-S",
-            &size.to_string(),
-        ])
-        .arg(path)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.replace("\\ ", " ")))
-        .collect()
-}
-
-fn tag<'a>(tags: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
-}
-
 /// The config drive these tests place, with 300 KiB of user data.
 fn config_drive_iso() -> Vec<u8> {
     common::fixtures::config_drive_iso(br#"{"uuid": "1be26c0b"}"#, Some(&[b'x'; 300 << 10]))
@@ -104,36 +97,12 @@ fn gzip_base64(data: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(e.finish().unwrap())
 }
 
-/// A loop device with 4096-byte logical sectors (detached on drop).
-struct Loop4k {
-    dev: PathBuf,
-    _backing: tempfile::NamedTempFile,
-}
-
-impl Loop4k {
-    fn new(size: u64) -> Self {
-        let backing = sparse(size);
-        let out = run(
-            "losetup",
-            &[
-                "--find",
-                "--show",
-                "--sector-size",
-                "4096",
-                backing.path().to_str().unwrap(),
-            ],
-        );
-        Loop4k {
-            dev: PathBuf::from(out.trim()),
-            _backing: backing,
-        }
-    }
-}
-
-impl Drop for Loop4k {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
-    }
+/// A loop device with 4096-byte logical sectors over a sparse file of `size` bytes.
+fn loop_4k(size: u64) -> LoopDev {
+    LoopDev::builder(size)
+        .sector_size(4096)
+        .direct_io(false)
+        .attach()
 }
 
 fn parts(t: &Value) -> Vec<Value> {
@@ -245,8 +214,8 @@ fn bios_gpt_layout_on_a_loop_device_has_bios_grub_and_verifies_clean() {
 
 #[test]
 fn uefi_layout_on_a_4k_loop_device_puts_the_esp_at_1_mib() {
-    let dev = Loop4k::new(2 << 30);
-    let mut f = open(&dev.dev);
+    let dev = loop_4k(2 << 30);
+    let mut f = open(dev.path());
     let g = geometry(&f);
     assert_eq!(g.sector_size(), 4096);
     let mut req = LayoutRequest::new(BootMode::Uefi, TableKind::Gpt, 1024);
@@ -254,9 +223,9 @@ fn uefi_layout_on_a_4k_loop_device_puts_the_esp_at_1_mib() {
     req.configdrive_mib = 2;
     let written = Layout::plan(&req, g)
         .unwrap()
-        .write(&mut f, g, &dev.dev)
+        .write(&mut f, g, dev.path())
         .unwrap();
-    let t = sfdisk_json(&dev.dev);
+    let t = sfdisk_json(dev.path());
     assert_eq!(t["sectorsize"], 4096);
     assert_eq!(t["firstlba"], 6);
     let p = parts(&t);
@@ -270,7 +239,7 @@ fn uefi_layout_on_a_4k_loop_device_puts_the_esp_at_1_mib() {
         p[3]["start"].as_u64().unwrap() * 4096,
         written.get(Role::Root).unwrap().start
     );
-    let v = sgdisk_verify(&dev.dev);
+    let v = sgdisk_verify(dev.path());
     assert!(v.contains("No problems found"), "{v}");
 }
 
@@ -310,7 +279,7 @@ fn swap_is_recognised_by_blkid_and_found_by_uuid() {
     make_swap(&mut f, swap.start, swap.size, 4096, SWAP_LABEL, uuid).unwrap();
     f.sync_all().unwrap();
 
-    let tags = blkid_at(dev.path(), swap.start, swap.size);
+    let tags = blkid_probe(dev.path(), swap.start, Some(swap.size));
     assert_eq!(tag(&tags, "TYPE"), Some("swap"), "{tags:?}");
     assert_eq!(tag(&tags, "LABEL"), Some("swap1"));
     assert_eq!(tag(&tags, "UUID"), Some(uuid.to_string().as_str()));
@@ -365,7 +334,7 @@ fn esp_made_natively_passes_fsck_fat_at_both_sector_sizes() {
             fsck.contains(&format!("{ss} bytes per logical sector")),
             "{fsck}"
         );
-        let tags = blkid_at(img.path(), esp.start, esp.size);
+        let tags = blkid_probe(img.path(), esp.start, Some(esp.size));
         assert_eq!(tag(&tags, "TYPE"), Some("vfat"), "{tags:?}");
         assert_eq!(tag(&tags, "LABEL"), Some("efi-part"));
         assert_eq!(tag(&tags, "UUID"), Some(vol.uuid().as_str()));
@@ -380,35 +349,20 @@ fn rand_id() -> u32 {
 
 #[test]
 fn probes_agree_with_blkid_on_iso_and_vfat() {
-    let img = sparse(128 * MIB);
-    run_stdin(
-        "sfdisk",
-        &["--quiet", img.path().to_str().unwrap()],
+    let img = sfdisk_image(
+        128 * MIB,
         "label: gpt\nstart=2048, size=32768\nstart=36864, size=65536\n",
     );
     let iso = config_drive_iso();
     write_at(img.path(), 2048 * 512, &iso);
-    let fat = tempfile::NamedTempFile::new().unwrap();
-    std::fs::remove_file(fat.path()).unwrap();
-    run(
-        "mkfs.vfat",
-        &[
-            "-C",
-            "-n",
-            "CONFIG-2",
-            "-i",
-            "1a2b3c4d",
-            fat.path().to_str().unwrap(),
-            "32768",
-        ],
-    );
-    write_at(img.path(), 36864 * 512, &std::fs::read(fat.path()).unwrap());
+    let fat = vfat_image(&["-n", "CONFIG-2", "-i", "1a2b3c4d"], 32768);
+    write_at(img.path(), 36864 * 512, &fat);
 
     let mut f = open(img.path());
     let g = geometry(&f);
     let parts = describe(&mut f, g, Path::new("/dev/vdb")).unwrap();
     for p in &parts {
-        let tags = blkid_at(img.path(), p.info.start, p.info.size);
+        let tags = blkid_probe(img.path(), p.info.start, Some(p.info.size));
         let fs = p.fs.as_ref().unwrap();
         assert_eq!(Some(fs.kind.as_str()), tag(&tags, "TYPE"));
         assert_eq!(fs.label.as_deref(), tag(&tags, "LABEL"));
@@ -423,12 +377,7 @@ fn probes_agree_with_blkid_on_iso_and_vfat() {
 #[test]
 fn config_drive_on_a_gpt_whole_disk_image_on_a_loop_device() {
     // A 96 MiB GPT image (as sfdisk makes it) written to a 512 MiB disk.
-    let image = sparse(96 * MIB);
-    run_stdin(
-        "sfdisk",
-        &["--quiet", image.path().to_str().unwrap()],
-        "label: gpt\nstart=2048, size=20480, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B\nstart=22528, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4\n",
-    );
+    let image = sfdisk_image(96 * MIB, "label: gpt\nstart=2048, size=20480, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B\nstart=22528, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4\n");
     let dev = LoopDev::new(512 * MIB);
     write_at(dev.path(), 0, &std::fs::read(image.path()).unwrap());
     assert!(sgdisk_verify(dev.path()).contains("doesn't reside\nat the end of the disk"));
@@ -455,7 +404,7 @@ fn config_drive_on_a_gpt_whole_disk_image_on_a_loop_device() {
     );
     assert!(p[2]["size"].as_u64().unwrap() >= 131072);
     assert_eq!(p[2]["start"].as_u64().unwrap() % 2048, 0);
-    let tags = blkid_at(dev.path(), placed.start, placed.size);
+    let tags = blkid_probe(dev.path(), placed.start, Some(placed.size));
     assert_eq!(tag(&tags, "LABEL"), Some("config-2"));
     assert_eq!(tag(&tags, "TYPE"), Some("iso9660"));
     assert_eq!(read_at(dev.path(), placed.start, iso.len()), iso);
@@ -469,12 +418,7 @@ fn config_drive_on_a_gpt_whole_disk_image_on_a_loop_device() {
 
 #[test]
 fn config_drive_on_an_mbr_image_takes_the_last_64_mib() {
-    let img = sparse(1 << 30);
-    run_stdin(
-        "sfdisk",
-        &["--quiet", img.path().to_str().unwrap()],
-        "label: dos\nlabel-id: 0x1a2b3c4d\nstart=2048, size=204800, type=83, bootable\nstart=206848, size=204800, type=82\n",
-    );
+    let img = sfdisk_image(1 << 30, "label: dos\nlabel-id: 0x1a2b3c4d\nstart=2048, size=204800, type=83, bootable\nstart=206848, size=204800, type=82\n");
     let iso = config_drive_iso();
     let cd = configdrive::decode_downloaded(gzip_base64(&iso).as_bytes(), NODE).unwrap();
     let mut f = open(img.path());
@@ -492,19 +436,14 @@ fn config_drive_on_an_mbr_image_takes_the_last_64_mib() {
     );
     assert_eq!(p[0]["bootable"], true, "existing entries are kept");
     assert_eq!(t["id"], "0x1a2b3c4d", "the disk signature is kept");
-    let tags = blkid_at(img.path(), placed.start, placed.size);
+    let tags = blkid_probe(img.path(), placed.start, Some(placed.size));
     assert_eq!(tag(&tags, "LABEL"), Some("config-2"));
     assert_eq!(fixup::whole_disk_root_uuid(&mut f).unwrap(), "0x1a2b3c4d");
 }
 
 #[test]
 fn config_drive_refused_on_an_mbr_with_four_primaries() {
-    let img = sparse(1 << 30);
-    run_stdin(
-        "sfdisk",
-        &["--quiet", img.path().to_str().unwrap()],
-        "label: dos\nstart=2048, size=2048\nstart=4096, size=2048\nstart=6144, size=2048\nstart=8192, size=2048, type=5\n",
-    );
+    let img = sfdisk_image(1 << 30, "label: dos\nstart=2048, size=2048\nstart=4096, size=2048\nstart=6144, size=2048\nstart=8192, size=2048, type=5\n");
     let cd = ConfigDriveImage::from_bytes(config_drive_iso(), NODE).unwrap();
     let mut f = open(img.path());
     let g = geometry(&f);
@@ -520,10 +459,8 @@ fn config_drive_refused_on_an_mbr_with_four_primaries() {
 
 #[test]
 fn existing_config_2_partitions_are_reused_and_duplicates_refused() {
-    let img = sparse(256 * MIB);
-    run_stdin(
-        "sfdisk",
-        &["--quiet", img.path().to_str().unwrap()],
+    let img = sfdisk_image(
+        256 * MIB,
         "label: gpt\nstart=2048, size=65536\nstart=67584, size=65536\nstart=133120, size=65536\n",
     );
     let old = config_drive_iso();
@@ -542,23 +479,8 @@ fn existing_config_2_partitions_are_reused_and_duplicates_refused() {
     assert_eq!(parts(&sfdisk_json(img.path())).len(), 3);
 
     // A vfat CONFIG-2 (IPA's rebuilt form) in partition 3 makes two: refused.
-    let fat = tempfile::NamedTempFile::new().unwrap();
-    std::fs::remove_file(fat.path()).unwrap();
-    run(
-        "mkfs.vfat",
-        &[
-            "-C",
-            "-n",
-            "CONFIG-2",
-            fat.path().to_str().unwrap(),
-            "32768",
-        ],
-    );
-    write_at(
-        img.path(),
-        133120 * 512,
-        &std::fs::read(fat.path()).unwrap(),
-    );
+    let fat = vfat_image(&["-n", "CONFIG-2"], 32768);
+    write_at(img.path(), 133120 * 512, &fat);
     let err =
         configdrive::place_on_whole_disk(&mut f, g, Path::new("/dev/sdc"), NODE, &cd).unwrap_err();
     assert!(matches!(err, ConfigDriveError::Duplicate { .. }));
@@ -570,12 +492,7 @@ fn existing_config_2_partitions_are_reused_and_duplicates_refused() {
 
 #[test]
 fn config_drive_without_room_at_the_end_fails_with_ipa_wording() {
-    let img = sparse(128 * MIB);
-    run_stdin(
-        "sfdisk",
-        &["--quiet", img.path().to_str().unwrap()],
-        "label: gpt\nstart=2048\n",
-    );
+    let img = sfdisk_image(128 * MIB, "label: gpt\nstart=2048\n");
     let mut f = open(img.path());
     let g = geometry(&f);
     let cd = ConfigDriveImage::from_bytes(vec![1; 4096], NODE).unwrap();
@@ -667,12 +584,7 @@ fn validation_refuses_bare_filesystems_empty_tables_and_wrong_sector_sizes() {
         "Unable to find a valid partition table on the disk after writing the image. The image may be corrupted or it uses a different sector size than the device. Error: "
     ));
 
-    let empty = sparse(64 * MIB);
-    run_stdin(
-        "sfdisk",
-        &["--quiet", empty.path().to_str().unwrap()],
-        "label: dos\n",
-    );
+    let empty = sfdisk_image(64 * MIB, "label: dos\n");
     let mut f = open(empty.path());
     let err = fixup::validate_partitioning(&mut f, g, Path::new("/dev/sde")).unwrap_err();
     assert_eq!(
@@ -683,11 +595,11 @@ fn validation_refuses_bare_filesystems_empty_tables_and_wrong_sector_sizes() {
     // A GPT made for 512-byte sectors on a 4Kn disk.
     let image = sparse(64 * MIB);
     run("sgdisk", &["-n", "1:0:0", image.path().to_str().unwrap()]);
-    let dev = Loop4k::new(128 * MIB);
-    write_at(&dev.dev, 0, &std::fs::read(image.path()).unwrap());
-    let mut f = open(&dev.dev);
+    let dev = loop_4k(128 * MIB);
+    write_at(dev.path(), 0, &std::fs::read(image.path()).unwrap());
+    let mut f = open(dev.path());
     let g4 = geometry(&f);
-    let err = fixup::validate_partitioning(&mut f, g4, &dev.dev).unwrap_err();
+    let err = fixup::validate_partitioning(&mut f, g4, dev.path()).unwrap_err();
     assert!(
         err.to_string()
             .contains("protective MBR without a GPT at 4096-byte sectors"),
@@ -697,10 +609,8 @@ fn validation_refuses_bare_filesystems_empty_tables_and_wrong_sector_sizes() {
 
 #[test]
 fn mbr_signature_is_the_whole_disk_root_uuid() {
-    let img = sparse(16 * MIB);
-    run_stdin(
-        "sfdisk",
-        &["--quiet", img.path().to_str().unwrap()],
+    let img = sfdisk_image(
+        16 * MIB,
         "label: dos\nlabel-id: 0x00c0ffee\nstart=2048, type=83\n",
     );
     let out = run(
@@ -768,19 +678,19 @@ fn destroy_disk_metadata_leaves_nothing_for_wipefs_on_a_loop_device() {
 
 #[test]
 fn destroy_disk_metadata_on_a_4k_device_zeroes_five_sectors_at_each_end() {
-    let dev = Loop4k::new(64 * MIB);
-    write_at(&dev.dev, 0, &vec![0xee; 64 << 10]);
-    write_at(&dev.dev, 64 * MIB - (64 << 10), &vec![0xee; 64 << 10]);
-    let mut f = open(&dev.dev);
+    let dev = loop_4k(64 * MIB);
+    write_at(dev.path(), 0, &vec![0xee; 64 << 10]);
+    write_at(dev.path(), 64 * MIB - (64 << 10), &vec![0xee; 64 << 10]);
+    let mut f = open(dev.path());
     let g = geometry(&f);
     wipe::destroy_disk_metadata(&mut f, g).unwrap();
     f.sync_all().unwrap();
-    assert!(read_at(&dev.dev, 0, 20480).iter().all(|&b| b == 0));
-    assert!(read_at(&dev.dev, 64 * MIB - 20480, 20480)
+    assert!(read_at(dev.path(), 0, 20480).iter().all(|&b| b == 0));
+    assert!(read_at(dev.path(), 64 * MIB - 20480, 20480)
         .iter()
         .all(|&b| b == 0));
     assert_eq!(
-        read_at(&dev.dev, 24576, 4096),
+        read_at(dev.path(), 24576, 4096),
         vec![0xee; 4096],
         "between the edge and the ISO blocks"
     );

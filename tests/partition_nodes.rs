@@ -69,7 +69,7 @@ fn without_partscan_nothing_is_awaited() {
 
 #[test]
 fn with_partscan_the_nodes_are_awaited_and_found() {
-    let lo = LoopDev::with_partscan(SIZE);
+    let lo = LoopDev::builder(SIZE).partscan(true).attach();
     write_gpt(lo.path());
     // This kernel may not create the nodes itself on a re-read: they are added with
     // BLKPG a moment after the wait starts, as a slow udev would make them appear.

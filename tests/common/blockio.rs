@@ -3,6 +3,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 /// The `len` bytes at `offset` of `path`.
@@ -19,5 +20,20 @@ pub fn write_at(path: &Path, offset: u64, data: &[u8]) {
     let mut f = OpenOptions::new().write(true).open(path).unwrap();
     f.seek(SeekFrom::Start(offset)).unwrap();
     f.write_all(data).unwrap();
+    f.sync_all().unwrap();
+}
+
+/// Fills `len` bytes at `offset` of `path` with `byte` (an old install, say) and syncs.
+pub fn fill(path: &Path, byte: u8, offset: u64, len: u64) {
+    const CHUNK: u64 = 1 << 20;
+    let f = OpenOptions::new().write(true).open(path).unwrap();
+    let chunk = vec![byte; usize::try_from(len.min(CHUNK)).unwrap()];
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(CHUNK);
+        f.write_all_at(&chunk[..usize::try_from(n).unwrap()], offset + done)
+            .unwrap();
+        done += n;
+    }
     f.sync_all().unwrap();
 }

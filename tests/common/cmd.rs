@@ -53,3 +53,26 @@ pub fn spawn_with_stdin(cmd: &mut Command, input: &[u8]) -> Child {
     child.stdin.take().unwrap().write_all(input).unwrap();
     child
 }
+
+/// What blkid's low-level probe (`blkid -p`, never its cache) finds in `len` bytes at
+/// `offset` of `path` (up to the end when `len` is `None`): KEY=VALUE pairs in blkid's
+/// order with its `\ ` escapes undone, none when it finds nothing.
+pub fn blkid_probe(path: &Path, offset: u64, len: Option<u64>) -> Vec<(String, String)> {
+    let mut cmd = Command::new("blkid");
+    cmd.args(["-p", "-o", "export", "-O", &offset.to_string()]);
+    if let Some(len) = len {
+        cmd.arg("-S").arg(len.to_string());
+    }
+    // blkid exits 2 when it finds nothing: that is an empty answer, not a failure.
+    let out = cmd.arg(path).output().expect("run blkid");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.replace("\\ ", " ")))
+        .collect()
+}
+
+/// The value of `key` among blkid's pairs.
+pub fn tag<'a>(tags: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: the fake conductor, free ports, an agent
 //! configuration scaled to milliseconds, and one module per kind of helper (agent
-//! states, external commands, fixtures, byte-level I/O, loop devices, TLS).
+//! states, external commands, fixtures, byte-level I/O, loop devices, TLS, the
+//! whole-disk deploy harness).
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod agent;
@@ -11,6 +12,7 @@ pub mod fixtures;
 pub mod loopdev;
 pub mod misbehaving_http;
 pub mod tls;
+pub mod whole_disk;
 
 use std::time::Duration;
 

@@ -28,9 +28,9 @@ pub mod ironic;
 pub mod logs;
 pub mod partition;
 pub mod state;
+pub mod sys;
 pub mod task;
 pub mod tls_client;
-pub mod sys;
 
 pub use ira_hw as hw;
 

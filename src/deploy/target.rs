@@ -52,4 +52,3 @@ pub fn open_target(env: &DeployEnv, device: &Path) -> Result<File, DeployError> 
         DeployError::BlockDevice(format!("refusing to write {}: {e}", device.display()))
     })
 }
-

@@ -1,15 +1,26 @@
 //! ira: an in-band deploy agent for Ironic, wire-compatible with ironic-python-agent.
 //!
-//! Layout, top to bottom (a module uses only those below it): `agent` (the life cycle
-//! that ties them together), `api` (the local HTTP(S) API), `commands` (IPA's
-//! extensions and the command history), `state` (what the API, the commands and the
-//! heartbeat share), `hardware` (manager registry, dispatch, generic manager), `deploy`
-//! and `erase` (image writes, bootloader, disk erasure), `task` (blocking work off the
-//! runtime), `image` (download and decode pipeline), `ironic` (lookup, heartbeat,
-//! inspection client), `blockdev` (device allow-list and the one door to writable
-//! handles), `inventory` (hardware facts read from sysfs/procfs/SMBIOS under a root
-//! path), `partition` (tables and filesystems), `config` (options from kernel command
-//! line, file and flags) and `errors` (IPA's error classes).
+//! Layout, top to bottom; a module uses only those below it (`python3
+//! ../shared/tools/layers.py src` checks there are no circles):
+//! - `agent`: the life cycle (inventory, lookup, heartbeats, serving) tying it together.
+//! - `api`: the local HTTP(S) API, its limits, token and TLS.
+//! - `commands`: IPA's extensions, the command history and the step host.
+//! - `state`: what the API, the commands and the heartbeat share.
+//! - `hardware`: the manager registry, step dispatch and the generic manager.
+//! - `deploy`, `erase`: image writes, bootloader and config drive; disk erasure.
+//! - `image`: the download, decode and write pipeline.
+//! - `ironic`: lookup, heartbeat and inspection client.
+//! - `partition`: partition tables, filesystems and config drives on disk.
+//! - `blockdev`: the install device, root device hints, the one door to writable handles.
+//! - `inventory`: hardware facts read under a root path; the device allow-list.
+//! - `config`: options from the kernel command line, files and flags.
+//! - `tls_client`: TLS of every outgoing connection.
+//! - `logs`: the diagnostics archive (`get_logs`, inspection `logs`).
+//! - `task`: blocking work off the async runtime.
+//! - `errors`: IPA's error classes, mapped once to its JSON.
+//! - `bytes`: big- and little-endian integers in on-disk structures.
+//! - `sys`: ioctls and flags of block devices and files; with `image::aligned` the only
+//!   `unsafe` code.
 #![deny(unsafe_code)]
 
 pub mod agent;
@@ -31,8 +42,6 @@ pub mod state;
 pub mod sys;
 pub mod task;
 pub mod tls_client;
-
-pub use ira_hw as hw;
 
 /// The agent version reported in `/v1/status` and heartbeats.
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");

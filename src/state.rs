@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::deploy::{DeployEnv, DeployState};
 use crate::hardware::Registry;
 use crate::ironic::session::Session;
-pub use crate::ironic::session::{LookupSettings, Secret};
+use crate::ironic::session::{LookupSettings, Secret};
 use ira_hw::Inventory;
 
 /// Everything the running agent shares between tasks.

@@ -17,12 +17,13 @@ use tokio::sync::watch;
 use common::agent::{self, Served};
 use common::fixtures::inventory;
 use common::tls;
-use ira::agent::{AgentState, Secret};
 use ira::api::{self, CommandError, ServerLimits};
 use ira::commands::{self, CommandSpec, Commands, Extension};
 use ira::config::Config;
 use ira::hardware::{builtin_managers, BuiltinOptions};
-use ira::hw::{
+use ira::ironic::Secret;
+use ira::state::AgentState;
+use ira_hw::{
     HardwareManager, HwError, HwResult, Inventory, ManagerVersion, Step, StepCall, StepKind,
     SupportLevel,
 };
@@ -331,7 +332,10 @@ async fn discovery_documents_and_status() {
         assert_eq!(body["version"], ira::AGENT_VERSION, "{path}");
         // serde_json's default float parser may land one ULP off the printed value.
         let started = body["started_at"].as_f64().unwrap();
-        assert!((started - agent.state.started_at).abs() < 1e-6, "{path}: {started}");
+        assert!(
+            (started - agent.state.started_at).abs() < 1e-6,
+            "{path}: {started}"
+        );
     }
     agent.stop().await;
 }

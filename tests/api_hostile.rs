@@ -18,10 +18,10 @@ use tokio::sync::watch;
 use common::agent::{self, Served};
 use common::fixtures::inventory;
 use common::tls;
-use ira::agent::Secret;
 use ira::api::{self, ServerLimits};
 use ira::commands::{self, CommandSpec, Commands, Extension};
 use ira::errors::CommandError;
+use ira::ironic::Secret;
 
 const TOKEN: &str = "h0stile-Xq3aZ9vV1bB2nN4mM5kK6jJ7hH8gG9fF0dD1s";
 

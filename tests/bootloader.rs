@@ -21,7 +21,6 @@ use common::agent;
 use common::cmd::run as sh;
 use common::fixtures::inventory;
 use common::loopdev::LoopDev;
-use ira::agent::AgentState;
 use ira::blockdev::{open_for_write, AllowList};
 use ira::commands::image::{bootloader_request, install_bootloader};
 use ira::config::Config;
@@ -32,10 +31,12 @@ use ira::deploy::bootloader::load_option::{
 use ira::deploy::bootloader::uefi::{manage_uefi, UefiEnv, UefiError};
 use ira::deploy::bootloader::{run, BootEnv, Request, BIOS_INSTALL_DISABLED};
 use ira::deploy::mount::{MountKind, MountOptions, Mounter, SysMounter};
+use ira::deploy::DeployError;
 use ira::errors::CommandError;
 use ira::partition::fat::make_fat32;
 use ira::partition::gpt::{types, Gpt, GptEntry};
 use ira::partition::{mbr, Geometry, MIB};
+use ira::state::AgentState;
 
 const ESP_FIRST: u64 = 2048;
 const ESP_SECTORS: u64 = 96 * MIB / 512;
@@ -569,7 +570,7 @@ fn a_disk_without_esp_is_device_not_found_unless_its_uuid_is_given() {
     };
     let err = manage_uefi(&env, disk.dev.path(), None).unwrap_err();
     assert!(matches!(err, UefiError::NoEsp(_)), "{err}");
-    let cmd: CommandError = err.into();
+    let cmd = DeployError::from(err).to_command_error();
     assert_eq!(cmd.ipa_type(), "DeviceNotFound");
     assert!(cmd.details().starts_with(&format!(
         "No EFI partition could be detected on device {}",
@@ -577,7 +578,7 @@ fn a_disk_without_esp_is_device_not_found_unless_its_uuid_is_given() {
     )));
 
     let err = manage_uefi(&env, disk.dev.path(), Some(&Uuid::new_v4().to_string())).unwrap_err();
-    let cmd: CommandError = err.into();
+    let cmd = DeployError::from(err).to_command_error();
     assert_eq!(cmd.ipa_type(), "DeviceNotFound");
     assert!(cmd.details().contains("No partition with UUID"), "{cmd}");
     assert!(read_var(d.path(), "BootOrder").is_none());
@@ -643,7 +644,9 @@ fn run_takes_the_uefi_path_then_refuses_grub_unless_enabled() {
         device: empty.dev.path(),
         ..env
     };
-    let err = run(&env, &request(json!({"root_uuid": "abcd"}), false)).unwrap_err();
+    let err = run(&env, &request(json!({"root_uuid": "abcd"}), false))
+        .unwrap_err()
+        .to_command_error();
     assert_eq!(
         err,
         CommandError::InvalidImage(BIOS_INSTALL_DISABLED.to_owned())
@@ -660,7 +663,9 @@ fn run_takes_the_uefi_path_then_refuses_grub_unless_enabled() {
         mounter: &mounter,
         enable_bios_bootloader_install: false,
     };
-    let err = run(&env, &request(json!({"root_uuid": "abcd"}), false)).unwrap_err();
+    let err = run(&env, &request(json!({"root_uuid": "abcd"}), false))
+        .unwrap_err()
+        .to_command_error();
     assert_eq!(err.ipa_type(), "InvalidImage");
     assert_eq!(err.details(), BIOS_INSTALL_DISABLED);
     // Ignored failures succeed (parameter, or the agent option when it is null).
@@ -693,7 +698,9 @@ fn run_takes_the_uefi_path_then_refuses_grub_unless_enabled() {
         enable_bios_bootloader_install: true,
         ..env
     };
-    let err = run(&env, &request(json!({"root_uuid": "abcd"}), false)).unwrap_err();
+    let err = run(&env, &request(json!({"root_uuid": "abcd"}), false))
+        .unwrap_err()
+        .to_command_error();
     assert_eq!(err.ipa_type(), "DeviceNotFound");
     assert!(
         err.details().contains("No partition with UUID abcd"),
@@ -712,7 +719,9 @@ fn a_uefi_failure_fails_the_command_unless_ignored() {
         mounter: &mounter,
         enable_bios_bootloader_install: false,
     };
-    let err = run(&env, &request(json!({"root_uuid": null}), false)).unwrap_err();
+    let err = run(&env, &request(json!({"root_uuid": null}), false))
+        .unwrap_err()
+        .to_command_error();
     assert_eq!(err.ipa_type(), "DeviceNotFound");
     // Ignored: the flow goes on; without a root UUID that is the end.
     run(
@@ -1049,7 +1058,8 @@ fn a_failing_grub_install_is_a_command_execution_error_and_unmounts() {
         &env,
         &request(json!({"root_uuid": root_uuid.to_string()}), false),
     )
-    .unwrap_err();
+    .unwrap_err()
+    .to_command_error();
     assert_eq!(err.ipa_type(), "CommandExecutionError");
     let details = err.details();
     assert!(

@@ -21,15 +21,15 @@ use common::cmd::{blkid_probe, run};
 use common::fixtures::sha256_hex;
 use common::loopdev::LoopDev;
 use common::misbehaving_http::{Behaviour, MisbehavingServer};
-use ira::agent::AgentState;
 use ira::config::Config;
 use ira::deploy::partition_image;
 use ira::deploy::PartitionUuids;
 use ira::errors::CommandError;
 use ira::hardware::Registry;
-use ira::hw::Inventory;
 use ira::image::ImageInfo;
 use ira::partition::configdrive::ConfigDriveImage;
+use ira::state::AgentState;
+use ira_hw::Inventory;
 use serde_json::{json, Value};
 
 const MIB: u64 = 1 << 20;

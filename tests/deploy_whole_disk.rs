@@ -29,10 +29,10 @@ use common::whole_disk::images::{b64, gzip, Scratch};
 use common::whole_disk::{
     gpt_setup, image_info, new_disk, serve, DEV_LEN, IMAGE_LEN, MIB, NODE_UUID, SIG, TOKEN,
 };
-use ira::agent::AgentState;
 use ira::ironic::backoff::HeartbeatPolicy;
 use ira::ironic::client::IronicClient;
 use ira::ironic::Heartbeater;
+use ira::state::AgentState;
 
 // ---------------------------------------------------------------- (1) raw GPT image
 

@@ -19,7 +19,7 @@ use common::loopdev::LoopDev;
 use ira::blockdev::AllowList;
 use ira::erase::{erase_devices_metadata, EraseError, EraseScope};
 use ira::hardware::GenericHardwareManager;
-use ira::hw::{HardwareManager, StepCall, StepKind};
+use ira_hw::{HardwareManager, StepCall, StepKind};
 
 const MIB: u64 = 1 << 20;
 /// Where the test's own bytes go inside partition 1 (beyond every metadata area).
@@ -273,7 +273,7 @@ fn the_generic_manager_runs_the_step_and_returns_null() {
             ports: &[],
             args: &args,
             inventory: &inventory,
-            host: &ira::hw::NoHost,
+            host: &ira_hw::NoHost,
         })
         .unwrap();
     assert_eq!(result, Value::Null);

@@ -11,7 +11,7 @@ use ira::hardware::{
     deduplicate_steps, BuiltinOptions, Candidate, DispatchError, GenericHardwareManager, Registry,
     StepError,
 };
-use ira::hw::{
+use ira_hw::{
     BlockDevice, Firmware, HardwareManager, HwError, HwResult, Inventory, ManagerVersion, Step,
     StepCall, StepKind, SupportLevel, SystemVendor,
 };
@@ -163,7 +163,7 @@ fn run(registry: &Registry, step: &str) -> Result<Value, DispatchError> {
             ports: &[],
             args: &args,
             inventory: &inv,
-            host: &ira::hw::NoHost,
+            host: &ira_hw::NoHost,
         })
     })
 }
@@ -361,7 +361,7 @@ fn dispatch_all_collects_answers_and_skips_decliners() {
                 ports: &[],
                 args: &args,
                 inventory: &inv,
-                host: &ira::hw::NoHost,
+                host: &ira_hw::NoHost,
             })
         })
         .unwrap();

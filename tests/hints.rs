@@ -21,7 +21,7 @@ use ira::blockdev::install_device::{
     root_device_hints, InstallDeviceError, InstallDeviceQuery, RaidVolume, MIN_ROOT_DISK_SIZE,
 };
 use ira::blockdev::AllowList;
-use ira::hw::BlockDevice;
+use ira_hw::BlockDevice;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 

@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 use common::loopdev::LoopDev;
 use common::misbehaving_http::{Behaviour, MisbehavingServer};
 use ira::blockdev::{open_for_write, AllowList};
-use ira::image::checksum::{HashAlgo, Hasher};
+use ira::image::checksum::Hasher;
 use ira::image::error::ImageError;
 use ira::image::format::Compression;
+use ira::image::hash_algo::HashAlgo;
 use ira::image::info::ImageInfo;
-use ira::image::pipeline::{
-    write_image, write_raw_image, Decode, Progress, WriteOptions, WriteReport,
-};
+use ira::image::pipeline::{write_image, write_raw_image, Decode, WriteOptions, WriteReport};
+use ira::image::progress::Progress;
 use ira::image::sink::PositionalSink;
 use ira::image::source::{HttpSource, RetryBudget, SourceOptions};
 use serde_json::{json, Value};

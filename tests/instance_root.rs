@@ -19,12 +19,12 @@ use common::agent;
 use common::cmd::run;
 use common::loopdev::LoopDev;
 use common::misbehaving_http::{Behaviour, MisbehavingServer};
-use ira::agent::AgentState;
 use ira::commands::host::Host;
 use ira::config::Config;
 use ira::deploy::{PartitionUuids, Written};
 use ira::hardware::StepError;
-use ira::hw::{AgentHost, HwError, Inventory, StepKind, SystemVendor};
+use ira::state::AgentState;
+use ira_hw::{AgentHost, HwError, Inventory, StepKind, SystemVendor};
 
 const MIB: u64 = 1 << 20;
 const ROOT_UUID: &str = "3f1b6c1e-8a77-4d51-9c3e-1d2a5b6c7d8e";

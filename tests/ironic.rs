@@ -12,16 +12,16 @@ use common::fake_conductor::{
 };
 use common::fixtures::client_options;
 use common::{free_port, refused_url};
-use ira::agent::AgentState;
 use ira::config::Config;
 use ira::hardware::Registry;
-use ira::hw::Inventory;
 use ira::ironic::advertise::{self, AdvertiseOptions};
 use ira::ironic::backoff::{self, HeartbeatPolicy, InspectionPolicy, LookupPolicy};
 use ira::ironic::client::{HeartbeatError, IronicClient};
 use ira::ironic::lookup::{self, LookupOutcome};
 use ira::ironic::wire::{ApiVersion, HeartbeatFields};
 use ira::ironic::{inspection, Heartbeater};
+use ira::state::AgentState;
+use ira_hw::Inventory;
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -376,7 +376,7 @@ async fn apply(token: Option<&str>, own: Option<&str>) -> (LookupOutcome, Option
     let c = client(vec![fake.url()]);
     let st = state();
     if let Some(t) = own {
-        *st.token.write().unwrap() = Some(ira::agent::Secret::new(t));
+        *st.token.write().unwrap() = Some(ira::ironic::Secret::new(t));
     }
     let answer = lookup::lookup_once(&c, &macs(), None).await.unwrap();
     let outcome = lookup::apply_answer(&st, answer);
@@ -598,7 +598,7 @@ async fn heartbeat_loop_follows_the_success_interval_and_stops() {
     let fake = FakeConductor::start().await;
     let st = state();
     st.lookup.lock().unwrap().heartbeat_timeout = 200; // 60..120 ms between heartbeats
-    *st.token.write().unwrap() = Some(ira::agent::Secret::new(TOKEN));
+    *st.token.write().unwrap() = Some(ira::ironic::Secret::new(TOKEN));
     let task = tokio::spawn(
         heartbeater(&fake, &st, ms_policy())
             .await
@@ -779,7 +779,7 @@ async fn inspection_payload_and_uuid_to_lookup() {
     );
     let c = client(vec![fake.url()]);
     let inv = inventory();
-    let managers = vec![ira::hw::ManagerVersion {
+    let managers = vec![ira_hw::ManagerVersion {
         name: "generic_hardware_manager".into(),
         version: "1.2".into(),
     }];

@@ -21,7 +21,7 @@ use ira::deploy::bootloader::nvram::{
 };
 use ira::deploy::mount::{MountKind, MountOptions, Mounter};
 use ira::hardware::GenericHardwareManager;
-use ira::hw::{HardwareManager, HwError, StepCall, StepKind};
+use ira_hw::{HardwareManager, HwError, StepCall, StepKind};
 
 /// A mounter that records calls and refuses them (no efivarfs in tests).
 #[derive(Default)]
@@ -234,7 +234,7 @@ fn invalid_patterns_are_invalid_parameters() {
             ports: &[],
             args: &call_args,
             inventory: &inventory,
-            host: &ira::hw::NoHost,
+            host: &ira_hw::NoHost,
         })
         .unwrap_err();
     assert!(matches!(err, HwError::InvalidParams(_)), "{err:?}");
@@ -249,7 +249,7 @@ fn invalid_patterns_are_invalid_parameters() {
             ports: &[],
             args: &call_args,
             inventory: &inventory,
-            host: &ira::hw::NoHost,
+            host: &ira_hw::NoHost,
         })
         .unwrap();
     assert_eq!(ok, Value::Null);

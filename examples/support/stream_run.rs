@@ -5,12 +5,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ira::agent::LookupSettings;
 use ira::blockdev::{open_for_write, AllowList};
 use ira::deploy::format_gate::stage_for;
 use ira::image::info::ImageInfo;
-use ira::image::pipeline::{write_image, Progress, WriteOptions};
+use ira::image::pipeline::{write_image, WriteOptions};
+use ira::image::progress::Progress;
 use ira::image::source::SourceOptions;
+use ira::ironic::LookupSettings;
 
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")

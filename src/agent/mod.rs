@@ -6,8 +6,6 @@
 //! this module only orders them, logs one line per phase with its duration, and decides
 //! what is fatal. Every wait comes from a [`RunPolicy`] so tests run in milliseconds.
 
-pub use crate::state::{AgentState, LookupSettings, Secret};
-
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
@@ -23,14 +21,16 @@ use crate::blockdev::AllowList;
 use crate::commands::Commands;
 use crate::config::Config;
 use crate::hardware::{BuiltinOptions, Registry};
-use crate::hw::Inventory;
 use crate::inventory::InventoryOptions;
 use crate::ironic::advertise::{self, AdvertiseOptions};
+use crate::ironic::Secret;
 use crate::ironic::{
     inspection, lookup, ApiVersion, HeartbeatPolicy, Heartbeater, InspectionPolicy, IronicClient,
     LookupOutcome, LookupPolicy,
 };
 use crate::logs::{build_archive, LogLimits};
+use crate::state::AgentState;
+use ira_hw::Inventory;
 
 /// The marker `rescue.finalize_rescue` leaves; a restarted agent must not serve again.
 const RESCUE_MARKER: &str = "etc/.rescued";

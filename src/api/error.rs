@@ -101,7 +101,7 @@ impl ApiError {
 mod tests {
     use super::*;
     use crate::hardware::StepError;
-    use crate::hw::StepKind;
+    use ira_hw::StepKind;
 
     #[test]
     fn agent_fault_strings_follow_ipa_wording() {

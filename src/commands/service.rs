@@ -3,7 +3,7 @@
 
 use crate::commands::registry::Extension;
 use crate::commands::steps;
-use crate::hw::StepKind;
+use ira_hw::StepKind;
 
 /// The `service` extension.
 pub fn extension() -> Extension {

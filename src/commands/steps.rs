@@ -13,8 +13,8 @@ use crate::commands::registry::{
     blocking, param_list, param_value, CommandSpec, Context, Extension, Params,
 };
 use crate::errors::CommandError;
-use crate::hw::StepKind;
 use crate::state::AgentState;
+use ira_hw::StepKind;
 
 /// The extension for `kind` with its two commands.
 pub fn extension(kind: StepKind) -> Extension {

@@ -6,7 +6,8 @@ use std::fs::File;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::image::source::{RedactedUrl, SourceOptions};
+use crate::image::source::SourceOptions;
+use crate::image::url::RedactedUrl;
 use crate::partition::configdrive::{
     self as cd, decode_downloaded, ConfigDriveImage, Decoded, Placement,
 };

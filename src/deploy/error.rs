@@ -25,6 +25,8 @@ pub enum DeployError {
         /// Why.
         reason: String,
     },
+    /// The image cannot be booted as asked (a BIOS install refused by configuration).
+    InvalidImage(String),
     /// No install device matches the node (or its root device hints).
     DeviceNotFound(String),
     /// Block devices could not be listed, or the target refused to open for writing.
@@ -56,6 +58,7 @@ impl DeployError {
             } => CommandError::Deployment(format!(
                 "Can't download the configdrive content for node {node_uuid} from {url}. Reason: {reason}"
             )),
+            Self::InvalidImage(m) => CommandError::InvalidImage(m.clone()),
             Self::DeviceNotFound(m) => CommandError::DeviceNotFound(m.clone()),
             Self::BlockDevice(m) => CommandError::BlockDevice(m.clone()),
             Self::Image { image_id, error } => error.to_command_error(image_id),

@@ -10,7 +10,7 @@
 //! looks for the partition holding it); with one, the path is relative to that
 //! partition. Every entry is validated before anything is mounted, paths with `..` are
 //! refused, and every write resolves inside the mounted root
-//! ([`crate::hw::safe_path`]).
+//! ([`ira_hw::safe_path`]).
 
 use std::io::Write;
 use std::time::Duration;
@@ -18,8 +18,8 @@ use std::time::Duration;
 use base64::Engine;
 use serde_json::{Map, Value};
 
-use crate::hw::safe_path::{FileOptions, RelPath, RootDir, SafePathError};
-use crate::hw::{HwError, HwResult, StepCall};
+use ira_hw::safe_path::{FileOptions, RelPath, RootDir, SafePathError};
+use ira_hw::{HwError, HwResult, StepCall};
 
 /// Keys an entry may carry (IPA's list).
 const KEYS: &[&str] = &[
@@ -331,7 +331,7 @@ fn download(
     mut file: std::fs::File,
     verify: &Value,
 ) -> Result<(std::fs::File, u64), String> {
-    let shown = crate::image::source::RedactedUrl::parse(url)
+    let shown = crate::image::url::RedactedUrl::parse(url)
         .map(|u| u.to_string())
         .unwrap_or_else(|_| "<invalid URL>".to_owned());
     let (insecure, cafile) = match verify {

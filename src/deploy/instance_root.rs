@@ -16,7 +16,7 @@
 //! directory (no set-id program, device node or binary of the tenant's filesystem can
 //! act while the agent holds secrets), the closure runs, and the filesystem is unmounted
 //! and the directory removed even when the closure fails or panics. What the closure
-//! writes must go through [`crate::hw::safe_path`], which keeps every path inside.
+//! writes must go through [`ira_hw::safe_path`], which keeps every path inside.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -25,12 +25,12 @@ use nix::mount::MsFlags;
 
 use crate::blockdev::{open_for_write, AllowList};
 use crate::deploy::bootloader::esp::DiskView;
-use crate::hw::safe_path::RootDir;
-use crate::hw::{HwError, HwResult};
 use crate::partition::find::{describe, PartitionDetails};
 use crate::partition::fsprobe::{self, FsKind};
 use crate::partition::Geometry;
 use crate::sys::block;
+use ira_hw::safe_path::RootDir;
+use ira_hw::{HwError, HwResult};
 
 use super::env::DeployEnv;
 use super::mount::{MountError, MountKind, MountOptions, MountPoint, Mounts, SysMounter, Unmount};

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::image::pipeline::Progress;
+use crate::image::progress::Progress;
 
 /// The agent's status message, sent with the next heartbeats.
 pub type StatusCell = Arc<Mutex<Option<String>>>;

@@ -5,7 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::image::pipeline::{self, Progress, WriteOptions, WriteReport};
+use crate::image::pipeline::{self, WriteOptions, WriteReport};
+use crate::image::progress::Progress;
 use crate::image::source::SourceOptions;
 use crate::image::ImageInfo;
 

@@ -14,9 +14,9 @@ use crate::blockdev::hints::skip::SkipList;
 use crate::blockdev::hints::HintDevice;
 use crate::blockdev::install_device::read_md_arrays;
 use crate::blockdev::{devices_under, system_devices};
-use crate::hw::BlockDevice;
 use crate::inventory::disks::list_disks;
 use crate::inventory::read::{list_dir_opt, read_attr, read_u64, under};
+use ira_hw::BlockDevice;
 
 use super::{EraseError, EraseScope};
 

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use crate::blockdev::AllowList;
 use crate::config::Config;
-use crate::hw::HwError;
+use ira_hw::HwError;
 
 pub use metadata::erase_devices_metadata;
 

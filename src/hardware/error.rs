@@ -6,7 +6,7 @@
 use serde_json::{Map, Value};
 
 use crate::errors::CommandError;
-use crate::hw::{HwError, StepKind};
+use ira_hw::{HwError, StepKind};
 
 /// Why a call dispatched to the managers did not produce a result.
 #[derive(Debug, thiserror::Error)]

@@ -5,7 +5,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
 
-use crate::hw::{Step, SupportLevel};
+use ira_hw::{Step, SupportLevel};
 
 /// The steps one manager offered, with what deduplication needs to know about it.
 #[derive(Debug, Clone, PartialEq)]

@@ -11,7 +11,7 @@ use super::error::{DispatchError, StepError};
 use super::generic::GenericHardwareManager;
 use super::merge::{deduplicate_steps, Candidate};
 use crate::config::Config;
-use crate::hw::{
+use ira_hw::{
     AgentHost, BlockDevice, HardwareManager, HwResult, Inventory, ManagerVersion, StepCall,
     StepKind, SupportLevel,
 };
@@ -279,15 +279,7 @@ impl Registry {
         version: Option<&Value>,
         inventory: &Inventory,
     ) -> Result<Value, StepError> {
-        self.execute_step_with(
-            &crate::hw::NoHost,
-            kind,
-            step,
-            node,
-            ports,
-            version,
-            inventory,
-        )
+        self.execute_step_with(&ira_hw::NoHost, kind, step, node, ports, version, inventory)
     }
 
     /// [`Self::execute_step`] with the agent's services for the step.

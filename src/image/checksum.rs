@@ -14,12 +14,12 @@
 //! `urls[0]`) exactly, in GNU (`<hex>  [*]name`) or BSD (`ALGO (name) = <hex>`) form, or
 //! a file holding one bare digest. Digests compare case-insensitively.
 
+use super::hash_algo::HashAlgo;
 use std::fmt;
 
 use md5::Digest as _;
 
 use super::error::ImageError;
-pub use super::hash_algo::HashAlgo;
 use super::info::ImageInfo;
 use super::url::RedactedUrl;
 

@@ -10,10 +10,10 @@
 //! limit (128 MiB). Magic detection is the format sniffer's (`format::Compression`);
 //! to add a format, add it there and give it a decoder arm in [`Decompressor::new`].
 
+use super::format::Compression;
 use std::io::{self, BufRead, Read};
 
 use super::error::ImageError;
-pub use super::format::Compression;
 
 /// Memory liblzma may use (xz -9 needs 65 MiB to decompress).
 pub const XZ_MEMLIMIT: u64 = 96 << 20;

@@ -25,6 +25,7 @@
 //! cause is logged, the start of the target wiped, and only then the error returned.
 //! Nothing touches the target before the checksum to verify against is known.
 
+use super::progress::Progress;
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,13 +34,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::checksum::{self, Expected};
-use super::decompress::Compression;
 use super::error::ImageError;
+use super::format::Compression;
 use super::hash_algo::HashAlgo;
 use super::holdback::{HoldBack, HOLD_BACK};
 use super::info::ImageInfo;
 use super::pool::{BufPool, Chunk};
-pub use super::progress::Progress;
 use super::sink::DiskSink;
 use super::source::{HttpSource, RetryBudget, SourceOptions, SourceReport};
 use super::stages::{decode_stage, hash_stage, write_stage, DecodeCfg};

@@ -34,6 +34,8 @@
 //! URLs only appear as [`RedactedUrl`] in errors and logs: no query string (signed
 //! URLs carry their signature there), no user info.
 
+use super::progress::Progress;
+use super::url::{redact, RedactedUrl};
 use std::fmt;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -50,8 +52,6 @@ use super::content_encoding::{ContentDecoder, FEED_LIMIT};
 use super::error::{describe_reqwest, ImageError};
 use super::info::ImageInfo;
 use super::pool::{Buf, BufPool, Chunk};
-pub use super::progress::Progress;
-pub use super::url::{redact, RedactedUrl};
 
 /// Download settings from the agent configuration.
 #[derive(Debug, Clone)]

@@ -11,8 +11,9 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
 use super::checksum::Hasher;
-use super::decompress::{Compression, Decompressor};
+use super::decompress::Decompressor;
 use super::error::ImageError;
+use super::format::Compression;
 use super::hash_algo::HashAlgo;
 use super::holdback::{HoldBack, HOLD_BACK};
 use super::pool::{Buf, BufPool, ChannelReader, Chunk};

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use crate::hw::BootInfo;
+use ira_hw::BootInfo;
 
 use super::read::{read_opt_nonempty, under};
 

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use crate::hw::Cpu;
+use ira_hw::Cpu;
 
 use super::read::{list_dir_opt, read_opt, read_opt_nonempty, read_prefix, under};
 

@@ -20,7 +20,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use crate::hw::BlockDevice;
+use ira_hw::BlockDevice;
 
 use super::allowlist::AllowList;
 use super::read::{

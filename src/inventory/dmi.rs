@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use crate::bytes::{try_le16, try_le32};
-use crate::hw::{Firmware, SystemVendor};
+use ira_hw::{Firmware, SystemVendor};
 
 use super::read::{read_bounded, read_opt, under};
 

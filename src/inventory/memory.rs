@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use crate::hw::Memory;
+use ira_hw::Memory;
 
 use super::read::{list_dir_opt, read_bounded, read_opt, under};
 

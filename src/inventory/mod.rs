@@ -27,7 +27,7 @@ pub mod udev;
 
 use std::path::{Path, PathBuf};
 
-use crate::hw::Inventory;
+use ira_hw::Inventory;
 
 pub use allowlist::{glob_match, AllowList};
 pub use net::{AddrSource, FileAddrs, SystemAddrs};

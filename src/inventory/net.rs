@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
-use crate::hw::NetworkInterface;
+use ira_hw::NetworkInterface;
 
 use super::read::{link_basename, list_dir, read_bounded, read_opt, read_opt_nonempty, under};
 use super::InventoryError;

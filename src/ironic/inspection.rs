@@ -12,7 +12,7 @@ use super::backoff::{self, InspectionPolicy};
 use super::client::{ClientError, IronicClient};
 use super::wire;
 use crate::config::Config;
-use crate::hw::{BlockDevice, Inventory, ManagerVersion};
+use ira_hw::{BlockDevice, Inventory, ManagerVersion};
 
 /// Smallest disk IPA's `guess_root_disk` accepts: 4 GiB.
 const MIN_ROOT_DISK: u64 = 4 << 30;

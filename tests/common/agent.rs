@@ -10,12 +10,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use ira::agent::AgentState;
 use ira::api::{self, ServerLimits};
 use ira::commands::Commands;
 use ira::config::Config;
 use ira::hardware::{builtin_managers, BuiltinOptions, Registry};
-use ira::hw::{HardwareManager, Inventory};
+use ira::state::AgentState;
+use ira_hw::{HardwareManager, Inventory};
 
 /// A configuration that never powers off and may write only to the devices in `allow`.
 pub fn allowlist_config(allow: Vec<String>) -> Config {

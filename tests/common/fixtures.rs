@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use ira::hw::{BlockDevice, BootInfo, Cpu, Inventory, Memory, SystemVendor};
 use ira::ironic::client::ClientOptions;
+use ira_hw::{BlockDevice, BootInfo, Cpu, Inventory, Memory, SystemVendor};
 
 /// A small x86_64 test machine (2 CPUs, 2 GiB, no NICs or disks) booted in `boot_mode`.
 pub fn inventory(hostname: &str, boot_mode: &str) -> Inventory {

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use super::load_option::{HardDrive, PartitionSignature};
 use crate::blockdev::nodes::{is_block_device, wait_until};
+use crate::config::rooted;
 use crate::partition::find::{find_by_uuid, FindError};
 use crate::partition::gpt::types;
 use crate::partition::table::{read_table, PartitionTable, TableError};
@@ -184,7 +185,7 @@ impl DiskView {
     /// table before the image was written, when the re-read failed) is replaced.
     /// Returns the node's path under `root`.
     pub fn ensure_node(&self, part: &Located, root: &Path) -> Result<PathBuf, EspError> {
-        let node = under(root, &part.path);
+        let node = rooted(root, &part.path);
         let no_node = |reason: String| EspError::NoNode {
             dev: self.dev.clone(),
             number: part.number,
@@ -192,7 +193,7 @@ impl DiskView {
             reason,
         };
         let name = part.path.file_name().unwrap_or_default();
-        let sys = under(root, Path::new("/sys/class/block")).join(name);
+        let sys = rooted(root, Path::new("/sys/class/block")).join(name);
         let want = (part.start / 512, part.size / 512); // sysfs counts 512-byte units
         match kernel_extent(&sys) {
             Some(have) if have == want && is_block_device(&node) => return Ok(node),
@@ -224,15 +225,6 @@ impl DiskView {
         } else {
             Err(no_node(format!("not there after {NODE_WAIT:?}")))
         }
-    }
-}
-
-/// `/dev/...` under `root`.
-pub fn under(root: &Path, device: &Path) -> PathBuf {
-    if root == Path::new("/") {
-        device.to_path_buf()
-    } else {
-        root.join(device.strip_prefix("/").unwrap_or(device))
     }
 }
 

@@ -22,8 +22,8 @@ use nix::sys::stat::Mode;
 use super::efi_assets;
 use super::esp::{DiskView, EspError, Located};
 use super::{rooted, BootEnv, Request};
+use crate::deploy::error::DeployError;
 use crate::deploy::mount::{MountKind, MountPoint, Mounts};
-use crate::errors::CommandError;
 
 /// PATH for the chroot commands (IPA appends `:/bin:/usr/sbin:/sbin` to its own).
 const CHROOT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -58,19 +58,15 @@ enum GrubError {
 
 /// Installs GRUB from the image whose root filesystem has `root_uuid` on the install
 /// device.
-pub fn install_grub2(
-    env: &BootEnv<'_>,
-    root_uuid: &str,
-    req: &Request,
-) -> Result<(), CommandError> {
+pub fn install_grub2(env: &BootEnv<'_>, root_uuid: &str, req: &Request) -> Result<(), DeployError> {
     let dev = env.device.display().to_string();
     match install(env, root_uuid, req) {
         Ok(()) => {
             tracing::info!(device = %dev, "GRUB2 successfully installed");
             Ok(())
         }
-        Err(Step::NotFound(e)) => Err(CommandError::DeviceNotFound(e.to_string())),
-        Err(Step::Grub(e)) => Err(CommandError::CommandExecution(format!(
+        Err(Step::NotFound(e)) => Err(DeployError::DeviceNotFound(e.to_string())),
+        Err(Step::Grub(e)) => Err(DeployError::Execution(format!(
             "Installing GRUB2 boot loader to device {dev} failed with {e}."
         ))),
     }

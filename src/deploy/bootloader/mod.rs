@@ -27,9 +27,9 @@ pub mod uefi;
 use std::path::{Path, PathBuf};
 
 use crate::deploy::env::DeployEnv;
+use crate::deploy::error::DeployError;
 use crate::deploy::mount::{MountKind, MountOptions, Mounter, SysMounter};
 use crate::deploy::target::install_device;
-use crate::errors::CommandError;
 use crate::task::blocking;
 
 use efivarfs::EfiVars;
@@ -81,9 +81,9 @@ impl std::fmt::Debug for BootEnv<'_> {
 }
 
 /// Runs `install_bootloader` for `request` (parsed by the command) on the install device.
-pub async fn install_bootloader(env: &DeployEnv, request: Request) -> Result<(), CommandError> {
+pub async fn install_bootloader(env: &DeployEnv, request: Request) -> Result<(), DeployError> {
     let env = env.clone();
-    blocking(move || -> Result<(), CommandError> {
+    blocking(move || -> Result<(), DeployError> {
         let device = install_device(&env)?;
         let boot = BootEnv {
             sysroot: env.sysroot(),
@@ -97,7 +97,7 @@ pub async fn install_bootloader(env: &DeployEnv, request: Request) -> Result<(),
 }
 
 /// The command's flow once the install device is known (IPA: `install_bootloader`).
-pub fn run(env: &BootEnv<'_>, req: &Request) -> Result<(), CommandError> {
+pub fn run(env: &BootEnv<'_>, req: &Request) -> Result<(), DeployError> {
     match efi_boot_setup(env, req) {
         Ok(true) => return Ok(()),
         Ok(false) => {}
@@ -116,7 +116,7 @@ pub fn run(env: &BootEnv<'_>, req: &Request) -> Result<(), CommandError> {
     let result = if env.enable_bios_bootloader_install {
         grub::install_grub2(env, root_uuid, req)
     } else {
-        Err(CommandError::InvalidImage(BIOS_INSTALL_DISABLED.to_owned()))
+        Err(DeployError::InvalidImage(BIOS_INSTALL_DISABLED.to_owned()))
     };
     match result {
         Ok(()) => Ok(()),
@@ -161,7 +161,7 @@ pub fn system_efivars(sysroot: &Path, mounter: &dyn Mounter) -> Option<EfiVars> 
 
 /// IPA's `_efi_boot_setup`: `Ok(false)` when the ramdisk is not UEFI-booted or cannot
 /// reach the variables (IPA: no efibootmgr), else what `manage_uefi` did.
-pub(crate) fn efi_boot_setup(env: &BootEnv<'_>, req: &Request) -> Result<bool, CommandError> {
+pub(crate) fn efi_boot_setup(env: &BootEnv<'_>, req: &Request) -> Result<bool, DeployError> {
     if !env.sysroot.join("sys/firmware/efi").is_dir() {
         return Ok(false);
     }

@@ -9,11 +9,12 @@
 use std::path::Path;
 
 use super::efivarfs::{EfiVarError, EfiVars};
-use super::esp::{under, DiskView, EspError, Located};
+use super::esp::{DiskView, EspError, Located};
 use super::load_option::{HardDrive, LoadOption};
 use super::loaders::{boot_targets, find_loaders, BootTarget, LoaderError};
+use crate::config::rooted;
+use crate::deploy::error::DeployError;
 use crate::deploy::mount::{MountError, MountKind, MountPoint, Mounter, Mounts};
-use crate::errors::CommandError;
 
 /// What `manage_uefi` works with.
 #[derive(Clone, Copy)]
@@ -61,14 +62,14 @@ pub enum UefiError {
     Umount(MountError),
 }
 
-impl From<UefiError> for CommandError {
+impl From<UefiError> for DeployError {
     fn from(e: UefiError) -> Self {
         match e {
             UefiError::NoEsp(_) | UefiError::UuidNotFound(_) => {
-                CommandError::DeviceNotFound(e.to_string())
+                DeployError::DeviceNotFound(e.to_string())
             }
             UefiError::Configure { .. } | UefiError::Umount(_) => {
-                CommandError::CommandExecution(e.to_string())
+                DeployError::Execution(e.to_string())
             }
         }
     }
@@ -86,7 +87,7 @@ pub fn manage_uefi(
         dev: dev.clone(),
         reason,
     };
-    let mut disk = DiskView::open(device, &under(env.dev_root, device))
+    let mut disk = DiskView::open(device, &rooted(env.dev_root, device))
         .map_err(|e| configure(e.to_string()))?;
     let esp = match (disk.flagged_esp(), efi_system_part_uuid) {
         (Some(esp), _) => esp,

@@ -12,7 +12,7 @@ pub mod steps;
 
 use serde_json::Value;
 
-use crate::hw::{
+use ira_hw::{
     HardwareManager, HwError, HwResult, Inventory, ManagerVersion, Step, StepCall, StepKind,
     SupportLevel,
 };

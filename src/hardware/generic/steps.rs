@@ -2,7 +2,7 @@
 //! interfaces, priorities, `abortable` flags and `argsinfo` keys, exactly as IPA's
 //! `GenericHardwareManager` reports them. Descriptions are our own words.
 
-use crate::hw::{Step, StepKind};
+use ira_hw::{Step, StepKind};
 
 /// Description of `clean_uefi_nvram`'s `match_patterns` argument.
 const MATCH_PATTERNS: &str = "JSON list of regular expressions; every UEFI boot entry whose \

@@ -12,10 +12,11 @@ use super::{NODE_UUID, TOKEN};
 use crate::common::agent::{self, Served};
 use crate::common::fixtures::inventory;
 use crate::common::loopdev::LoopDev;
-use ira::agent::{AgentState, Secret};
 use ira::api::ServerLimits;
 use ira::commands::Commands;
 use ira::config::Config;
+use ira::ironic::Secret;
+use ira::state::AgentState;
 
 /// The agent API on 127.0.0.1 over a real socket.
 pub struct Agent {

@@ -219,8 +219,11 @@ fn no_supporting_manager_is_an_error() {
     let l = log();
     let err = Registry::new(vec![Fake::new("Absent", 0, &l).boxed()], &plain()).unwrap_err();
     assert!(matches!(err, DispatchError::NoManager));
-    assert_eq!(err.ipa_type(), "HardwareManagerNotFound");
-    assert_eq!(err.message(), "No valid HardwareManager found");
+    assert_eq!(err.to_command_error().ipa_type(), "HardwareManagerNotFound");
+    assert_eq!(
+        err.to_command_error().message(),
+        "No valid HardwareManager found"
+    );
     assert!(matches!(
         Registry::new(Vec::new(), &plain()),
         Err(DispatchError::NoManager)
@@ -288,7 +291,10 @@ fn configuration_error_aborts_dispatch() {
         matches!(&err, DispatchError::Configuration { manager: "Vendor", message } if message == "bad vendor config"),
         "{err:?}"
     );
-    assert_eq!(err.ipa_type(), "HardwareManagerConfigurationError");
+    assert_eq!(
+        err.to_command_error().ipa_type(),
+        "HardwareManagerConfigurationError"
+    );
     assert_eq!(*l.lock().unwrap(), ["Vendor"]);
 }
 
@@ -313,7 +319,7 @@ fn failure_of_the_first_handler_is_returned_not_skipped() {
             ..
         }
     ));
-    assert_eq!(err.ipa_type(), "CommandExecutionError");
+    assert_eq!(err.to_command_error().ipa_type(), "CommandExecutionError");
     assert_eq!(*l.lock().unwrap(), ["Vendor"]);
 }
 
@@ -327,10 +333,19 @@ fn all_declining_is_method_not_found_with_ipa_text() {
     .unwrap();
     let err = run(&registry, "frobnicate").unwrap_err();
     assert!(matches!(&err, DispatchError::MethodNotFound { method } if method == "frobnicate"));
-    assert_eq!(err.ipa_type(), "HardwareManagerMethodNotFound");
-    assert_eq!(err.code(), 500);
-    assert_eq!(err.message(), "No HardwareManager found to handle method");
-    assert_eq!(err.details(), "Could not find method: frobnicate");
+    assert_eq!(
+        err.to_command_error().ipa_type(),
+        "HardwareManagerMethodNotFound"
+    );
+    assert_eq!(err.to_command_error().code(), 500);
+    assert_eq!(
+        err.to_command_error().message(),
+        "No HardwareManager found to handle method"
+    );
+    assert_eq!(
+        err.to_command_error().details(),
+        "Could not find method: frobnicate"
+    );
     assert_eq!(*l.lock().unwrap(), ["A", "B"]);
 }
 
@@ -731,14 +746,14 @@ fn version_mismatch_is_refused_with_ipa_text() {
         )
         .unwrap_err();
     assert!(err.is_version_mismatch());
-    assert_eq!(err.ipa_type(), "VersionMismatch");
-    assert_eq!(err.code(), 409);
+    assert_eq!(err.to_command_error().ipa_type(), "VersionMismatch");
+    assert_eq!(err.to_command_error().code(), 409);
     assert_eq!(
-        err.message(),
+        err.to_command_error().message(),
         "Hardware managers version mismatch, reload agent with correct version"
     );
     assert_eq!(
-        err.details(),
+        err.to_command_error().details(),
         r#"Current versions: {"echoer":"1.0"}, versions used by ironic: {"echoer":"0.9"}"#
     );
     // The step was not run.
@@ -815,9 +830,15 @@ fn malformed_step_objects_are_invalid_params() {
             matches!(err, StepError::InvalidParams(_)),
             "{step}: {err:?}"
         );
-        assert_eq!(err.ipa_type(), "InvalidCommandParamsError");
-        assert_eq!(err.code(), 400);
-        assert_eq!(err.message(), "Invalid command parameters");
+        assert_eq!(
+            err.to_command_error().ipa_type(),
+            "InvalidCommandParamsError"
+        );
+        assert_eq!(err.to_command_error().code(), 400);
+        assert_eq!(
+            err.to_command_error().message(),
+            "Invalid command parameters"
+        );
     }
 }
 
@@ -826,10 +847,19 @@ fn unknown_step_is_method_not_found() {
     let registry = Registry::with_builtin(&plain());
     let err = execute(&registry, StepKind::Deploy, &step_obj("frobnicate")).unwrap_err();
     assert!(matches!(&err, StepError::MethodNotFound { method } if method == "frobnicate"));
-    assert_eq!(err.ipa_type(), "HardwareManagerMethodNotFound");
-    assert_eq!(err.code(), 500);
-    assert_eq!(err.message(), "No HardwareManager found to handle method");
-    assert_eq!(err.details(), "Could not find method: frobnicate");
+    assert_eq!(
+        err.to_command_error().ipa_type(),
+        "HardwareManagerMethodNotFound"
+    );
+    assert_eq!(err.to_command_error().code(), 500);
+    assert_eq!(
+        err.to_command_error().message(),
+        "No HardwareManager found to handle method"
+    );
+    assert_eq!(
+        err.to_command_error().details(),
+        "Could not find method: frobnicate"
+    );
 }
 
 #[test]
@@ -866,11 +896,11 @@ fn unimplemented_generic_steps_fail_and_never_succeed() {
                 matches!(&err, StepError::Failed { .. }),
                 "{kind} {name}: {err:?}"
             );
-            assert_eq!(err.ipa_type(), ipa_type);
-            assert_eq!(err.code(), 500);
-            assert_eq!(err.message(), message);
+            assert_eq!(err.to_command_error().ipa_type(), ipa_type);
+            assert_eq!(err.to_command_error().code(), 500);
+            assert_eq!(err.to_command_error().message(), message);
             assert_eq!(
-                err.details(),
+                err.to_command_error().details(),
                 format!("Error performing {kind} step {name}: step {name} is not implemented by this agent yet")
             );
         }
@@ -912,8 +942,14 @@ fn manager_errors_map_to_step_errors() {
         )
         .unwrap();
         let err = execute(&registry, StepKind::Deploy, &step_obj("s")).unwrap_err();
-        assert_eq!((err.ipa_type(), err.code()), (ipa_type, code));
-        assert_eq!(err.details(), details);
+        assert_eq!(
+            (
+                err.to_command_error().ipa_type(),
+                err.to_command_error().code()
+            ),
+            (ipa_type, code)
+        );
+        assert_eq!(err.to_command_error().details(), details);
     }
 }
 
@@ -1051,8 +1087,11 @@ mod vendor {
                 &inventory("Example Corp"),
             )
             .unwrap_err();
-        assert_eq!(err.ipa_type(), "InvalidCommandParamsError");
-        assert!(err.details().contains("verbose"));
+        assert_eq!(
+            err.to_command_error().ipa_type(),
+            "InvalidCommandParamsError"
+        );
+        assert!(err.to_command_error().details().contains("verbose"));
     }
 
     #[test]
@@ -1069,8 +1108,8 @@ mod vendor {
                 &inventory("Example Corp"),
             )
             .unwrap_err();
-        assert_eq!(err.ipa_type(), "CleaningError");
-        assert!(err.details().contains("not implemented"));
+        assert_eq!(err.to_command_error().ipa_type(), "CleaningError");
+        assert!(err.to_command_error().details().contains("not implemented"));
     }
 }
 

@@ -93,26 +93,6 @@ impl DispatchError {
             Self::Service { error, .. } => error.clone(),
         }
     }
-
-    /// IPA error class name (`type` of `command_error`).
-    pub fn ipa_type(&self) -> &'static str {
-        self.to_command_error().ipa_type()
-    }
-
-    /// HTTP-like status code of the IPA class.
-    pub fn code(&self) -> u16 {
-        self.to_command_error().code()
-    }
-
-    /// Class-level message of the IPA class.
-    pub fn message(&self) -> &'static str {
-        self.to_command_error().message()
-    }
-
-    /// Instance-specific details.
-    pub fn details(&self) -> String {
-        self.to_command_error().details()
-    }
 }
 
 /// Why `execute_<kind>_step` did not run a step to success.
@@ -215,26 +195,6 @@ impl StepError {
             }
             Self::Service(error) => error.clone(),
         }
-    }
-
-    /// IPA error class name (`type` of `command_error`).
-    pub fn ipa_type(&self) -> &'static str {
-        self.to_command_error().ipa_type()
-    }
-
-    /// HTTP-like status code of the IPA class.
-    pub fn code(&self) -> u16 {
-        self.to_command_error().code()
-    }
-
-    /// Class-level message of the IPA class.
-    pub fn message(&self) -> &'static str {
-        self.to_command_error().message()
-    }
-
-    /// Instance-specific details.
-    pub fn details(&self) -> String {
-        self.to_command_error().details()
     }
 }
 

@@ -7,7 +7,7 @@
 #     server (python3 -m http.server on 127.0.0.1);
 #   raw image, sha256 and sha512: ira's pipeline (examples/stream_image.rs, static musl
 #     release build: the agent's write_image path, decode stage from
-#     ira::deploy::decode::stage_for), the same with mimalloc (MIMALLOC_ARENA_EAGER_COMMIT=0),
+#     ira::deploy::format_gate::stage_for), the same with mimalloc (MIMALLOC_ARENA_EAGER_COMMIT=0),
 #     and IPA's own streaming code from PyPI (shared/bench-baselines/ipa_stream_driver.py);
 #   the whole write_image deploy step through the agent's HTTP API (API=1): the ira binary
 #     started --standalone with the loop device as its only allowed disk, then

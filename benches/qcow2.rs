@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 use ira::image::qcow2::{stream, GuestSink, Limits, Summary};
 
 const MIB: u64 = 1 << 20;
+/// [`MIB`] as a buffer length.
+const MIB_LEN: usize = 1 << 20;
 const RUNS: usize = 3;
 
 struct Rng(u64);
@@ -38,8 +40,8 @@ fn make_mixed(path: &Path) {
     let f = File::create(path).expect("create raw");
     f.set_len(1024 * MIB).expect("size raw");
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let mut buf = vec![0u8; (10 * MIB) as usize];
-    let zeros = vec![0u8; (3 * MIB) as usize];
+    let mut buf = vec![0u8; 10 * MIB_LEN];
+    let zeros = vec![0u8; 3 * MIB_LEN];
     for block in 0..64 {
         let at = block * 16 * MIB;
         rng.fill(&mut buf);
@@ -52,11 +54,11 @@ fn make_mixed(path: &Path) {
 fn make_text(path: &Path) {
     let f = File::create(path).expect("create raw");
     let mut rng = Rng(42);
-    let mut chunk = Vec::with_capacity((4 * MIB) as usize + 100);
+    let mut chunk = Vec::with_capacity(4 * MIB_LEN + 100);
     let mut at = 0;
     while at < 256 * MIB {
         chunk.clear();
-        while chunk.len() < (4 * MIB) as usize {
+        while chunk.len() < 4 * MIB_LEN {
             let mut n = [0u8; 8];
             rng.fill(&mut n);
             let v = u64::from_le_bytes(n);
@@ -70,7 +72,7 @@ fn make_text(path: &Path) {
                 .as_bytes(),
             );
         }
-        chunk.truncate((4 * MIB) as usize);
+        chunk.truncate(4 * MIB_LEN);
         f.write_all_at(&chunk, at).expect("write raw");
         at += 4 * MIB;
     }

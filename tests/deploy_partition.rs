@@ -33,6 +33,8 @@ use ira_hw::Inventory;
 use serde_json::{json, Value};
 
 const MIB: u64 = 1 << 20;
+/// [`MIB`] as a buffer length.
+const MIB_LEN: usize = 1 << 20;
 const ESP_TYPE: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
 const SWAP_TYPE: &str = "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F";
 const LINUX_TYPE: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
@@ -328,7 +330,7 @@ async fn bios_msdos_layout_with_ephemeral_and_a_qcow2_root() {
     let node = json!({"instance_info": {"deploy_boot_mode": "bios"}});
     let layout = [(1, 8), (9, 16)];
     let rig = Rig::new(32, &layout, node);
-    fill(rig.dev(), 0, 0xAA, 32 * MIB as usize); // an old install
+    fill(rig.dev(), 0, 0xAA, 32 * MIB_LEN); // an old install
     let image = ext4_image(12);
     let qcow = qcow2_of(&image);
     let srv = serve("/root.qcow2", &qcow).await;
@@ -376,14 +378,14 @@ async fn bios_msdos_layout_with_ephemeral_and_a_qcow2_root() {
 async fn too_small_root_or_missing_mkfs_leave_the_disk_untouched() {
     let node = json!({"instance_info": {"deploy_boot_mode": "bios"}});
     let rig = Rig::new(64, &[], node);
-    fill(rig.dev(), 0, 0xAA, 64 * MIB as usize);
+    fill(rig.dev(), 0, 0xAA, 64 * MIB_LEN);
     let untouched = |rig: &Rig| {
-        let head = read_at(rig.dev(), 0, 2 * MIB as usize);
-        let tail = read_at(rig.dev(), 63 * MIB, MIB as usize);
+        let head = read_at(rig.dev(), 0, 2 * MIB_LEN);
+        let tail = read_at(rig.dev(), 63 * MIB, MIB_LEN);
         head.iter().chain(tail.iter()).all(|&b| b == 0xAA)
     };
 
-    let big = vec![0x5Au8; 24 * MIB as usize];
+    let big = vec![0x5Au8; 24 * MIB_LEN];
     let srv = serve("/big.img", &big).await;
     let info = image_info(&srv.url("/big.img"), "raw", &big, json!({}));
     match rig.write(&info, None).await {
@@ -404,7 +406,7 @@ async fn too_small_root_or_missing_mkfs_leave_the_disk_untouched() {
         &["create", "-q", "-f", "qcow2", q.to_str().unwrap(), "64M"],
     );
     let qcow = std::fs::read(&q).unwrap();
-    assert!(qcow.len() < MIB as usize);
+    assert!(qcow.len() < MIB_LEN);
     srv.add("/sparse.qcow2", qcow.clone());
     let info = image_info(&srv.url("/sparse.qcow2"), "qcow2", &qcow, json!({}));
     match rig.write(&info, None).await {
@@ -455,7 +457,7 @@ async fn checksum_mismatch_leaves_no_bootable_root() {
         Err(CommandError::ImageChecksum(m)) => assert!(m.contains("part-img"), "{m}"),
         other => panic!("{other:?}"),
     }
-    let head = read_at(rig.dev(), MIB, MIB as usize);
+    let head = read_at(rig.dev(), MIB, MIB_LEN);
     assert!(
         head.iter().all(|&b| b == 0),
         "the root partition's first MiB is wiped"

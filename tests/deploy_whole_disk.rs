@@ -27,7 +27,7 @@ use common::whole_disk::checks::{
 use common::whole_disk::client::{node, start, write_image_step};
 use common::whole_disk::images::{b64, gzip, Scratch};
 use common::whole_disk::{
-    gpt_setup, image_info, new_disk, serve, DEV_LEN, IMAGE_LEN, MIB, NODE_UUID, SIG, TOKEN,
+    gpt_setup, image_info, new_disk, serve, DEV_LEN, IMAGE_LEN, MIB, MIB_LEN, NODE_UUID, SIG, TOKEN,
 };
 use ira::ironic::backoff::HeartbeatPolicy;
 use ira::ironic::client::IronicClient;
@@ -318,7 +318,7 @@ async fn checksum_mismatch_fails_and_wipes_the_start_of_the_disk() {
     assert_eq!(srv.count("/disk.img"), 2);
     let head = disk.read(0, MIB);
     assert!(
-        head != image[..MIB as usize],
+        head != image[..MIB_LEN],
         "the unverified image start is not left"
     );
     assert!(
@@ -407,7 +407,7 @@ async fn deploy_backed_qcow2(check: impl Fn(&str, &[u8], &[u8])) {
     // Neither the overlay nor the backing file's content reached the disk.
     let head = disk.read(0, MIB);
     assert_ne!(head[..4], qcow[..4]);
-    assert!(disk.read(MIB, 8 * MIB) != base_image[MIB as usize..9 * MIB as usize]);
+    assert!(disk.read(MIB, 8 * MIB) != base_image[MIB_LEN..9 * MIB_LEN]);
     agent.stop().await;
 }
 
@@ -416,7 +416,7 @@ async fn qcow2_with_a_backing_file_is_refused_and_its_content_never_written() {
     // Between the first and the last MiB nothing changes (those two may be zeroed,
     // see the next test); they never hold anything but the old bytes or zeros.
     deploy_backed_qcow2(|what, before, after| {
-        let (head, tail) = (MIB as usize, before.len() - MIB as usize);
+        let (head, tail) = (MIB_LEN, before.len() - MIB_LEN);
         assert_eq!(
             diff(&before[head..tail], &after[head..tail]),
             None,
@@ -668,12 +668,9 @@ async fn config_drive_over_64_mib_fails_before_anything_is_written() {
     let scratch = Scratch::new();
     let image = scratch.gpt_image(11);
     let mut iso = scratch.config_drive_iso("big");
-    iso.resize((64 * MIB + 4096) as usize, 0);
+    iso.resize(64 * MIB_LEN + 4096, 0);
     let drive = b64(&gzip(&iso));
-    assert!(
-        drive.len() < (MIB as usize),
-        "the bomb is small on the wire"
-    );
+    assert!(drive.len() < MIB_LEN, "the bomb is small on the wire");
     let srv = serve("/disk.img", image.clone(), Behaviour::default()).await;
     let agent = start(&[&disk]).await;
     let info = image_info("img-cd-big", &srv.url("/disk.img"), &image, json!("raw"));
@@ -824,7 +821,7 @@ async fn deploy_too_large(chunked: bool) -> (Value, Vec<u8>, Vec<u8>) {
     );
     assert_eq!(agent.partition_uuids().await, json!({}));
     agent.stop().await;
-    (r, disk.read(0, MIB), image[..MIB as usize].to_vec())
+    (r, disk.read(0, MIB), image[..MIB_LEN].to_vec())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -845,7 +842,7 @@ async fn image_streamed_past_the_device_end_fails_and_wipes_the_start() {
     // No length up front: bytes reach the device until it is full.
     let (r, head, _) = deploy_too_large(true).await;
     assert_eq!(
-        diff(&head, &vec![0u8; MIB as usize]),
+        diff(&head, &vec![0u8; MIB_LEN]),
         None,
         "the start is wiped: {r}"
     );

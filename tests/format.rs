@@ -54,7 +54,7 @@ fn random(len: usize, mut seed: u64) -> Vec<u8> {
             seed = seed
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
-            (seed >> 33) as u8
+            (seed >> 33).to_le_bytes()[0]
         })
         .collect()
 }

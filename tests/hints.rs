@@ -1098,7 +1098,7 @@ proptest! {
         use_hints in any::<bool>(),
     ) {
         let devices: Vec<HintDevice> = disks.iter().enumerate().map(|(i, (gib, rota, serial))| {
-            let mut d = block_device(&format!("/dev/sd{}", (b'a' + i as u8) as char), gib * GIB / 2);
+            let mut d = block_device(&format!("/dev/sd{}", (b'a' + u8::try_from(i).unwrap()) as char), gib * GIB / 2);
             d.rotational = *rota;
             d.serial = Some(format!("SER{serial}"));
             HintDevice::list_mode(d, None, Some(format!("LONG-SER{serial}")), None)

@@ -282,7 +282,10 @@ async fn lookup_gives_up_after_the_timeout() {
     assert!(took < Duration::from_secs(2), "{took:?}");
     assert!(err.attempts > 2);
     assert!(err.last.contains("404"), "{}", err.last);
-    assert_eq!(fake.requests_to(Route::Lookup).len() as u32, err.attempts);
+    assert_eq!(
+        fake.requests_to(Route::Lookup).len(),
+        usize::try_from(err.attempts).unwrap()
+    );
 }
 
 #[tokio::test]

@@ -511,10 +511,11 @@ fn a_gzip_bomb_stops_at_64_mib() {
     // One gzip member of 1 MiB of zeroes is about 1 KiB; gzip allows members to be
     // concatenated (Python's GzipFile reads them all), so 200 of them inflate to 200 MiB.
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    e.write_all(&vec![0u8; MIB as usize]).unwrap();
+    e.write_all(&vec![0u8; usize::try_from(MIB).unwrap()])
+        .unwrap();
     let member = e.finish().unwrap();
     let bomb = member.repeat(200);
-    assert!(bomb.len() < MIB as usize / 2);
+    assert!(bomb.len() < usize::try_from(MIB / 2).unwrap());
     let text = base64::engine::general_purpose::STANDARD.encode(&bomb);
     let err = configdrive::decode_inline(&text, NODE).unwrap_err();
     assert_eq!(
@@ -710,12 +711,12 @@ proptest! {
     fn gpt_built_is_gpt_parsed(entries in arb_entries(), ss in prop::sample::select(vec![512u64, 4096])) {
         let size = 256 * MIB;
         let g = Geometry::new(size, ss).unwrap();
-        let mut disk = std::io::Cursor::new(vec![0u8; size as usize]);
+        let mut disk = std::io::Cursor::new(vec![0u8; usize::try_from(size).unwrap()]);
         let mut gpt = Gpt::new(g, Uuid::new_v4()).unwrap();
         let spm = g.sectors_per_mib();
         let mut next = spm;
         let mut expected = Vec::new();
-        for (i, (gap, len, name)) in entries.iter().enumerate() {
+        for ((i, (gap, len, name)), number) in entries.iter().enumerate().zip(1u32..) {
             let first = next + gap * spm;
             let last = first + len * spm - 1;
             next = last + 1;
@@ -727,8 +728,8 @@ proptest! {
                 attributes: i as u64,
                 name: name.chars().filter(|_| true).collect(),
             };
-            gpt.set_entry(i as u32 + 1, &e).unwrap();
-            expected.push((i as u32 + 1, e));
+            gpt.set_entry(number, &e).unwrap();
+            expected.push((number, e));
         }
         gpt.write(&mut disk, g).unwrap();
         let back = Gpt::read(&mut disk, g).unwrap().unwrap();

@@ -27,6 +27,11 @@ thread_local! {
     static PEAK: Cell<isize> = const { Cell::new(0) };
 }
 
+/// A size as a counter delta; a Layout's size never exceeds isize::MAX, so no clamping happens.
+fn signed(n: usize) -> isize {
+    isize::try_from(n).unwrap_or(isize::MAX)
+}
+
 fn bump(delta: isize) {
     let _ = CUR.try_with(|c| {
         let v = c.get() + delta;
@@ -42,7 +47,7 @@ unsafe impl GlobalAlloc for Counting {
         // SAFETY: same contract as ours.
         let p = unsafe { System.alloc(l) };
         if !p.is_null() {
-            bump(l.size() as isize);
+            bump(signed(l.size()));
         }
         p
     }
@@ -50,20 +55,20 @@ unsafe impl GlobalAlloc for Counting {
         // SAFETY: same contract as ours.
         let p = unsafe { System.alloc_zeroed(l) };
         if !p.is_null() {
-            bump(l.size() as isize);
+            bump(signed(l.size()));
         }
         p
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
         // SAFETY: same contract as ours.
         unsafe { System.dealloc(p, l) };
-        bump(-(l.size() as isize));
+        bump(-signed(l.size()));
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
         // SAFETY: same contract as ours.
         let q = unsafe { System.realloc(p, l, new) };
         if !q.is_null() {
-            bump(new as isize - l.size() as isize);
+            bump(signed(new) - signed(l.size()));
         }
         q
     }
@@ -124,6 +129,8 @@ fn compressible(len: usize, seed: u64) -> Vec<u8> {
 
 const MIB: u64 = 1 << 20;
 const KIB: u64 = 1 << 10;
+/// [`KIB`] as a buffer length.
+const KIB_LEN: usize = 1 << 10;
 
 /// A sparse raw file: random, compressible, explicitly zero and never-written regions,
 /// with some at odd sector offsets; `size` need not be a multiple of the cluster size.
@@ -143,16 +150,20 @@ fn make_raw(path: &Path, size: u64, seed: u64) {
         if off + len > size {
             continue;
         }
+        let len = usize::try_from(len).unwrap();
         let data = match kind {
-            b'r' => random(len as usize, seed + i as u64),
-            b't' => compressible(len as usize, seed + i as u64),
-            _ => vec![0; len as usize],
+            b'r' => random(len, seed + i as u64),
+            b't' => compressible(len, seed + i as u64),
+            _ => vec![0; len],
         };
         f.write_all_at(&data, off).unwrap();
     }
     let tail = 100 * KIB;
-    f.write_all_at(&random(tail as usize, seed ^ 0xdead), size - tail)
-        .unwrap();
+    f.write_all_at(
+        &random(usize::try_from(tail).unwrap(), seed ^ 0xdead),
+        size - tail,
+    )
+    .unwrap();
 }
 
 fn tmp() -> tempfile::TempDir {
@@ -198,11 +209,11 @@ const POISON: u8 = 0xa5;
 
 impl TestSink {
     fn span(&mut self, off: u64, len: u64) -> &mut [u8] {
-        let end = (off + len) as usize;
+        let end = usize::try_from(off + len).unwrap();
         if self.disk.len() < end {
             self.disk.resize(end, POISON);
         }
-        &mut self.disk[off as usize..end]
+        &mut self.disk[usize::try_from(off).unwrap()..end]
     }
 }
 
@@ -257,7 +268,7 @@ fn decode(img: &[u8], chunk: usize, limits: Limits) -> Result<(TestSink, Summary
     let summary = q.finish(&mut sink)?;
     let size = summary.virtual_size;
     check_calls(&sink.calls, size);
-    sink.disk.resize(size as usize, POISON);
+    sink.disk.resize(usize::try_from(size).unwrap(), POISON);
     Ok((sink, summary))
 }
 
@@ -396,8 +407,8 @@ fn tiny_chunks_and_single_bytes() {
     let raw = d.path().join("small.raw");
     let f = File::create(&raw).unwrap();
     f.set_len(300 * KIB).unwrap();
-    f.write_all_at(&random(70 * KIB as usize, 3), 0).unwrap();
-    f.write_all_at(&compressible(90 * KIB as usize, 4), 128 * KIB)
+    f.write_all_at(&random(70 * KIB_LEN, 3), 0).unwrap();
+    f.write_all_at(&compressible(90 * KIB_LEN, 4), 128 * KIB)
         .unwrap();
     let plain = convert(d.path(), &raw, "p.qcow2", &["-o", "cluster_size=4k"]);
     let packed = convert(d.path(), &raw, "c.qcow2", &["-c", "-o", "cluster_size=4k"]);
@@ -488,7 +499,7 @@ fn tables_after_their_data_come_from_the_spill() {
 fn virtual_size_not_a_cluster_multiple_and_empty_image() {
     let d = tmp();
     let raw = d.path().join("odd.raw");
-    fs::write(&raw, random(64 * KIB as usize * 3 + 1536, 11)).unwrap();
+    fs::write(&raw, random(64 * KIB_LEN * 3 + 1536, 11)).unwrap();
     let img = convert(d.path(), &raw, "odd.qcow2", &[]);
     let s = roundtrip(&img, &[5000]);
     assert_eq!(s.virtual_size, 64 * KIB * 3 + 1536);
@@ -506,7 +517,8 @@ fn stream_helper_reads_a_file() {
     let img = convert(d.path(), &raw, "s.qcow2", &["-c"]);
     let mut sink = TestSink::default();
     let s = stream(File::open(&img).unwrap(), &mut sink, Limits::default()).unwrap();
-    sink.disk.resize(s.virtual_size as usize, POISON);
+    sink.disk
+        .resize(usize::try_from(s.virtual_size).unwrap(), POISON);
     assert_same(&sink.disk, &reference(&img), "stream()");
 }
 
@@ -626,17 +638,18 @@ fn refuses_encryption_and_extended_l2() {
 /// A plain 4 KiB-cluster image with a known layout, for the table-surgery tests.
 fn plain_image(d: &Path) -> (Vec<u8>, u64, u64) {
     let raw = d.join("plain.raw");
-    fs::write(&raw, random(256 * KIB as usize, 5)).unwrap();
+    fs::write(&raw, random(256 * KIB_LEN, 5)).unwrap();
     let img = convert(d, &raw, "plain.qcow2", &["-o", "cluster_size=4k"]);
     let bytes = fs::read(img).unwrap();
     let be = |at: usize| u64::from_be_bytes(bytes[at..at + 8].try_into().unwrap());
     let l1 = be(40);
-    let l2 = be(l1 as usize) & 0x00ff_ffff_ffff_fe00;
+    let l2 = be(usize::try_from(l1).unwrap()) & 0x00ff_ffff_ffff_fe00;
     (bytes, l1, l2)
 }
 
 fn put_be64(b: &mut [u8], at: u64, v: u64) {
-    b[at as usize..at as usize + 8].copy_from_slice(&v.to_be_bytes());
+    let at = usize::try_from(at).unwrap();
+    b[at..at + 8].copy_from_slice(&v.to_be_bytes());
 }
 
 #[test]
@@ -645,8 +658,8 @@ fn refuses_truncated_images() {
     let (bytes, l1, l2) = plain_image(d.path());
     for cut in [
         50,
-        l1 as usize + 3,
-        l2 as usize + 100,
+        usize::try_from(l1).unwrap() + 3,
+        usize::try_from(l2).unwrap() + 100,
         bytes.len() - 1,
         bytes.len() - 4096,
     ] {
@@ -704,7 +717,8 @@ fn refuses_bad_tables() {
     );
 
     let mut b = bytes.clone();
-    let first = u64::from_be_bytes(b[l2 as usize..l2 as usize + 8].try_into().unwrap());
+    let at = usize::try_from(l2).unwrap();
+    let first = u64::from_be_bytes(b[at..at + 8].try_into().unwrap());
     put_be64(&mut b, l2 + 8, first); // two guest clusters on one host cluster
     expect_err(
         &b,
@@ -754,11 +768,11 @@ fn refuses_bad_tables() {
 fn refuses_corrupt_compressed_cluster() {
     let d = tmp();
     let raw = d.path().join("t.raw");
-    fs::write(&raw, compressible(128 * KIB as usize, 9)).unwrap();
+    fs::write(&raw, compressible(128 * KIB_LEN, 9)).unwrap();
     let img = convert(d.path(), &raw, "t.qcow2", &["-c", "-o", "cluster_size=4k"]);
     let mut b = fs::read(img).unwrap();
     let be = |b: &[u8], at: usize| u64::from_be_bytes(b[at..at + 8].try_into().unwrap());
-    let l1 = be(&b, 40) as usize;
+    let l1 = usize::try_from(be(&b, 40)).unwrap();
     let l2 = (be(&b, l1) & 0x00ff_ffff_ffff_fe00) as usize;
     let e = be(&b, l2);
     assert_ne!(e & (1 << 62), 0, "first cluster is compressed");
@@ -802,7 +816,7 @@ fn sink_errors_stop_the_stream() {
 fn pending_limit_is_enforced() {
     let d = tmp();
     let raw = d.path().join("c.raw");
-    fs::write(&raw, compressible(256 * KIB as usize, 1)).unwrap();
+    fs::write(&raw, compressible(256 * KIB_LEN, 1)).unwrap();
     let img = convert(d.path(), &raw, "c.qcow2", &["-c", "-o", "cluster_size=4k"]);
     let limits = Limits {
         max_pending: 10,
@@ -822,9 +836,9 @@ fn seeds() -> &'static [Vec<u8>] {
     SEEDS.get_or_init(|| {
         let d = tmp();
         let raw = d.path().join("m.raw");
-        let mut data = random(40 * KIB as usize, 21);
-        data.extend(compressible(60 * KIB as usize, 22));
-        data.resize(160 * KIB as usize, 0);
+        let mut data = random(40 * KIB_LEN, 21);
+        data.extend(compressible(60 * KIB_LEN, 22));
+        data.resize(160 * KIB_LEN, 0);
         fs::write(&raw, &data).unwrap();
         let variants: [&[&str]; 3] = [
             &["-o", "cluster_size=4k"],
@@ -875,7 +889,7 @@ fn survive(bytes: &[u8], chunk: usize) -> isize {
 
 /// Input size plus the 1 MiB spill, two 2 MiB clusters and bookkeeping.
 fn memory_bound(input: usize) -> isize {
-    (input + (8 << 20)) as isize
+    isize::try_from(input + (8 << 20)).unwrap()
 }
 
 proptest! {

@@ -232,6 +232,7 @@ mod tests {
     #[test]
     fn md_superblocks_of_every_version_are_found() {
         let size = 1u64 << 20;
+        let len = usize::try_from(size).unwrap();
         let end_1_0 = (((size >> 9) - 16) & !7) << 9;
         let end_0_90 = (size & !0xffff) - 0x10000;
         // (offset, major, big-endian, recorded offset in sectors)
@@ -242,8 +243,8 @@ mod tests {
             (end_0_90, 0, true, 0),
             (end_0_90, 0, false, 0),
         ] {
-            let mut img = vec![0u8; size as usize];
-            let at = off as usize;
+            let mut img = vec![0u8; len];
+            let at = usize::try_from(off).unwrap();
             let (magic, version) = if be {
                 (MD_MAGIC.to_be_bytes(), major.to_be_bytes())
             } else {
@@ -265,7 +266,7 @@ mod tests {
             }
         }
         // The magic alone is not enough.
-        let mut stray = vec![0u8; size as usize];
+        let mut stray = vec![0u8; len];
         stray[4096..4100].copy_from_slice(&MD_MAGIC.to_le_bytes());
         stray[4100..4104].copy_from_slice(&7u32.to_le_bytes());
         assert!(!has_md_superblock(&mut Cursor::new(stray), 0, size).unwrap());

@@ -156,7 +156,7 @@ mod tests {
             let mut b = AlignedBuf::new(cap);
             let mut expect = Vec::new();
             for (i, n) in chunks.iter().enumerate() {
-                let data = vec![i as u8 + 1; *n];
+                let data = vec![u8::try_from(i).unwrap() + 1; *n];
                 let took = b.extend_from_slice(&data);
                 expect.extend_from_slice(&data[..took]);
                 prop_assert!(b.len() <= b.capacity());

@@ -129,7 +129,9 @@ mod tests {
 
     #[test]
     fn gzip_zlib_and_raw_deflate_decode_in_any_pieces() {
-        let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 / 3) as u8).collect();
+        let data: Vec<u8> = (0..200_000u32)
+            .map(|i| (i * 7 / 3).to_le_bytes()[0])
+            .collect();
         let gz = enc(
             flate2::write::GzEncoder::new(Vec::new(), Compression::fast()),
             &data,

@@ -24,6 +24,9 @@ use super::sink::{DiskSink, PositionalSink};
 /// Bytes held back from the start of the image: 1 MiB, the usual alignment of the
 /// first partition, so the partition table and boot code are all inside.
 pub const HOLD_BACK: u64 = 1 << 20;
+/// [`HOLD_BACK`] as a buffer length.
+const HEAD_LEN: usize = 1 << 20;
+const _: () = assert!(HEAD_LEN as u64 == HOLD_BACK);
 
 /// A [`DiskSink`] whose first MiB is kept in memory until commit.
 #[derive(Debug)]
@@ -50,7 +53,7 @@ impl<F: FileExt + AsFd + Send + Sync> HoldBack<F> {
         Self {
             sink,
             head: Mutex::new(Head {
-                buf: AlignedBuf::new(HOLD_BACK as usize),
+                buf: AlignedBuf::new(HEAD_LEN),
                 len: 0,
             }),
             end: AtomicU64::new(0),
@@ -85,7 +88,7 @@ impl<F: FileExt + AsFd + Send + Sync> HoldBack<F> {
     }
 
     fn zero_regions(&self) -> Result<(), ImageError> {
-        let zeros = AlignedBuf::new(HOLD_BACK as usize);
+        let zeros = AlignedBuf::new(HEAD_LEN);
         for (off, len) in self.regions()? {
             let len = usize::try_from(len)
                 .unwrap_or(usize::MAX)
@@ -131,7 +134,7 @@ impl<F: FileExt + AsFd + Send + Sync> HoldBack<F> {
             let n = usize::try_from(HOLD_BACK - off)
                 .unwrap_or(usize::MAX)
                 .min(rest.len());
-            let start = off as usize;
+            let start = usize::try_from(off).expect("off is below HOLD_BACK");
             let mut head = self.head.lock().expect("head lock poisoned");
             head.buf.full_mut()[start..start + n].copy_from_slice(&rest[..n]);
             head.len = head.len.max(start + n);
@@ -183,11 +186,13 @@ mod tests {
     use std::fs::File;
 
     fn image(len: usize) -> Vec<u8> {
-        (0..len).map(|i| (i % 253) as u8 + 1).collect()
+        (0..len)
+            .map(|i| u8::try_from(i % 253).unwrap() + 1)
+            .collect()
     }
 
     fn read_all(f: &File) -> Vec<u8> {
-        let mut v = vec![0u8; f.metadata().unwrap().len() as usize];
+        let mut v = vec![0u8; usize::try_from(f.metadata().unwrap().len()).unwrap()];
         f.read_exact_at(&mut v, 0).unwrap();
         v
     }
@@ -202,8 +207,8 @@ mod tests {
             hb.write_at(c, (i * 300_000) as u64).unwrap();
         }
         let before = read_all(&tmp);
-        assert!(before[..HOLD_BACK as usize].iter().all(|&b| b == 0));
-        assert_eq!(&before[HOLD_BACK as usize..], &img[HOLD_BACK as usize..]);
+        assert!(before[..HEAD_LEN].iter().all(|&b| b == 0));
+        assert_eq!(&before[HEAD_LEN..], &img[HEAD_LEN..]);
         hb.commit().unwrap();
         assert_eq!(read_all(&tmp), img);
     }
@@ -229,11 +234,8 @@ mod tests {
         hb.write_at(&image(2 << 20), 0).unwrap();
         hb.wipe().unwrap();
         let after = read_all(&tmp);
-        assert!(after[..HOLD_BACK as usize].iter().all(|&b| b == 0));
-        assert_eq!(
-            &after[HOLD_BACK as usize..2 << 20],
-            &image(2 << 20)[HOLD_BACK as usize..]
-        );
+        assert!(after[..HEAD_LEN].iter().all(|&b| b == 0));
+        assert_eq!(&after[HEAD_LEN..2 << 20], &image(2 << 20)[HEAD_LEN..]);
     }
 
     #[test]

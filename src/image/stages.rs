@@ -80,7 +80,7 @@ impl QueueSink {
         let zeros = [0u8; 64 << 10];
         let mut done = 0;
         while done < len {
-            let n = (len - done).min(zeros.len() as u64) as usize;
+            let n = usize::try_from(len - done).map_or(zeros.len(), |left| left.min(zeros.len()));
             self.write_at(&zeros[..n], offset + done)?;
             done += n as u64;
         }

@@ -151,7 +151,12 @@ pub fn merge_settings(settings: &mut LookupSettings, config: &LookupConfig) {
     if let Some(t) = config.heartbeat_timeout {
         if t.is_finite() && t > 0.0 {
             // Whole seconds are plenty; a fractional timeout rounds up so it never hits 0.
-            settings.heartbeat_timeout = t.ceil() as u64;
+            // t is finite and positive and ceil() is whole; clamped to u64's range, so the
+            // cast loses nothing below u64::MAX and saturates there as `as` always did.
+            let secs = t.ceil().min(u64::MAX as f64);
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let secs = secs as u64;
+            settings.heartbeat_timeout = secs;
         }
     }
     if let Some(v) = config.agent_md5_checksum_enable {

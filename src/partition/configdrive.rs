@@ -504,7 +504,7 @@ mod tests {
 
     #[test]
     fn inline_round_trip_with_line_breaks() {
-        let data = vec![7u8; 3 * MIB as usize + 1];
+        let data = vec![7u8; usize::try_from(3 * MIB).unwrap() + 1];
         let mut text = gzip_b64(&data);
         text.insert(10, '\n');
         let img = decode_inline(&text, "n1").unwrap();
@@ -526,7 +526,8 @@ mod tests {
         assert!(e.to_string().starts_with(
             "Encountered error while decompressing and writing config drive for node n1. Error: "
         ), "{e}");
-        let e = ConfigDriveImage::from_bytes(vec![0; MAX_SIZE as usize + 1], "n1").unwrap_err();
+        let e = ConfigDriveImage::from_bytes(vec![0; usize::try_from(MAX_SIZE).unwrap() + 1], "n1")
+            .unwrap_err();
         assert_eq!(
             e.to_string(),
             "Config drive size exceeds maximum limit of 64MiB. Size of the given config drive is 65 MiB for node n1."

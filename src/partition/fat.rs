@@ -139,19 +139,22 @@ pub fn make_fat32<D: Disk + ?Sized>(
     let data_start = fat_start + NUM_FATS * p.fat_sectors * p.sector;
     zero_range(disk, start..data_start)?;
 
+    // plan() bounds every field: sector is 512 to 4096, per_cluster at most 8, sectors
+    // (so fat_sectors and clusters too) at most u32::MAX; the constants are small.
+    let narrow = "plan() keeps FAT fields in range";
     let mut boot = vec![0u8; ss];
     boot[..3].copy_from_slice(&[0xeb, 0x58, 0x90]);
     boot[3..11].copy_from_slice(b"MSWIN4.1");
-    boot[11..13].copy_from_slice(&(p.sector as u16).to_le_bytes());
-    boot[13] = p.per_cluster as u8;
-    boot[14..16].copy_from_slice(&(RESERVED_SECTORS as u16).to_le_bytes());
-    boot[16] = NUM_FATS as u8;
+    boot[11..13].copy_from_slice(&u16::try_from(p.sector).expect(narrow).to_le_bytes());
+    boot[13] = u8::try_from(p.per_cluster).expect(narrow);
+    boot[14..16].copy_from_slice(&u16::try_from(RESERVED_SECTORS).expect(narrow).to_le_bytes());
+    boot[16] = u8::try_from(NUM_FATS).expect(narrow);
     boot[21] = MEDIA;
     boot[24..26].copy_from_slice(&63u16.to_le_bytes());
     boot[26..28].copy_from_slice(&255u16.to_le_bytes());
     put_le32(&mut boot, 28, u32::try_from(start / p.sector).unwrap_or(0));
-    put_le32(&mut boot, 32, p.sectors as u32);
-    put_le32(&mut boot, 36, p.fat_sectors as u32);
+    put_le32(&mut boot, 32, u32::try_from(p.sectors).expect(narrow));
+    put_le32(&mut boot, 36, u32::try_from(p.fat_sectors).expect(narrow));
     put_le32(&mut boot, 44, 2); // root directory cluster
     boot[48..50].copy_from_slice(&1u16.to_le_bytes()); // FSInfo sector
     boot[50..52].copy_from_slice(&6u16.to_le_bytes()); // backup boot sector
@@ -167,7 +170,12 @@ pub fn make_fat32<D: Disk + ?Sized>(
     let mut fsinfo = vec![0u8; ss];
     put_le32(&mut fsinfo, 0, 0x4161_5252);
     put_le32(&mut fsinfo, 484, 0x6141_7272);
-    put_le32(&mut fsinfo, 488, (p.clusters - 1) as u32); // the root directory takes one
+    // The root directory takes one cluster.
+    put_le32(
+        &mut fsinfo,
+        488,
+        u32::try_from(p.clusters - 1).expect(narrow),
+    );
     put_le32(&mut fsinfo, 492, 3);
     put_le32(&mut fsinfo, 508, 0xaa55_0000);
 
@@ -220,7 +228,7 @@ mod tests {
     #[test]
     fn probe_reads_back_label_and_uuid() {
         let size = 64u64 << 20;
-        let mut d = Cursor::new(vec![0xaau8; size as usize + (1 << 20)]);
+        let mut d = Cursor::new(vec![0xaau8; usize::try_from(size).unwrap() + (1 << 20)]);
         let vol = make_fat32(&mut d, 1 << 20, size, 512, ESP_LABEL, 0x1234_abcd).unwrap();
         assert_eq!(vol.uuid(), "1234-ABCD");
         let info = probe(&mut d, 1 << 20, size).unwrap().unwrap();

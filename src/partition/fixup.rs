@@ -157,7 +157,7 @@ mod tests {
 
     fn small_gpt_image(size: u64) -> Vec<u8> {
         let g = Geometry::new(size, 512).unwrap();
-        let mut d = Cursor::new(vec![0u8; size as usize]);
+        let mut d = Cursor::new(vec![0u8; usize::try_from(size).unwrap()]);
         mbr::write_protective(&mut d, g).unwrap();
         let mut gpt = Gpt::new(g, Uuid::new_v4()).unwrap();
         gpt.set_entry(
@@ -189,7 +189,7 @@ mod tests {
         assert!(!backup_gpt_misplaced(&mut d, g).unwrap());
         let gpt = Gpt::read(&mut d, g).unwrap().unwrap();
         assert_eq!(gpt.header().last_usable_lba, g.sectors() - 34);
-        assert!(d.get_ref()[old as usize * 512..][..512]
+        assert!(d.get_ref()[usize::try_from(old).unwrap() * 512..][..512]
             .iter()
             .all(|&b| b == 0));
         // Breaking the primary now falls back to the moved backup.

@@ -162,7 +162,7 @@ impl GptHeader {
         if h.my_lba != lba {
             return Err(bad("header does not point at itself"));
         }
-        if h.entry_size < ENTRY_LEN as u32 || !h.entry_size.is_power_of_two() {
+        if u64::from(h.entry_size) < ENTRY_LEN as u64 || !h.entry_size.is_power_of_two() {
             return Err(bad("entry size is not 128 x 2^n"));
         }
         if h.num_entries == 0 || h.array_bytes() > MAX_ARRAY_BYTES {
@@ -186,7 +186,11 @@ impl GptHeader {
         let mut s = vec![0u8; usize::try_from(sector_size).expect("sector size fits usize")];
         s[..8].copy_from_slice(SIGNATURE);
         put_le32(&mut s, 8, self.revision);
-        put_le32(&mut s, 12, HEADER_LEN as u32);
+        put_le32(
+            &mut s,
+            12,
+            u32::try_from(HEADER_LEN).expect("HEADER_LEN is 92"),
+        );
         put_le64(&mut s, 24, self.my_lba);
         put_le64(&mut s, 32, self.alternate_lba);
         put_le64(&mut s, 40, self.first_usable_lba);
@@ -281,7 +285,7 @@ impl Gpt {
             disk_guid,
             entries_lba: 2,
             num_entries: DEFAULT_ENTRIES,
-            entry_size: ENTRY_LEN as u32,
+            entry_size: u32::try_from(ENTRY_LEN).expect("ENTRY_LEN is 128"),
             entries_crc32: 0,
         };
         Ok(Gpt {
@@ -534,7 +538,7 @@ mod tests {
     use std::io::Cursor;
 
     fn disk(size: u64) -> Cursor<Vec<u8>> {
-        Cursor::new(vec![0; size as usize])
+        Cursor::new(vec![0; usize::try_from(size).unwrap()])
     }
 
     fn entry(first: u64, last: u64) -> GptEntry {
@@ -593,7 +597,7 @@ mod tests {
         let mut gpt = Gpt::new(g, Uuid::new_v4()).unwrap();
         gpt.write(&mut d, g).unwrap();
         d.get_mut()[1024] ^= 1; // primary array
-        let last = (g.sectors() - 33) as usize * 512;
+        let last = usize::try_from(g.sectors() - 33).unwrap() * 512;
         d.get_mut()[last] ^= 1; // backup array
         assert!(matches!(
             Gpt::read(&mut d, g),

@@ -300,14 +300,14 @@ impl Layout {
         }
         let mut start: u64 = 1;
         let mut partitions = Vec::with_capacity(wanted.len());
-        for (i, (role, size, gpt_type, mbr_type, bootable)) in wanted.into_iter().enumerate() {
+        for (number, (role, size, gpt_type, mbr_type, bootable)) in (1u32..).zip(wanted) {
             // Sizes come from the conductor: an absurd one must fail, not overflow.
             let end = start.checked_add(size).ok_or(LayoutError::DoesNotFit {
                 needed_mib: u64::MAX,
                 usable_mib: geometry.size() / MIB,
             })?;
             partitions.push(PlannedPartition {
-                number: i as u32 + 1,
+                number,
                 role,
                 start_mib: start,
                 end_mib: end,

@@ -16,6 +16,9 @@ use crate::bytes::{le32, put_le32};
 
 /// Byte offset of the 4-byte disk signature (lsblk's PTUUID, IPA's whole-disk `root uuid`).
 pub const SIGNATURE_OFFSET: u64 = 440;
+/// [`SIGNATURE_OFFSET`] as an index into sector 0.
+const SIGNATURE_AT: usize = 440;
+const _: () = assert!(SIGNATURE_AT as u64 == SIGNATURE_OFFSET);
 /// The partition entries start here.
 const TABLE_OFFSET: usize = 446;
 /// Logical partitions followed at most (sfdisk stops at 60 in all).
@@ -113,7 +116,10 @@ fn chs(lba: u64) -> [u8; 3] {
     }
     let head = (lba / SECTORS) % HEADS;
     let sector = lba % SECTORS + 1;
-    // Sector in bits 0-5, cylinder bits 8-9 in bits 6-7 of the second byte.
+    // Sector in bits 0-5, cylinder bits 8-9 in bits 6-7 of the second byte, cylinder
+    // bits 0-7 in the third: deliberate bit-field packing (head < 255, sector <= 63,
+    // cylinder <= 1023 here).
+    #[allow(clippy::cast_possible_truncation)]
     [
         head as u8,
         (sector as u8) | (((cylinder >> 2) & 0xc0) as u8),
@@ -169,7 +175,7 @@ impl Mbr {
             }
         }
         Some(Mbr {
-            disk_signature: le32(b, SIGNATURE_OFFSET as usize),
+            disk_signature: le32(b, SIGNATURE_AT),
             primaries,
             logicals: Vec::new(),
         })
@@ -214,16 +220,9 @@ impl Mbr {
         let primaries = self
             .primaries
             .iter()
-            .enumerate()
-            .filter(|(_, p)| p.is_used())
-            .map(|(i, p)| {
-                (
-                    i as u32 + 1,
-                    p.kind,
-                    u64::from(p.first_lba),
-                    u64::from(p.sectors),
-                )
-            });
+            .zip(1u32..)
+            .filter(|(p, _)| p.is_used())
+            .map(|(p, number)| (number, p.kind, u64::from(p.first_lba), u64::from(p.sectors)));
         let logicals = self
             .logicals
             .iter()
@@ -279,7 +278,7 @@ impl Mbr {
             first_lba: first32,
             sectors: sectors32,
         };
-        Ok(slot as u32 + 1)
+        Ok(u32::try_from(slot).expect("one of four slots") + 1)
     }
 
     /// Writes the disk signature, the four entries and 0x55AA into sector 0, keeping the
@@ -287,7 +286,7 @@ impl Mbr {
     pub fn write<W: Read + Write + Seek + ?Sized>(&self, w: &mut W) -> Result<(), MbrError> {
         let mut sector0 = [0u8; 512];
         read_exact_at(w, 0, &mut sector0)?;
-        put_le32(&mut sector0, SIGNATURE_OFFSET as usize, self.disk_signature);
+        put_le32(&mut sector0, SIGNATURE_AT, self.disk_signature);
         sector0[444..446].fill(0);
         for (i, p) in self.primaries.iter().enumerate() {
             let off = TABLE_OFFSET + 16 * i;
@@ -320,7 +319,7 @@ fn read_logicals<R: Read + Seek + ?Sized>(
         let link = MbrEntry::parse(&sector[TABLE_OFFSET + 16..TABLE_OFFSET + 32]);
         if data.is_used() {
             out.push(LogicalPartition {
-                number: 5 + out.len() as u32,
+                number: 5 + u32::try_from(out.len()).expect("at most MAX_LOGICAL entries"),
                 kind: data.kind,
                 first_lba: ebr + u64::from(data.first_lba),
                 sectors: u64::from(data.sectors),

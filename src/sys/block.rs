@@ -122,7 +122,8 @@ fn blkpg_partition(
     let arg = BlkpgIoctlArg {
         op,
         flags: 0,
-        datalen: std::mem::size_of::<BlkpgPartition>() as libc::c_int,
+        datalen: libc::c_int::try_from(std::mem::size_of::<BlkpgPartition>())
+            .expect("BlkpgPartition is a few hundred bytes"),
         data: std::ptr::addr_of_mut!(part).cast(),
     };
     // SAFETY: the fd is open for the lifetime of `disk`; `arg.data` points at `part`

@@ -88,7 +88,7 @@ pub fn pseudo_random(buf: &mut [u8], seed: u64) {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            *b = x as u8;
+            *b = x.to_le_bytes()[0];
         }
     }
 }

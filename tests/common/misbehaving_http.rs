@@ -282,14 +282,16 @@ async fn serve(mut sock: TcpStream, state: Arc<Mutex<State>>) {
     if sock.write_all(head.as_bytes()).await.is_err() {
         return;
     }
-    let mut data = &body[from as usize..];
+    let mut data = &body[usize::try_from(from).unwrap()..];
     if b.short_by > 0 {
-        data = &data[..data.len().saturating_sub(b.short_by as usize)];
+        data = &data[..data
+            .len()
+            .saturating_sub(usize::try_from(b.short_by).unwrap())];
         extra = 0;
     }
     let mut sent = 0u64;
     let mut stalled = false;
-    let garbage = vec![0x5au8; extra as usize];
+    let garbage = vec![0x5au8; usize::try_from(extra).unwrap()];
     for piece in data.chunks(64 << 10).chain(std::iter::once(&garbage[..])) {
         if piece.is_empty() {
             continue;
@@ -297,7 +299,7 @@ async fn serve(mut sock: TcpStream, state: Arc<Mutex<State>>) {
         let mut piece = piece;
         if let Some(c) = cut {
             if sent + piece.len() as u64 >= c {
-                piece = &piece[..(c - sent) as usize];
+                piece = &piece[..usize::try_from(c - sent).unwrap()];
                 let _ = write_piece(&mut sock, piece, b.chunked).await;
                 let _ = sock.flush().await;
                 return; // drop: the connection closes mid-body

@@ -52,12 +52,11 @@ fn emit(
     if bytes.is_empty() || rel >= guest_len {
         return Ok(());
     }
-    let n = (bytes.len() as u64).min(guest_len - rel);
+    let n = usize::try_from(guest_len - rel).map_or(bytes.len(), |left| left.min(bytes.len()));
     let offset = guest + rel;
-    // n is at most bytes.len().
-    sink.write_at(offset, &bytes[..n as usize])
+    sink.write_at(offset, &bytes[..n])
         .map_err(|source| Qcow2Error::Sink { offset, source })?;
-    summary.data_bytes += n;
+    summary.data_bytes += n as u64;
     Ok(())
 }
 

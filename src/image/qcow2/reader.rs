@@ -183,8 +183,8 @@ impl Qcow2Stream {
             if let Some((&s, _)) = self.wants.range((Excluded(p), Unbounded)).next() {
                 b = b.min(s);
             }
-            // b - p is at most chunk.len().
-            let (seg, rest) = chunk.split_at((b - p) as usize);
+            let n = usize::try_from(b - p).expect("b - p is at most chunk.len()");
+            let (seg, rest) = chunk.split_at(n);
             if active {
                 self.feed_active(p, seg, sink)?;
             } else if self.tables_pending > 0 {
@@ -243,9 +243,8 @@ impl Qcow2Stream {
                 .min()
                 .unwrap_or(end)
                 .min(end);
-            // Both bounds lie within seg.
-            self.spill
-                .put(cursor, &seg[(cursor - p) as usize..(next - p) as usize]);
+            let within = |x: u64| usize::try_from(x - p).expect("both bounds lie within seg");
+            self.spill.put(cursor, &seg[within(cursor)..within(next)]);
             cursor = next;
         }
     }
@@ -423,7 +422,8 @@ impl Qcow2Stream {
         w: &Want,
         sink: &mut dyn GuestSink,
     ) -> Result<(), Qcow2Error> {
-        let cs = self.header_copy().cluster_size() as usize;
+        let cs = usize::try_from(self.header_copy().cluster_size())
+            .expect("the header check keeps clusters at 2 MiB or less");
         self.scratch.resize(cs, 0);
         let decoder = self
             .decoder
@@ -436,7 +436,7 @@ impl Qcow2Stream {
                 guest,
                 reason,
             })?;
-        let n = (cs as u64).min(self.summary.virtual_size - guest) as usize;
+        let n = usize::try_from(self.summary.virtual_size - guest).map_or(cs, |left| left.min(cs));
         sink.write_at(guest, &self.scratch[..n])
             .map_err(|source| Qcow2Error::Sink {
                 offset: guest,
@@ -448,9 +448,10 @@ impl Qcow2Stream {
         let end = at + w.len;
         let tail = end.saturating_sub(SECTOR).max(at).max(w.stream_from);
         if self.tables_pending > 0 && tail < end.min(self.pos) {
-            let from = (tail - at) as usize;
-            let to = (end.min(self.pos) - at) as usize;
-            if let Some(bytes) = w.buf.get(from..to) {
+            // An offset too large for usize is past the buffer anyway.
+            let from = usize::try_from(tail - at).ok();
+            let to = usize::try_from(end.min(self.pos) - at).ok();
+            if let Some(bytes) = from.zip(to).and_then(|(from, to)| w.buf.get(from..to)) {
                 self.spill.put(tail, bytes);
             }
         }

@@ -49,14 +49,16 @@ impl Spill {
         if let Some((&s, v)) = self.segs.last_key_value() {
             let kept_end = s + v.len() as u64;
             if off < kept_end {
-                let skip = (kept_end - off).min(data.len() as u64) as usize;
+                let skip =
+                    usize::try_from(kept_end - off).map_or(data.len(), |k| k.min(data.len()));
                 data = &data[skip..];
                 off += skip as u64;
             }
         }
         if data.len() as u64 > self.cap {
             // Only the newest `cap` bytes can survive; the cap is below data.len() here.
-            let skip = data.len() - self.cap as usize;
+            let cap = usize::try_from(self.cap).expect("the cap is below data.len() here");
+            let skip = data.len() - cap;
             data = &data[skip..];
             off += skip as u64;
         }
@@ -93,7 +95,8 @@ impl Spill {
             } else {
                 // Keep the segment's newest bytes; its key moves up by what is dropped.
                 let (start, mut seg) = first.remove_entry();
-                let tail = seg.split_off(over as usize);
+                let over_len = usize::try_from(over).expect("over is below the segment's length");
+                let tail = seg.split_off(over_len);
                 drop(seg);
                 self.bytes -= over;
                 self.segs.insert(start + over, tail);
@@ -123,8 +126,9 @@ impl Spill {
                 break;
             }
             let hi = seg_end.min(end);
-            // Both bounds lie inside this segment, whose length is a usize.
-            let (a, b) = ((cursor - s) as usize, (hi - s) as usize);
+            let inside =
+                |x: u64| usize::try_from(x - s).expect("both bounds lie inside this segment");
+            let (a, b) = (inside(cursor), inside(hi));
             f(&seg[a..b])?;
             cuts.push((s, cursor, hi));
             cursor = hi;
@@ -147,8 +151,10 @@ impl Spill {
         let Some(mut seg) = self.segs.remove(&s) else {
             return;
         };
-        let tail = seg.split_off((hi - s) as usize);
-        seg.truncate((lo - s) as usize);
+        // `read` cut [lo, hi) out of this segment: both bounds lie inside it.
+        let inside = |x: u64| usize::try_from(x - s).expect("cut bounds lie inside the segment");
+        let tail = seg.split_off(inside(hi));
+        seg.truncate(inside(lo));
         self.bytes -= hi - lo;
         if !tail.is_empty() {
             self.segs.insert(hi, tail);

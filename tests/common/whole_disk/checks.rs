@@ -94,7 +94,7 @@ pub fn assert_whole_disk_written(disk: &LoopDev, image: &[u8], extra: usize) {
         None,
         "the image's partition entries"
     );
-    let data_end = (len - 33 * 512) as usize;
+    let data_end = usize::try_from(len - 33 * 512).unwrap();
     assert_eq!(
         diff(&back[34 * 512..data_end], &image[34 * 512..data_end]),
         None,

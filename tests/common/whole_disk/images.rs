@@ -9,7 +9,7 @@ use std::process::Command;
 use base64::Engine as _;
 use serde_json::json;
 
-use super::{IMAGE_LEN, MIB, NODE_UUID, SIG};
+use super::{IMAGE_LEN, MIB, MIB_LEN, NODE_UUID, SIG};
 use crate::common::cmd::{run, spawn_with_stdin};
 use crate::common::fixtures::pseudo_random;
 
@@ -72,7 +72,7 @@ impl Scratch {
             ],
         );
         let mut bytes = std::fs::read(&path).unwrap();
-        let end = (IMAGE_LEN - 34 * 512) as usize;
+        let end = usize::try_from(IMAGE_LEN - 34 * 512).unwrap();
         // From the end of the entries: the gap before the first partition is image
         // content too (boot loaders live there) and sits in the held-back first MiB.
         pseudo_random(&mut bytes[34 * 512..end], seed);
@@ -114,12 +114,13 @@ impl Scratch {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         run("sgdisk", &refs);
         let mut bytes = std::fs::read(&path).unwrap();
-        pseudo_random(&mut bytes[MIB as usize..13 * MIB as usize], seed);
+        pseudo_random(&mut bytes[MIB_LEN..13 * MIB_LEN], seed);
         bytes[440..444].copy_from_slice(&SIG.to_le_bytes());
         let mut offsets = Vec::new();
         for k in 0..copies as u64 {
             let off = 13 * MIB + k * 4 * MIB;
-            bytes[off as usize..off as usize + iso.len()].copy_from_slice(iso);
+            let at = usize::try_from(off).unwrap();
+            bytes[at..at + iso.len()].copy_from_slice(iso);
             offsets.push(off);
         }
         (bytes, offsets)

@@ -17,6 +17,8 @@ use crate::common::misbehaving_http::{Behaviour, MisbehavingServer};
 
 /// One mebibyte.
 pub const MIB: u64 = 1 << 20;
+/// [`MIB`] as a buffer length.
+pub const MIB_LEN: usize = 1 << 20;
 /// The agent token the conductor holds.
 pub const TOKEN: &str = "dep1oyT0kenXq3aZ9vV1bB2nN4mM5kK6jJ7hH8gG9fF";
 /// The node being deployed.

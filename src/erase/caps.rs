@@ -158,13 +158,10 @@ mod tests {
         write(t.path(), &format!("{disk}/sda1/partition"), "1\n");
         let class = t.path().join("sys/class/block");
         std::fs::create_dir_all(&class).unwrap();
+        std::os::unix::fs::symlink("../../devices/pci0000:00/ata1/block/sda", class.join("sda"))
+            .unwrap();
         std::os::unix::fs::symlink(
-            format!("../../devices/pci0000:00/ata1/block/sda"),
-            class.join("sda"),
-        )
-        .unwrap();
-        std::os::unix::fs::symlink(
-            format!("../../devices/pci0000:00/ata1/block/sda/sda1"),
+            "../../devices/pci0000:00/ata1/block/sda/sda1",
             class.join("sda1"),
         )
         .unwrap();

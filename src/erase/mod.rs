@@ -1,5 +1,5 @@
 //! Erase steps of the generic manager (spec hardware-and-disks.md 5). Today:
-//! `erase_devices_metadata` (5.8).
+//! `erase_devices_metadata` (5.8), and the data paths the other steps are built from.
 //!
 //! - `devices`: the candidate list of 5.1 (disks and their partitions from sysfs, the
 //!   allow-list, the skip list, never the running system's devices), sorted by name
@@ -8,13 +8,26 @@
 //!   read-only, holders) and the special-filesystem guard of 5.2.
 //! - `metadata`: the step itself: checks every device first, then destroys the
 //!   metadata of each, one thread per disk, and reports failures together.
+//! - `caps`: what a device offers for range erases (discard, secure discard, write
+//!   zeroes), from sysfs under a root and one harmless probe.
+//! - `overwrite`: IPA's shred (5.6) natively: random passes from a fast generator,
+//!   then zeros, with large direct writes; `express`: erase by secure discard, discard
+//!   or write zeroes; `verify`: sampled read-back that both call; `report`: the per-disk
+//!   report for step results. `io` and `random` serve them.
 //!
 //! Where IPA would assume or skip silently we fail closed (INVARIANTS 7): a probe that
 //! cannot read a device aborts the step before anything is written.
 
+pub mod caps;
 pub mod devices;
+pub mod express;
+pub mod io;
 pub mod metadata;
+pub mod overwrite;
 pub mod probe;
+pub mod random;
+pub mod report;
+pub mod verify;
 
 use std::path::{Path, PathBuf};
 

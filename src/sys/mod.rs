@@ -1,7 +1,8 @@
 //! Safe wrappers around the kernel interfaces nothing in std or nix wraps, one module per
 //! ioctl family; with `image::aligned`, the only `unsafe` in the crate.
 //!
-//! - `block`: block-device ioctls (size, sector size, partition table re-read, BLKPG).
+//! - `block`: block-device ioctls (size, sector size, partition table re-read, BLKPG,
+//!   discard, secure discard, write zeroes).
 //! - `fs_flags`: inode flags (clearing efivarfs' immutable flag).
 
 pub mod block;

@@ -6,12 +6,14 @@
 //!   descending.
 //! - `probe`: the per-device facts the step decides on (virtual media, RAID member,
 //!   read-only, holders) and the special-filesystem guard of 5.2.
+//! - `ata`: the ATA security erase of one drive (5.5), native over SG_IO.
 //! - `metadata`: the step itself: checks every device first, then destroys the
 //!   metadata of each, one thread per disk, and reports failures together.
 //!
 //! Where IPA would assume or skip silently we fail closed (INVARIANTS 7): a probe that
 //! cannot read a device aborts the step before anything is written.
 
+pub mod ata;
 pub mod devices;
 pub mod metadata;
 pub mod probe;

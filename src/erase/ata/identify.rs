@@ -247,7 +247,7 @@ mod tests {
         assert_eq!(id.serial, "WD-WCC4E1234567");
         assert_eq!(id.model, "WDC WD10EZEX-08WN4A0");
         assert_eq!(id.normal_erase, EraseTime::Minutes(326));
-        // The raw bytes of "WD" as the drive sends them: 'D' first.
+        // Byte 20 is the low byte of word 10: the second character of the pair.
         let mut bytes = [0u8; 512];
         bytes[20] = b'W';
         bytes[21] = b'C';

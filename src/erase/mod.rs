@@ -6,6 +6,7 @@
 //!   descending.
 //! - `probe`: the per-device facts the step decides on (virtual media, RAID member,
 //!   read-only, holders) and the special-filesystem guard of 5.2.
+//! - `ata`: the ATA security erase of one drive (5.5), native over SG_IO.
 //! - `metadata`: the step itself: checks every device first, then destroys the
 //!   metadata of each, one thread per disk, and reports failures together.
 //! - `caps`: what a device offers for range erases (discard, secure discard, write
@@ -18,6 +19,7 @@
 //! Where IPA would assume or skip silently we fail closed (INVARIANTS 7): a probe that
 //! cannot read a device aborts the step before anything is written.
 
+pub mod ata;
 pub mod caps;
 pub mod devices;
 pub mod express;

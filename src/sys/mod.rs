@@ -4,6 +4,9 @@
 //! - `block`: block-device ioctls (size, sector size, partition table re-read, BLKPG,
 //!   discard, secure discard, write zeroes).
 //! - `fs_flags`: inode flags (clearing efivarfs' immutable flag).
+//! - `sg_io`: SCSI generic I/O (`SG_IO`) for ATA PASS-THROUGH(16), and the ATA registers
+//!   in its sense data.
 
 pub mod block;
 pub mod fs_flags;
+pub mod sg_io;

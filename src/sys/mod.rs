@@ -3,6 +3,8 @@
 //!
 //! - `block`: block-device ioctls (size, sector size, partition table re-read, BLKPG).
 //! - `fs_flags`: inode flags (clearing efivarfs' immutable flag).
+//! - `nvme`: the NVMe admin passthrough (Identify, Get Log Page, Format NVM, Sanitize).
 
 pub mod block;
 pub mod fs_flags;
+pub mod nvme;

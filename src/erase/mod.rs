@@ -8,12 +8,15 @@
 //!   read-only, holders) and the special-filesystem guard of 5.2.
 //! - `metadata`: the step itself: checks every device first, then destroys the
 //!   metadata of each, one thread per disk, and reports failures together.
+//! - `nvme`: NVMe secure erase (5.4) by Format NVM as IPA does, or by Sanitize, through
+//!   the kernel's admin passthrough.
 //!
 //! Where IPA would assume or skip silently we fail closed (INVARIANTS 7): a probe that
 //! cannot read a device aborts the step before anything is written.
 
 pub mod devices;
 pub mod metadata;
+pub mod nvme;
 pub mod probe;
 
 use std::path::{Path, PathBuf};

@@ -26,6 +26,7 @@ pub mod express;
 pub mod io;
 pub mod metadata;
 pub mod overwrite;
+pub mod policy;
 pub mod probe;
 pub mod random;
 pub mod report;

@@ -39,6 +39,18 @@ pub struct Candidate {
 }
 
 impl Candidate {
+    /// The whole device the listing entry `dev` describes.
+    pub fn whole_device(dev: &BlockDevice) -> Self {
+        let kname = dev.name.trim_start_matches("/dev/").to_owned();
+        Self {
+            name: dev.name.clone(),
+            disk: kname.clone(),
+            kname,
+            partition: None,
+            size: dev.size,
+        }
+    }
+
     /// Whether this is a partition of [`Candidate::disk`].
     pub fn is_partition(&self) -> bool {
         self.partition.is_some()

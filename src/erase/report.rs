@@ -75,6 +75,17 @@ impl DiskEraseReport {
         }
     }
 
+    /// The report of a metadata wipe (`destroy_disk_metadata`) of `device`: signatures
+    /// and partition tables only, not the data.
+    pub fn metadata(device: &str, seconds: f64) -> Self {
+        Self {
+            method: "metadata".to_owned(),
+            seconds,
+            skipped: None,
+            ..Self::skipped(device, None, "")
+        }
+    }
+
     /// The report of a device the step left alone, and why.
     pub fn skipped(device: &str, serial: Option<&str>, reason: &str) -> Self {
         Self {

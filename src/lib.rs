@@ -15,7 +15,8 @@
 //! - `inventory`: hardware facts read under a root path; the device allow-list.
 //! - `config`: options from the kernel command line, files and flags.
 //! - `tls_client`: TLS of every outgoing connection.
-//! - `logs`: the diagnostics archive (`get_logs`, inspection `logs`).
+//! - `logs`: the diagnostics archive (`get_logs`, inspection `logs`) and the in-memory ring
+//!   of the agent's own log it carries.
 //! - `task`: blocking work off the async runtime.
 //! - `errors`: IPA's error classes, mapped once to its JSON.
 //! - `bytes`: big- and little-endian integers in on-disk structures.

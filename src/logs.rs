@@ -1,21 +1,32 @@
 //! The diagnostics archive: a size-bounded tar.gz of what helps explain a failure,
 //! shared by the `log.collect_system_logs` command and the inspection `logs` collector.
 //!
-//! The archive holds kernel messages (`dmesg`, from `/dev/kmsg`), a few `/proc` files,
-//! the interface addresses (`ip_addr`), the inventory (`inventory.json`), the udev
-//! database (`udev_data` listing plus block-device entries under `udev/`), `/var/log`,
-//! and `collection_notes` listing what was missing or cut. Files are read under the
-//! given root; every file and the whole archive are size-bounded (INVARIANTS 5).
+//! The archive holds the agent's own log (`ira.log`, from the in-memory [`ring`]), the
+//! systemd journal of this boot (`journal`, when the system has `journalctl`), kernel
+//! messages (`dmesg`, from `/dev/kmsg`), a few `/proc` files, the interface addresses
+//! (`ip_addr`), the inventory (`inventory.json`), the udev database (`udev_data` listing
+//! plus block-device entries under `udev/`), `/var/log`, and `collection_notes` listing
+//! what was missing or cut. Files (and `journalctl`) are taken under the given root;
+//! every member and the whole archive are size-bounded, the journal also in time
+//! (INVARIANTS 5).
 
+pub mod ring;
+
+use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use flate2::write::GzEncoder;
 use flate2::Compression;
+
+use ring::LogRing;
 
 /// `/proc` files copied as they are (relative to the root).
 const PROC_FILES: &[&str] = &[
@@ -44,6 +55,15 @@ pub struct LogLimits {
     pub var_log_depth: usize,
     /// Entries of the udev database listed.
     pub udev_entries: usize,
+    /// Largest `ira.log` member (the newest whole lines of the agent's log).
+    pub agent_log: u64,
+    /// Largest `journal` member (its newest bytes).
+    pub journal: u64,
+    /// Journal lines asked of `journalctl` (`--lines`).
+    pub journal_lines: u64,
+    /// Time `journalctl` may run before it is killed (the conductor waits for the
+    /// command; its `[agent]command_timeout` is 60 s by default).
+    pub journal_timeout: Duration,
 }
 
 impl LogLimits {
@@ -52,6 +72,8 @@ impl LogLimits {
     pub fn inspection() -> Self {
         Self {
             total: 8 * 1024 * 1024,
+            // As IPA's `logs` collector.
+            journal_lines: 10_000,
             ..Self::default()
         }
     }
@@ -66,18 +88,29 @@ impl Default for LogLimits {
             var_log_files: 200,
             var_log_depth: 4,
             udev_entries: 4096,
+            agent_log: ring::DEFAULT_CAPACITY as u64,
+            journal: 4 * 1024 * 1024,
+            journal_lines: 100_000,
+            journal_timeout: Duration::from_secs(20),
         }
     }
 }
 
-/// Builds the gzip-compressed tar archive.
+/// Builds the gzip-compressed tar archive; `agent_log` is the agent's own log
+/// ([`LogRing::global`] in the agent).
 pub fn build_archive(
     root: &Path,
     inventory_json: &[u8],
+    agent_log: &LogRing,
     limits: &LogLimits,
 ) -> io::Result<Vec<u8>> {
     let mut archive = Archive::new(limits.total);
     archive.add("inventory.json", inventory_json)?;
+    // First after the inventory, so the budget never starves the one log that says why
+    // a step failed.
+    let cap = usize::try_from(limits.agent_log).unwrap_or(usize::MAX);
+    archive.add("ira.log", &agent_log.contents(cap))?;
+    add_journal(&mut archive, root, limits)?;
 
     let dmesg = read_kmsg(&root.join("dev/kmsg"), limits.dmesg);
     match dmesg {
@@ -170,24 +203,7 @@ impl Archive {
 /// Reads at most the last `cap` bytes of a file (procfs files report size 0, so the
 /// whole file is streamed and only the tail is kept).
 fn read_tail(path: &Path, cap: u64) -> io::Result<Vec<u8>> {
-    let cap = usize::try_from(cap).unwrap_or(usize::MAX);
-    let mut file = File::open(path)?;
-    let mut data = Vec::new();
-    let mut chunk = vec![0u8; 64 * 1024];
-    loop {
-        let n = file.read(&mut chunk)?;
-        if n == 0 {
-            break;
-        }
-        data.extend_from_slice(&chunk[..n]);
-        if data.len() > cap.saturating_mul(2) {
-            data.drain(..data.len() - cap);
-        }
-    }
-    if data.len() > cap {
-        data.drain(..data.len() - cap);
-    }
-    Ok(data)
+    read_tail_from(File::open(path)?, cap).map(|(data, _)| data)
 }
 
 /// Kernel messages from `/dev/kmsg`, read without blocking until the end of the ring
@@ -269,6 +285,193 @@ fn ip_addr() -> String {
         }
     }
     out
+}
+
+/// Where `journalctl` may be, relative to the root.
+const JOURNALCTL: &[&str] = &["usr/bin/journalctl", "bin/journalctl"];
+/// Bytes of `journalctl`'s stderr kept for the notes.
+const STDERR_CAP: u64 = 2048;
+/// How long a killed program's pipes are waited for.
+const KILL_GRACE: Duration = Duration::from_secs(2);
+
+/// `journal`: `journalctl --no-pager -b` as IPA collects it, when the system has it.
+fn add_journal(archive: &mut Archive, root: &Path, limits: &LogLimits) -> io::Result<()> {
+    let Some(program) = JOURNALCTL
+        .iter()
+        .map(|rel| root.join(rel))
+        .find(|p| is_executable(p))
+    else {
+        archive.note("journal: no journalctl on this system".to_owned());
+        return Ok(());
+    };
+    let mut args: Vec<OsString> = vec![
+        "--no-pager".into(),
+        "--full".into(),
+        "-b".into(),
+        format!("--lines={}", limits.journal_lines).into(),
+    ];
+    if root != Path::new("/") {
+        // The journal files of that system, not of the one running the agent.
+        let mut arg = OsString::from("--root=");
+        arg.push(root);
+        args.push(arg);
+    }
+    match run_bounded(&program, &args, limits.journal, limits.journal_timeout) {
+        Ok(out) => {
+            if out.timed_out {
+                archive.note(format!(
+                    "journal: journalctl killed after {:?}, output so far kept",
+                    limits.journal_timeout
+                ));
+            } else if let Some(status) = out.status.filter(|s| !s.success()) {
+                archive.note(format!(
+                    "journal: journalctl {status}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+            if out.stdout_cut {
+                archive.note(format!(
+                    "journal: cut to its newest {} bytes",
+                    limits.journal
+                ));
+            }
+            if !out.stdout.is_empty() {
+                archive.add("journal", &out.stdout)?;
+            }
+        }
+        Err(err) => archive.note(format!("journal: running {}: {err}", program.display())),
+    }
+    Ok(())
+}
+
+fn is_executable(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// What a program run by [`run_bounded`] left.
+struct Output {
+    /// The newest bytes of its stdout.
+    stdout: Vec<u8>,
+    /// Older stdout bytes were dropped.
+    stdout_cut: bool,
+    /// The start of its stderr.
+    stderr: Vec<u8>,
+    /// Its exit status, `None` when it could not be reaped.
+    status: Option<ExitStatus>,
+    /// It was killed at the deadline.
+    timed_out: bool,
+}
+
+/// Runs `program` with no stdin, keeping the last `cap` bytes of its stdout; at
+/// `timeout` its process group is killed (a helper it started would hold the pipe open).
+fn run_bounded(
+    program: &Path,
+    args: &[OsString],
+    cap: u64,
+    timeout: Duration,
+) -> io::Result<Output> {
+    let deadline = Instant::now() + timeout;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env("SYSTEMD_PAGER", "")
+        .env("SYSTEMD_COLORS", "0")
+        .process_group(0)
+        .spawn()?;
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(io::Error::other("pipes of the child missing"));
+    };
+    let (out_tx, out_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = out_tx.send(read_tail_from(stdout, cap));
+    });
+    let (err_tx, err_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut head = Vec::new();
+        let mut stderr = stderr;
+        let got = (&mut stderr).take(STDERR_CAP).read_to_end(&mut head);
+        // Drain the rest so the program never blocks on a full pipe.
+        let _ = io::copy(&mut stderr, &mut io::sink());
+        let _ = err_tx.send(got.map(|_| head));
+    });
+
+    // Until the deadline: the end of stdout, then the end of the program.
+    let stdout = out_rx
+        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        .ok();
+    let mut timed_out = false;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(None) | Err(_) => {
+                timed_out = Instant::now() >= deadline;
+                kill_group(&child);
+                break child.wait().ok();
+            }
+        }
+    };
+    let stdout = match stdout {
+        Some(read) => read?,
+        None => out_rx
+            .recv_timeout(KILL_GRACE)
+            .unwrap_or_else(|_| Ok((Vec::new(), false)))?,
+    };
+    let stderr = err_rx
+        .recv_timeout(KILL_GRACE)
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    Ok(Output {
+        stdout: stdout.0,
+        stdout_cut: stdout.1,
+        stderr,
+        status,
+        timed_out,
+    })
+}
+
+/// Kills the process group led by `child` (it was started with `process_group(0)`).
+fn kill_group(child: &std::process::Child) {
+    let Ok(pid) = i32::try_from(child.id()) else {
+        return;
+    };
+    let pgid = nix::unistd::Pid::from_raw(pid);
+    if let Err(err) = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL) {
+        tracing::warn!(pid, error = %err, "killing a log helper's process group failed");
+    }
+}
+
+/// The last `cap` bytes of a stream, and whether older bytes were dropped.
+fn read_tail_from(mut reader: impl Read, cap: u64) -> io::Result<(Vec<u8>, bool)> {
+    let cap = usize::try_from(cap).unwrap_or(usize::MAX);
+    let mut data = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut cut = false;
+    loop {
+        let n = match reader.read(&mut chunk) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            break;
+        }
+        data.extend_from_slice(&chunk[..n]);
+        if data.len() > cap.saturating_mul(2) {
+            data.drain(..data.len() - cap);
+            cut = true;
+        }
+    }
+    if data.len() > cap {
+        data.drain(..data.len() - cap);
+        cut = true;
+    }
+    Ok((data, cut))
 }
 
 /// `udev_data`: the names in the udev database; `udev/<name>`: block-device entries.
@@ -375,7 +578,13 @@ mod tests {
     #[test]
     fn archive_holds_the_expected_members() {
         let dir = fixture();
-        let out = build_archive(dir.path(), b"{\"cpu\":{}}", &LogLimits::default()).unwrap();
+        let out = build_archive(
+            dir.path(),
+            b"{\"cpu\":{}}",
+            &ring_with("step failed: disk busy"),
+            &LogLimits::default(),
+        )
+        .unwrap();
         let m = members(&out);
         assert_eq!(m["inventory.json"], b"{\"cpu\":{}}");
         assert_eq!(m["proc/cmdline"], b"ipa-api-url=http://x\n");
@@ -390,6 +599,129 @@ mod tests {
         assert_eq!(m["dmesg"], b"[    1.500000] Linux version 6.1\n");
         let notes = String::from_utf8(m["collection_notes"].clone()).unwrap();
         assert!(notes.contains("proc/partitions"), "{notes}");
+        assert_eq!(m["ira.log"], b"step failed: disk busy\n");
+        assert!(!m.contains_key("journal"));
+        assert!(notes.contains("journal: no journalctl"), "{notes}");
+    }
+
+    fn ring_with(line: &str) -> LogRing {
+        let ring = LogRing::new(4096);
+        ring.push(line.as_bytes());
+        ring
+    }
+
+    /// An executable `usr/bin/journalctl` under `root` running `script`.
+    fn fake_journalctl(root: &Path, script: &str) {
+        let bin = root.join("usr/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let path = bin.join("journalctl");
+        std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    fn notes(m: &BTreeMap<String, Vec<u8>>) -> String {
+        String::from_utf8(m["collection_notes"].clone()).unwrap()
+    }
+
+    #[test]
+    fn a_full_ring_keeps_the_archive_bounded() {
+        let dir = fixture();
+        let ring = LogRing::new(64 * 1024);
+        for i in 0..20_000 {
+            ring.push(format!("2026-01-01T00:00:00Z  INFO ira: line {i:06}\n").as_bytes());
+        }
+        let limits = LogLimits {
+            agent_log: 10_000,
+            ..LogLimits::default()
+        };
+        let m = members(&build_archive(dir.path(), b"{}", &ring, &limits).unwrap());
+        let log = String::from_utf8(m["ira.log"].clone()).unwrap();
+        let mut lines = log.lines();
+        let header = lines.next().unwrap();
+        assert!(header.starts_with("[ira log: "), "{header}");
+        assert!(log.len() <= 10_000 + header.len() + 1, "{}", log.len());
+        assert!(log.ends_with("line 019999\n"));
+        assert!(lines.all(|l| l.starts_with("2026-01-01T00:00:00Z  INFO ira: line ")));
+
+        // Without a member bound, the ring's capacity is the bound.
+        let m = members(&build_archive(dir.path(), b"{}", &ring, &LogLimits::default()).unwrap());
+        let log = &m["ira.log"];
+        assert!(log.len() <= 64 * 1024 + 200, "{}", log.len());
+        assert!(log.len() > 60 * 1024, "{}", log.len());
+    }
+
+    #[test]
+    fn the_journal_comes_from_journalctl_under_the_root() {
+        let dir = fixture();
+        fake_journalctl(
+            dir.path(),
+            "echo \"journal args: $*\"\necho erase failed: EIO",
+        );
+        let limits = LogLimits {
+            journal_lines: 77,
+            ..LogLimits::default()
+        };
+        let m = members(&build_archive(dir.path(), b"{}", &LogRing::new(64), &limits).unwrap());
+        let journal = String::from_utf8(m["journal"].clone()).unwrap();
+        assert_eq!(
+            journal,
+            format!(
+                "journal args: --no-pager --full -b --lines=77 --root={}\nerase failed: EIO\n",
+                dir.path().display()
+            )
+        );
+        assert!(!notes(&m).contains("journal"), "{}", notes(&m));
+    }
+
+    #[test]
+    fn a_failing_journalctl_is_noted_and_its_output_bounded() {
+        let dir = fixture();
+        fake_journalctl(
+            dir.path(),
+            "head -c 300000 /dev/zero | tr '\\0' j\necho No journal files were found. >&2\nexit 1",
+        );
+        let limits = LogLimits {
+            journal: 1000,
+            ..LogLimits::default()
+        };
+        let m = members(&build_archive(dir.path(), b"{}", &LogRing::new(64), &limits).unwrap());
+        assert_eq!(m["journal"], vec![b'j'; 1000]);
+        let notes = notes(&m);
+        assert!(
+            notes.contains("journal: journalctl exit status: 1: No journal files were found."),
+            "{notes}"
+        );
+        assert!(
+            notes.contains("journal: cut to its newest 1000 bytes"),
+            "{notes}"
+        );
+    }
+
+    #[test]
+    fn a_hanging_journalctl_is_killed_at_the_deadline() {
+        let dir = fixture();
+        // The child holds stdout open too: only killing the group ends the read.
+        fake_journalctl(
+            dir.path(),
+            "echo before the hang\nsleep 60 &\nsleep 60\necho never",
+        );
+        let limits = LogLimits {
+            journal_timeout: Duration::from_millis(300),
+            ..LogLimits::default()
+        };
+        let start = Instant::now();
+        let m = members(&build_archive(dir.path(), b"{}", &LogRing::new(64), &limits).unwrap());
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(m["journal"], b"before the hang\n");
+        assert!(
+            notes(&m).contains("journal: journalctl killed after 300ms"),
+            "{}",
+            notes(&m)
+        );
     }
 
     #[test]
@@ -401,7 +733,7 @@ mod tests {
             total: 5000,
             ..LogLimits::default()
         };
-        let out = build_archive(dir.path(), b"{}", &limits).unwrap();
+        let out = build_archive(dir.path(), b"{}", &LogRing::new(4096), &limits).unwrap();
         let m = members(&out);
         assert_eq!(m["var/log/big"].len(), 1000);
         let total: usize = m

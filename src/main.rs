@@ -15,6 +15,9 @@ use clap::Parser;
 use ira::blockdev::AllowList;
 use ira::config::{self, Config, Flags, Sources};
 use ira::inventory::InventoryOptions;
+use ira::logs::ring::{self, LogRing};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::EnvFilter;
 
 /// The kernel command line when `--cmdline-file` is not given.
@@ -166,7 +169,8 @@ fn read_optional(path: &Path, limit: u64) -> Result<Option<String>, LoadError> {
     Ok(Some(text))
 }
 
-/// Logs to stderr; `RUST_LOG` overrides the level chosen by `debug`.
+/// Logs to stderr and, in the same format, to the in-memory ring the diagnostics archive
+/// carries as `ira.log`; `RUST_LOG` overrides the level chosen by `debug`.
 fn init_tracing(debug: bool) {
     let default = if debug {
         // Our debug output, without the per-frame chatter of the HTTP and TLS stacks.
@@ -175,12 +179,15 @@ fn init_tracing(debug: bool) {
         "info"
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(io::stderr)
         // Colour codes only for a terminal, not for journald or a serial console log
         // (a serial console is a terminal too: ramdisks set NO_COLOR, see no-color.org).
-        .with_ansi(io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-        .with_env_filter(filter)
+        .with_ansi(io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none());
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(stderr)
+        .with(ring::layer(LogRing::global().clone()))
         .init();
 }
 

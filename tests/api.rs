@@ -22,6 +22,7 @@ use ira::commands::{self, CommandSpec, Commands, Extension};
 use ira::config::Config;
 use ira::hardware::{builtin_managers, BuiltinOptions};
 use ira::ironic::Secret;
+use ira::logs::ring::{self, LogRing};
 use ira::state::AgentState;
 use ira_hw::{
     HardwareManager, HwError, HwResult, Inventory, ManagerVersion, Step, StepCall, StepKind,
@@ -51,11 +52,16 @@ fn logs() -> &'static LogBuffer {
     LOGS.get_or_init(|| {
         let buffer = LogBuffer::default();
         let writer = buffer.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
+        // The `ira` binary's set-up: a formatting layer plus the ring the log archive reads.
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_subscriber::filter::LevelFilter::TRACE)
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .with_writer(move || writer.clone()),
+            )
+            .with(ring::layer(LogRing::global().clone()));
         tracing::subscriber::set_global_default(subscriber).expect("one global subscriber");
         let _ = rustls::crypto::ring::default_provider().install_default();
         buffer
@@ -462,6 +468,13 @@ async fn token_and_bodies_never_reach_the_logs() {
     assert!(!text.contains("wrong-guess-token"));
     assert!(!text.contains("agent_token="));
     assert!(!text.contains(marker));
+    // The ring the log archive carries holds what stderr gets, nothing more.
+    let ring = String::from_utf8_lossy(&LogRing::global().contents(usize::MAX)).into_owned();
+    assert!(ring.contains("get_clean_steps"), "{ring}");
+    assert!(!ring.contains(TOKEN));
+    assert!(!ring.contains("wrong-guess-token"));
+    assert!(!ring.contains("agent_token="));
+    assert!(!ring.contains(marker));
 }
 
 // ---------------------------------------------------------------- POST validation
@@ -890,6 +903,9 @@ async fn poll_and_log_commands() {
         serde_json::to_value(inventory("test-host", "uefi")).unwrap()
     );
 
+    // What an operator reads after a failed step: the agent's own lines, as stderr had them.
+    let marker = "erase of /dev/ira-test-7c1f refused: device busy";
+    tracing::error!(node = "n1", "{marker}");
     let (_, logs) = agent.run("log.collect_system_logs", json!({}), true).await;
     assert_eq!(logs["command_status"], "SUCCEEDED");
     assert_eq!(keys(&logs["command_result"]), ["system_logs"]);
@@ -908,10 +924,25 @@ async fn poll_and_log_commands() {
             entry.read_to_string(&mut text).unwrap();
             assert_eq!(text, "ipa-debug=1\n");
         }
+        if name == "ira.log" {
+            let mut text = String::new();
+            entry.read_to_string(&mut text).unwrap();
+            let line = text
+                .lines()
+                .find(|l| l.contains(marker))
+                .unwrap_or_else(|| panic!("{marker:?} missing from ira.log:\n{text}"));
+            assert!(line.contains(" ERROR api: "), "{line}");
+            assert!(line.ends_with(&format!("{marker} node=\"n1\"")), "{line}");
+            assert!(
+                text.contains("poll.get_hardware_info"),
+                "the agent's own lines too: {text}"
+            );
+        }
         names.push(name);
     }
     for want in [
         "inventory.json",
+        "ira.log",
         "proc/cmdline",
         "ip_addr",
         "collection_notes",

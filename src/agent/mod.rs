@@ -28,6 +28,7 @@ use crate::ironic::{
     inspection, lookup, ApiVersion, HeartbeatPolicy, Heartbeater, InspectionPolicy, IronicClient,
     LookupOutcome, LookupPolicy,
 };
+use crate::logs::ring::LogRing;
 use crate::logs::{build_archive, LogLimits};
 use crate::state::AgentState;
 use ira_hw::Inventory;
@@ -377,7 +378,12 @@ async fn inspect(
         let root = config.sysroot.clone();
         let inventory_json = serde_json::to_vec_pretty(inventory).unwrap_or_default();
         let built = tokio::task::spawn_blocking(move || {
-            build_archive(&root, &inventory_json, &LogLimits::inspection())
+            build_archive(
+                &root,
+                &inventory_json,
+                LogRing::global(),
+                &LogLimits::inspection(),
+            )
         })
         .await;
         match built {

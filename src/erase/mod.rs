@@ -15,6 +15,8 @@
 //!   then zeros, with large direct writes; `express`: erase by secure discard, discard
 //!   or write zeroes; `verify`: sampled read-back that both call; `report`: the per-disk
 //!   report for step results. `io` and `random` serve them.
+//! - `nvme`: NVMe secure erase (5.4) by Format NVM as IPA does, or by Sanitize, through
+//!   the kernel's admin passthrough.
 //!
 //! Where IPA would assume or skip silently we fail closed (INVARIANTS 7): a probe that
 //! cannot read a device aborts the step before anything is written.
@@ -28,6 +30,7 @@ pub mod express_step;
 pub mod full;
 pub mod io;
 pub mod metadata;
+pub mod nvme;
 pub mod overwrite;
 pub mod policy;
 pub mod probe;

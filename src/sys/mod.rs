@@ -4,9 +4,11 @@
 //! - `block`: block-device ioctls (size, sector size, partition table re-read, BLKPG,
 //!   discard, secure discard, write zeroes).
 //! - `fs_flags`: inode flags (clearing efivarfs' immutable flag).
+//! - `nvme`: the NVMe admin passthrough (Identify, Get Log Page, Format NVM, Sanitize).
 //! - `sg_io`: SCSI generic I/O (`SG_IO`) for ATA PASS-THROUGH(16), and the ATA registers
 //!   in its sense data.
 
 pub mod block;
 pub mod fs_flags;
+pub mod nvme;
 pub mod sg_io;

@@ -8,7 +8,8 @@
 //! 3. a read-only device is skipped with `agent_erase_skip_read_only`, else an error;
 //! 4. the device is opened through the allow-list door before anything is written (the
 //!    secure-erase functions open the path themselves, after this check);
-//! 5. secure erase: an NVMe device gets an NVMe format when
+//! 5. secure erase: an NVMe device gets an NVMe Format NVM (crypto erase when offered,
+//!    else user-data erase, as IPA) when
 //!    `agent_enable_nvme_secure_erase`, any other an ATA security erase when
 //!    `agent_enable_ata_secure_erase`; either is verified by samples read before it (no
 //!    sampled block may keep its old data). "Not supported" or disabled goes on to the
@@ -29,6 +30,7 @@ use crate::blockdev::{open_for_write_at, BlockDevError};
 use super::ata::{erase_ata, AtaOutcome};
 use super::caps::{Caps, CapsError};
 use super::devices::Candidate;
+use super::nvme::{erase_nvme, NvmeLimits, NvmeMode};
 use super::overwrite::{overwrite_verified, OverwriteError};
 use super::policy::ErasePolicy;
 use super::report::DiskEraseReport;
@@ -183,13 +185,11 @@ fn secure_erase(
                 "NVMe secure erase disabled (agent_enable_nvme_secure_erase)".to_owned(),
             );
         }
-        // TODO(nvme): wire erase::nvme::erase_nvme (NVMe Format, verified NotOld) once
-        // branch `nvme` is merged. Until then this is a failed secure erase, never a
-        // silent skip: it overwrites only with agent_continue_if_secure_erase_failed.
-        let _ = (scope, serial, file, progress);
-        return Secure::Failed(
-            "NVMe format is not available in this build of the agent (TODO(nvme))".to_owned(),
-        );
+        let _ = serial;
+        return match nvme_format(scope, dev, file, progress) {
+            Ok(report) => Secure::Done(report),
+            Err(why) => Secure::Failed(why),
+        };
     }
     if !policy.enable_ata {
         return Secure::Skip("ATA secure erase disabled (agent_enable_ata_secure_erase)".to_owned());
@@ -222,6 +222,41 @@ fn secure_erase(
         }
         Err(e) => Secure::Failed(e.to_string()),
     }
+}
+
+/// IPA's NVMe erase (5.4): Format NVM with crypto erase when the controller offers it,
+/// else user-data erase; verified by samples read before it (after either, no sampled
+/// block may keep its old data). `file` is the device, already through the door.
+pub(crate) fn nvme_format(
+    scope: &EraseScope,
+    dev: &Candidate,
+    file: &File,
+    progress: &(dyn Fn(&EraseProgress) + Sync),
+) -> Result<DiskEraseReport, String> {
+    let before = verify::take_samples(file, dev.size)
+        .map_err(|e| format!("reading samples before the NVMe format: {e}"))?;
+    let mut report = |fraction: f64| {
+        progress(&EraseProgress {
+            fraction,
+            detail: "NVMe format".to_owned(),
+        });
+    };
+    report(0.0);
+    let done = erase_nvme(
+        &scope.rooted(&dev.name),
+        NvmeMode::Format,
+        &mut report,
+        &NvmeLimits::default(),
+    )
+    .map_err(|e| e.to_string())?;
+    let v = verify::check(file, &before, Expect::NotOld).map_err(|e| {
+        format!(
+            "{} reported success but the read-back failed: {e}",
+            done.method
+        )
+    })?;
+    tracing::info!(device = %dev.name, method = %done.method, "NVMe erase done");
+    Ok(DiskEraseReport::from_nvme(&dev.name, dev.size, &done, &v))
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 
 use crate::blockdev::open_for_write_at;
 
-use super::block_device::is_nvme;
+use super::block_device::{is_nvme, nvme_format};
 use super::caps::Caps;
 use super::devices::Candidate;
 use super::express::{express_erase, ExpressError};
@@ -71,15 +71,19 @@ fn erase_device(
     abort: &AtomicBool,
 ) -> Result<DiskEraseReport, String> {
     let mut fallback = None;
-    if is_nvme(&dev.kname) && policy.enable_nvme {
-        // TODO(nvme): NVMe format through erase::nvme once branch `nvme` is merged; a
-        // failed format falls through here as in IPA, so say why in the report.
-        let why = "NVMe format is not available in this build of the agent (TODO(nvme))";
-        tracing::warn!(device = %dev.name, reason = why, "NVMe format not done; falling through");
-        fallback = Some(format!("NVMe format failed: {why}"));
-    }
     let file = open_for_write_at(&scope.sysroot, &scope.rooted(&dev.name), &scope.allow)
         .map_err(|e| e.to_string())?;
+    // A format erases the whole namespace: partitions get the range erase.
+    if is_nvme(&dev.kname) && !dev.is_partition() && policy.enable_nvme {
+        match nvme_format(scope, dev, &file, &|_| {}) {
+            Ok(report) => return Ok(report),
+            // IPA logs a failed format and goes on; the report says why.
+            Err(why) => {
+                tracing::warn!(device = %dev.name, reason = %why, "NVMe format failed; falling through");
+                fallback = Some(format!("NVMe format failed: {why}"));
+            }
+        }
+    }
     let caps = Caps::probe(&scope.sysroot, &dev.kname, &file)
         .map_err(|e| format!("reading the device's capabilities: {e}"))?;
     match express_erase(&file, dev.size, &caps, abort) {

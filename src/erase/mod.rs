@@ -87,6 +87,11 @@ impl EraseScope {
         }
     }
 
+    /// True for [`EraseScope::disabled`]: no device, and no pstore either.
+    pub fn is_disabled(&self) -> bool {
+        self.allow == AllowList::new(vec![NO_DEVICE.to_owned()])
+    }
+
     /// `device` (a `/dev/...` name) as this process must open it.
     pub fn rooted(&self, device: &str) -> PathBuf {
         crate::config::rooted(&self.sysroot, Path::new(device))

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::EraseError;
+use super::{EraseError, EraseScope};
 
 /// The pstore mount point in `mounts` (the text of `/proc/mounts`), as IPA's regex
 /// `^pstore (\S+) pstore` finds it.
@@ -17,9 +17,16 @@ pub fn pstore_dir(mounts: &str) -> Option<&str> {
     })
 }
 
-/// Runs the step: `proc/mounts` and the mount point are read under `sysroot`. Returns
-/// the number of entries deleted.
-pub fn erase_pstore(sysroot: &Path) -> Result<usize, EraseError> {
+/// Runs the step: `proc/mounts` and the mount point are read under the scope's sysroot.
+/// Returns the number of entries deleted. The disabled scope (a manager built without
+/// the agent's configuration) deletes nothing and says so.
+pub fn erase_pstore(scope: &EraseScope) -> Result<usize, EraseError> {
+    if scope.is_disabled() {
+        return Err(EraseError::Pstore(
+            "erase steps are disabled in this context (no agent configuration)".to_owned(),
+        ));
+    }
+    let sysroot = scope.sysroot.as_path();
     let mounts_path = sysroot.join("proc/mounts");
     let mounts = std::fs::read_to_string(&mounts_path)
         .map_err(|e| EraseError::Pstore(format!("reading {}: {e}", mounts_path.display())))?;

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::ata::AtaErased;
 use super::express::ExpressReport;
+use super::nvme::NvmeErased;
 use super::overwrite::VerifiedOverwrite;
 use super::verify::VerifyReport;
 
@@ -68,6 +69,22 @@ impl DiskEraseReport {
             bytes: size,
             // Whole seconds are what the drive's erase is timed in.
             seconds: r.seconds as f64,
+            passes: 1,
+            verified_samples: verify.samples,
+            skipped: None,
+            fallback: None,
+        }
+    }
+
+    /// The report of an NVMe erase of `device` (`size` bytes), verified by `verify`.
+    pub fn from_nvme(device: &str, size: u64, r: &NvmeErased, verify: &VerifyReport) -> Self {
+        let serial = Some(r.serial.trim()).filter(|s| !s.is_empty());
+        Self {
+            device: device.to_owned(),
+            serial: serial.map(str::to_owned),
+            method: r.method.as_str().to_owned(),
+            bytes: size,
+            seconds: r.seconds,
             passes: 1,
             verified_samples: verify.samples,
             skipped: None,

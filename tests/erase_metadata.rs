@@ -195,7 +195,10 @@ fn raid_members_and_read_only_disks_are_skipped() {
     let s = scope(&[&member], &[&ro, &plain]);
     let result = erase_devices_metadata(&s, &json!({})).unwrap();
     // Every device is named: the skipped ones with the reason.
-    assert_eq!(result[ro.path_str()], json!({"skipped": "read-only device"}));
+    assert_eq!(
+        result[ro.path_str()],
+        json!({"skipped": "read-only device"})
+    );
     assert_eq!(
         result[member.path_str()],
         json!({"skipped": "Linux RAID member"})

@@ -192,7 +192,9 @@ fn secure_erase(
         };
     }
     if !policy.enable_ata {
-        return Secure::Skip("ATA secure erase disabled (agent_enable_ata_secure_erase)".to_owned());
+        return Secure::Skip(
+            "ATA secure erase disabled (agent_enable_ata_secure_erase)".to_owned(),
+        );
     }
     let before = match verify::take_samples(file, dev.size) {
         Ok(s) => s,

@@ -174,7 +174,10 @@ fn others_text(others: &[(String, String)]) -> String {
     if others.is_empty() {
         return String::new();
     }
-    let list: Vec<String> = others.iter().map(|(d, what)| format!("{d}: {what}")).collect();
+    let list: Vec<String> = others
+        .iter()
+        .map(|(d, what)| format!("{d}: {what}"))
+        .collect();
     format!(". Other devices: {}", list.join("; "))
 }
 

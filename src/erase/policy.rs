@@ -171,11 +171,21 @@ mod tests {
 
     #[test]
     fn absent_keys_take_ipas_defaults() {
-        for n in [json!({}), node(json!({})), json!({"driver_internal_info": null})] {
+        for n in [
+            json!({}),
+            node(json!({})),
+            json!({"driver_internal_info": null}),
+        ] {
             let p = ErasePolicy::from_node(&n).unwrap();
             assert_eq!(p, ErasePolicy::default());
             assert_eq!(
-                (p.iterations, p.zeroize, p.concurrency, p.enable_nvme, p.enable_ata),
+                (
+                    p.iterations,
+                    p.zeroize,
+                    p.concurrency,
+                    p.enable_nvme,
+                    p.enable_ata
+                ),
                 (1, true, 1, true, true)
             );
             assert!(!p.continue_if_secure_erase_failed && !p.skip_read_only);
@@ -256,7 +266,10 @@ mod tests {
             "agent_erase_skip_read_only": 1,
         })))
         .unwrap();
-        assert_eq!((p.iterations, p.concurrency, p.skip_read_only), (2, 8, true));
+        assert_eq!(
+            (p.iterations, p.concurrency, p.skip_read_only),
+            (2, 8, true)
+        );
     }
 
     #[test]
@@ -273,7 +286,10 @@ mod tests {
             let err = ErasePolicy::from_node(&node(info.clone())).unwrap_err();
             let key = info.as_object().unwrap().keys().next().unwrap().clone();
             assert_eq!(err.key, key, "{info}");
-            assert!(err.to_string().starts_with("driver_internal_info."), "{err}");
+            assert!(
+                err.to_string().starts_with("driver_internal_info."),
+                "{err}"
+            );
         }
     }
 }

@@ -94,7 +94,10 @@ impl HardwareManager for GenericHardwareManager {
             return crate::deploy::inject::inject_files(call);
         }
         if call.step == "erase_devices_metadata" {
-            return Ok(crate::erase::erase_devices_metadata(&self.erase, call.node)?);
+            return Ok(crate::erase::erase_devices_metadata(
+                &self.erase,
+                call.node,
+            )?);
         }
         if call.step == "erase_devices" {
             return Ok(crate::erase::full::erase_devices(
@@ -132,7 +135,8 @@ impl HardwareManager for GenericHardwareManager {
 impl GenericHardwareManager {
     /// IPA's generic `erase_block_device` (spec 5.3), see `crate::erase::block_device`.
     fn erase_one(&self, call: &EraseCall<'_>) -> HwResult<Value> {
-        let policy = ErasePolicy::from_node(call.node).map_err(|e| HwError::Failed(e.to_string()))?;
+        let policy =
+            ErasePolicy::from_node(call.node).map_err(|e| HwError::Failed(e.to_string()))?;
         crate::erase::block_device::erase_block_device(
             &self.erase,
             &policy,

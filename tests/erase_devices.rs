@@ -202,12 +202,14 @@ fn a_plan_without_passes_is_not_an_erase() {
 
 /// A manager ahead of the generic one that only watches: every disk passes through it
 /// (then "not mine"), and the first ones wait until `limit` are inside at once.
+/// (inside, most inside at once, started), and its condition variable.
+type Seen = Arc<(Mutex<(usize, usize, usize)>, Condvar)>;
+
 #[derive(Debug)]
 struct Watcher {
     limit: usize,
     total: usize,
-    /// (inside, most inside at once, started), and its condition variable.
-    seen: Arc<(Mutex<(usize, usize, usize)>, Condvar)>,
+    seen: Seen,
 }
 
 impl HardwareManager for Watcher {

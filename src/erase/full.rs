@@ -216,10 +216,13 @@ fn eta(seconds: f64) -> String {
     }
 }
 
+/// Each disk's kernel name and state, and when the last line was sent.
+type BoardState = (Vec<(String, State)>, Option<Instant>);
+
 /// The disks' states and the throttled status line.
 struct Board<'a> {
     host: &'a dyn AgentHost,
-    inner: Mutex<(Vec<(String, State)>, Option<Instant>)>,
+    inner: Mutex<BoardState>,
 }
 
 impl<'a> Board<'a> {

@@ -71,11 +71,14 @@ pub fn erasable_devices(scope: &EraseScope, node: &Value) -> Result<Vec<Candidat
     Ok(sorted_devices(scope, node)?.0)
 }
 
+/// Devices left out of an erase step, each with the reason.
+pub type Skipped = Vec<(String, String)>;
+
 /// [`erasable_devices`] and the devices it leaves out, each with the reason.
 pub fn sorted_devices(
     scope: &EraseScope,
     node: &Value,
-) -> Result<(Vec<Candidate>, Vec<(String, String)>), EraseError> {
+) -> Result<(Vec<Candidate>, Skipped), EraseError> {
     let mut out = Vec::new();
     let mut skipped = Vec::new();
     for dev in candidates(scope, node)? {

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Map};
 
 use common::blockio::{read_at, write_at};
 use common::cmd::{blkid_probe, run, spawn_with_stdin};
@@ -193,7 +193,17 @@ fn raid_members_and_read_only_disks_are_skipped() {
     run("mkfs.vfat", &[plain.path_str()]);
 
     let s = scope(&[&member], &[&ro, &plain]);
-    erase_devices_metadata(&s, &json!({})).unwrap();
+    let result = erase_devices_metadata(&s, &json!({})).unwrap();
+    // Every device is named: the skipped ones with the reason.
+    assert_eq!(
+        result[ro.path_str()],
+        json!({"skipped": "read-only device"})
+    );
+    assert_eq!(
+        result[member.path_str()],
+        json!({"skipped": "Linux RAID member"})
+    );
+    assert_eq!(result[plain.path_str()], json!({"erased": "metadata"}));
 
     assert_eq!(probe(member.file(), 0, 64 * MIB).as_deref(), Some("gpt"));
     assert_eq!(
@@ -259,7 +269,7 @@ fn a_vmfs_partition_stops_the_step_before_anything_is_written() {
 }
 
 #[test]
-fn the_generic_manager_runs_the_step_and_returns_null() {
+fn the_generic_manager_runs_the_step_and_names_the_device() {
     let l = partscan_loop(16 * MIB);
     run("mkfs.vfat", &[l.path_str()]);
     let manager = GenericHardwareManager::new(0).with_erase_scope(scope(&[], &[&l]));
@@ -276,7 +286,7 @@ fn the_generic_manager_runs_the_step_and_returns_null() {
             host: &ira_hw::NoHost,
         })
         .unwrap();
-    assert_eq!(result, Value::Null);
+    assert_eq!(result, json!({ l.path_str(): {"erased": "metadata"} }));
     assert_eq!(probe(l.file(), 0, 16 * MIB), None);
 }
 

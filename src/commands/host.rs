@@ -69,4 +69,15 @@ impl AgentHost for Host {
     fn set_status(&self, message: Option<&str>) {
         self.env.set_status(message.map(str::to_owned));
     }
+
+    fn open_block_device(&self, device: &str) -> HwResult<std::fs::File> {
+        let allow = crate::blockdev::AllowList::new(self.env.config.device_allowlist.clone());
+        let path = self.env.rooted(Path::new(device));
+        crate::blockdev::open_for_write_at(self.env.sysroot(), &path, &allow).map_err(|e| {
+            HwError::Service {
+                class: "BlockDeviceError",
+                details: e.to_string(),
+            }
+        })
+    }
 }

@@ -39,6 +39,18 @@ pub struct Candidate {
 }
 
 impl Candidate {
+    /// The whole device the listing entry `dev` describes.
+    pub fn whole_device(dev: &BlockDevice) -> Self {
+        let kname = dev.name.trim_start_matches("/dev/").to_owned();
+        Self {
+            name: dev.name.clone(),
+            disk: kname.clone(),
+            kname,
+            partition: None,
+            size: dev.size,
+        }
+    }
+
     /// Whether this is a partition of [`Candidate::disk`].
     pub fn is_partition(&self) -> bool {
         self.partition.is_some()
@@ -47,6 +59,32 @@ impl Candidate {
 
 /// The candidate devices of `erase_devices_metadata` for `node`, name descending.
 pub fn candidates(scope: &EraseScope, node: &Value) -> Result<Vec<Candidate>, EraseError> {
+    let mut kept: Vec<Candidate> = collect(scope, node, true, true)?
+        .into_iter()
+        .map(|(c, _)| c)
+        .collect();
+    kept.sort_by(|a, b| b.name.cmp(&a.name));
+    Ok(kept)
+}
+
+/// The disks `erase_devices` erases (5.1: no partitions; the skip list drops `keep`
+/// arrays only), in listing order, each with its listing entry (what a vendor
+/// manager's `erase_block_device` recognises its disks by).
+pub fn disks(
+    scope: &EraseScope,
+    node: &Value,
+) -> Result<Vec<(Candidate, BlockDevice)>, EraseError> {
+    collect(scope, node, false, false)
+}
+
+/// The disks (and their allowed partitions with `with_partitions`) minus the skip list
+/// (md arrays to wipe too with `include_wipe`) and the running system's devices.
+fn collect(
+    scope: &EraseScope,
+    node: &Value,
+    with_partitions: bool,
+    include_wipe: bool,
+) -> Result<Vec<(Candidate, BlockDevice)>, EraseError> {
     let root = scope.sysroot.as_path();
     let disks = list_disks(root, &scope.allow).map_err(|e| EraseError::Listing(e.to_string()))?;
     let mut all: Vec<(Candidate, BlockDevice)> = Vec::new();
@@ -62,6 +100,9 @@ pub fn candidates(scope: &EraseScope, node: &Value) -> Result<Vec<Candidate>, Er
             },
             disk.clone(),
         ));
+        if !with_partitions {
+            continue;
+        }
         for part in partitions(root, &kname)? {
             if !scope.allow.permits(Path::new(&part.name)) {
                 tracing::info!(device = %part.name, "partition outside the device allow-list: not erased");
@@ -84,11 +125,11 @@ pub fn candidates(scope: &EraseScope, node: &Value) -> Result<Vec<Candidate>, Er
             all.push((part, dev));
         }
     }
-    let mut kept = apply_skip_list(root, node, all)?;
+    let mut kept = apply_skip_list(root, node, all, include_wipe)?;
     let system = system_devices(root).map_err(|e| EraseError::Listing(e.to_string()))?;
     if !system.is_empty() {
         let mut out = Vec::with_capacity(kept.len());
-        for c in kept {
+        for (c, d) in kept {
             let devnum = read_attr(&under(root, &format!("sys/class/block/{}/dev", c.kname)))
                 .map_err(|e| EraseError::Listing(e.to_string()))?;
             let stack =
@@ -97,11 +138,10 @@ pub fn candidates(scope: &EraseScope, node: &Value) -> Result<Vec<Candidate>, Er
                 tracing::warn!(device = %c.name, disk = %shared, "holds the running system: not erased");
                 continue;
             }
-            out.push(c);
+            out.push((c, d));
         }
         kept = out;
     }
-    kept.sort_by(|a, b| b.name.cmp(&a.name));
     Ok(kept)
 }
 
@@ -131,15 +171,16 @@ pub fn partitions(root: &Path, kname: &str) -> Result<Vec<Candidate>, EraseError
 }
 
 /// Drops skip-list hits, partitions of skipped disks, and md arrays the skip list
-/// keeps or wipes (IPA: `list_block_devices_check_skip_list(include_wipe=True)`).
+/// keeps (or wipes, with `include_wipe`; IPA: `list_block_devices_check_skip_list`).
 fn apply_skip_list(
     root: &Path,
     node: &Value,
     all: Vec<(Candidate, BlockDevice)>,
-) -> Result<Vec<Candidate>, EraseError> {
+    include_wipe: bool,
+) -> Result<Vec<(Candidate, BlockDevice)>, EraseError> {
     let skip = SkipList::from_node(node).map_err(|e| EraseError::SkipList(e.to_string()))?;
     let Some(skip) = skip else {
-        return Ok(all.into_iter().map(|(c, _)| c).collect());
+        return Ok(all);
     };
     let md = if skip.volume_names().is_empty() {
         Vec::new()
@@ -151,7 +192,7 @@ fn apply_skip_list(
         .map(|(_, d)| HintDevice::scalar(d.clone()))
         .collect();
     let remaining: BTreeSet<String> = skip
-        .filter(&hint_devices, &md, true)
+        .filter(&hint_devices, &md, include_wipe)
         .map_err(|e| EraseError::SkipList(e.to_string()))?
         .into_iter()
         .map(|d| d.name().to_owned())
@@ -163,8 +204,7 @@ fn apply_skip_list(
         .collect();
     Ok(all
         .into_iter()
-        .map(|(c, _)| c)
-        .filter(|c| {
+        .filter(|(c, _)| {
             let keep = remaining.contains(&c.name) && !dropped_disks.contains(&c.disk);
             if !keep {
                 tracing::info!(device = %c.name, "protected by skip_block_devices: not erased");

@@ -13,6 +13,9 @@
 //!    the disk, whose partition table the kernel then re-reads), disks in parallel;
 //! 4. as with `fuser`, each device must be free once written;
 //! 5. failures are collected and reported together, in processing order.
+//!
+//! The result names every device: `{"/dev/sda": {"erased": "metadata"}, "/dev/sdb":
+//! {"skipped": "read-only device"}}` (IPA returns null and skips without a word).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -20,16 +23,15 @@ use std::io::{Seek, SeekFrom, Write};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{json, Map, Value};
 
-use crate::blockdev::hints::py;
 use crate::blockdev::open_for_write_at;
 use crate::partition::wipe::destroy_disk_metadata;
 use crate::partition::{Geometry, GeometryError};
 use crate::sys::block;
 
 use super::devices::{candidates, Candidate};
-use super::{probe, EraseError, EraseScope};
+use super::{policy, probe, EraseError, EraseScope};
 
 /// Disks erased at the same time at most (each worker does a few small writes).
 const MAX_WORKERS: usize = 16;
@@ -38,19 +40,26 @@ const MAX_WORKERS: usize = 16;
 const BUSY_INTERVAL: Duration = Duration::from_secs(1);
 const BUSY_ATTEMPTS: u32 = 20;
 
-/// Runs the step for `node` within `scope`; `Ok` (the step's `null`) when every
-/// erasable device lost its metadata.
-pub fn erase_devices_metadata(scope: &EraseScope, node: &Value) -> Result<(), EraseError> {
-    let devices = erasable_devices(scope, node)?;
+/// Runs the step for `node` within `scope`; the result names each device erased or
+/// skipped (with the reason) when every erasable device lost its metadata.
+pub fn erase_devices_metadata(scope: &EraseScope, node: &Value) -> Result<Value, EraseError> {
+    let (devices, skipped) = sorted_devices(scope, node)?;
+    let mut out = Map::new();
+    for (name, reason) in skipped {
+        out.insert(name, json!({ "skipped": reason }));
+    }
     if devices.is_empty() {
         tracing::info!("no erasable devices");
-        return Ok(());
+        return Ok(Value::Object(out));
     }
     check_devices(scope, node, &devices)?;
     let failures = erase_all(scope, &devices);
     if failures.is_empty() {
         tracing::info!(devices = devices.len(), "metadata erased");
-        Ok(())
+        for dev in &devices {
+            out.insert(dev.name.clone(), json!({ "erased": "metadata" }));
+        }
+        Ok(Value::Object(out))
     } else {
         Err(EraseError::Devices(failures))
     }
@@ -59,10 +68,23 @@ pub fn erase_devices_metadata(scope: &EraseScope, node: &Value) -> Result<(), Er
 /// IPA's `_list_erasable_devices`: the candidates minus virtual media, RAID members
 /// and read-only devices (each skip logged). A member probe that fails aborts.
 pub fn erasable_devices(scope: &EraseScope, node: &Value) -> Result<Vec<Candidate>, EraseError> {
+    Ok(sorted_devices(scope, node)?.0)
+}
+
+/// Devices left out of an erase step, each with the reason.
+pub type Skipped = Vec<(String, String)>;
+
+/// [`erasable_devices`] and the devices it leaves out, each with the reason.
+pub fn sorted_devices(
+    scope: &EraseScope,
+    node: &Value,
+) -> Result<(Vec<Candidate>, Skipped), EraseError> {
     let mut out = Vec::new();
+    let mut skipped = Vec::new();
     for dev in candidates(scope, node)? {
         if probe::is_virtual_media(scope, &dev) {
             tracing::info!(device = %dev.name, "skipping erasure of virtual media device");
+            skipped.push((dev.name, "virtual media device".to_owned()));
             continue;
         }
         let member = probe::is_raid_member(scope, &dev).map_err(|e| EraseError::Probe {
@@ -71,28 +93,37 @@ pub fn erasable_devices(scope: &EraseScope, node: &Value) -> Result<Vec<Candidat
         })?;
         if member {
             tracing::info!(device = %dev.name, "skipping erasure of RAID member device");
+            skipped.push((dev.name, "Linux RAID member".to_owned()));
             continue;
         }
         if probe::is_read_only(scope, &dev) {
             tracing::info!(device = %dev.name, "skipping erasure of read-only device");
+            skipped.push((dev.name, "read-only device".to_owned()));
             continue;
         }
         out.push(dev);
     }
-    Ok(out)
+    Ok((out, skipped))
 }
 
 /// Whether the special-filesystem guard applies: the agent option and the node's
-/// `driver_internal_info.wipe_special_filesystems` (default true, Python truthiness).
+/// `driver_internal_info.wipe_special_filesystems` (default true; a value that is no
+/// boolean keeps the guard on).
 pub fn guard_enabled(scope: &EraseScope, node: &Value) -> bool {
-    scope.guard_special_filesystems
-        && node
-            .pointer("/driver_internal_info/wipe_special_filesystems")
-            .is_none_or(py::truthy)
+    if !scope.guard_special_filesystems {
+        return false;
+    }
+    match policy::flag(node, policy::WIPE_SPECIAL, true) {
+        Ok(wipe) => wipe,
+        Err(e) => {
+            tracing::warn!(error = %e, "keeping the special-filesystem guard on");
+            true
+        }
+    }
 }
 
 /// Step 2 of the module docs.
-fn check_devices(
+pub(crate) fn check_devices(
     scope: &EraseScope,
     node: &Value,
     devices: &[Candidate],
@@ -173,7 +204,7 @@ fn erase_all(scope: &EraseScope, devices: &[Candidate]) -> Vec<(String, String)>
 }
 
 /// Destroys one device's metadata through the write door, then waits for it to be free.
-fn erase_one(scope: &EraseScope, dev: &Candidate) -> Result<(), String> {
+pub(crate) fn erase_one(scope: &EraseScope, dev: &Candidate) -> Result<(), String> {
     let path = scope.rooted(&dev.name);
     let mut file =
         open_for_write_at(&scope.sysroot, &path, &scope.allow).map_err(|e| e.to_string())?;

@@ -22,14 +22,19 @@
 //! cannot read a device aborts the step before anything is written.
 
 pub mod ata;
+pub mod block_device;
 pub mod caps;
 pub mod devices;
 pub mod express;
+pub mod express_step;
+pub mod full;
 pub mod io;
 pub mod metadata;
 pub mod nvme;
 pub mod overwrite;
+pub mod policy;
 pub mod probe;
+pub mod pstore;
 pub mod random;
 pub mod report;
 pub mod verify;
@@ -80,6 +85,11 @@ impl EraseScope {
             allow: AllowList::new(vec![NO_DEVICE.to_owned()]),
             guard_special_filesystems: true,
         }
+    }
+
+    /// True for [`EraseScope::disabled`]: no device, and no pstore either.
+    pub fn is_disabled(&self) -> bool {
+        self.allow == AllowList::new(vec![NO_DEVICE.to_owned()])
     }
 
     /// `device` (a `/dev/...` name) as this process must open it.
@@ -136,6 +146,39 @@ pub enum EraseError {
     /// Some devices failed (IPA: `BlockDeviceEraseError`), in processing order.
     #[error("Failed to erase the metadata on the device(s): {}", join_failures(.0))]
     Devices(Vec<(String, String)>),
+    /// A `driver_internal_info` erase option cannot be read; nothing was erased.
+    #[error("{0}")]
+    Policy(#[from] policy::PolicyError),
+    /// `erase_devices`: some disks failed (IPA: `BlockDeviceEraseError`); the others
+    /// finished first.
+    #[error(
+        "Failed to erase the device(s): {}{}",
+        join_failures(.failed),
+        others_text(.others)
+    )]
+    Disks {
+        /// Failed disks and why, in listing order.
+        failed: Vec<(String, String)>,
+        /// The other disks and what became of them.
+        others: Vec<(String, String)>,
+    },
+    /// `erase_devices_express`: some devices failed (IPA: `BlockDeviceEraseError`).
+    #[error("Failed to conduct an express erase on the device(s): {}", join_failures(.0))]
+    Express(Vec<(String, String)>),
+    /// `erase_pstore` could not clear the pstore directory.
+    #[error("erasing pstore: {0}")]
+    Pstore(String),
+}
+
+fn others_text(others: &[(String, String)]) -> String {
+    if others.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = others
+        .iter()
+        .map(|(d, what)| format!("{d}: {what}"))
+        .collect();
+    format!(". Other devices: {}", list.join("; "))
 }
 
 fn join_failures(failures: &[(String, String)]) -> String {
@@ -147,8 +190,18 @@ fn join_failures(failures: &[(String, String)]) -> String {
 }
 
 impl From<EraseError> for HwError {
+    /// Per-device failures carry IPA's class `BlockDeviceEraseError`; the rest fail the
+    /// step as a `CleaningError`.
     fn from(e: EraseError) -> Self {
-        HwError::Failed(e.to_string())
+        match e {
+            EraseError::Devices(_) | EraseError::Disks { .. } | EraseError::Express(_) => {
+                HwError::Service {
+                    class: "BlockDeviceEraseError",
+                    details: e.to_string(),
+                }
+            }
+            other => HwError::Failed(other.to_string()),
+        }
     }
 }
 

@@ -12,8 +12,8 @@ use super::generic::GenericHardwareManager;
 use super::merge::{deduplicate_steps, Candidate};
 use crate::config::Config;
 use ira_hw::{
-    AgentHost, BlockDevice, HardwareManager, HwResult, Inventory, ManagerVersion, StepCall,
-    StepKind, SupportLevel,
+    AgentHost, BlockDevice, EraseCall, EraseProgressFn, HardwareManager, HwError, HwResult,
+    Inventory, ManagerVersion, StepCall, StepKind, SupportLevel,
 };
 
 /// Vendor string the example vendor manager looks for by default.
@@ -311,6 +311,10 @@ impl Registry {
         // Argument values may carry tenant data (config drives, signed URLs): log names only.
         let arg_names: Vec<&str> = args.keys().map(String::as_str).collect();
         tracing::info!(%kind, step = name, args = ?arg_names, "executing step");
+        let host = StepHost {
+            inner: host,
+            registry: self,
+        };
         let call = StepCall {
             kind,
             step: name,
@@ -318,7 +322,7 @@ impl Registry {
             ports,
             args,
             inventory,
-            host,
+            host: &host,
         };
         let result = self
             .dispatch(name, |m| m.execute_step(&call))
@@ -338,6 +342,65 @@ impl Registry {
                     .try_fold(device, |d, e| e.manager.filter_device(d))
             })
             .collect()
+    }
+}
+
+/// The host a step runs with: the caller's services, plus `erase_block_device`
+/// dispatched through the registry in support order (IPA's
+/// `dispatch_to_managers('erase_block_device', ...)`), so a vendor manager takes over
+/// the devices it claims.
+#[derive(Debug)]
+struct StepHost<'a> {
+    inner: &'a dyn AgentHost,
+    registry: &'a Registry,
+}
+
+impl AgentHost for StepHost<'_> {
+    fn prepare_image(&self, image_info: &Value, configdrive: Option<&Value>) -> HwResult<Value> {
+        self.inner.prepare_image(image_info, configdrive)
+    }
+
+    fn with_instance_root(
+        &self,
+        partition: Option<&str>,
+        f: &mut dyn FnMut(&std::path::Path) -> HwResult<()>,
+    ) -> HwResult<()> {
+        self.inner.with_instance_root(partition, f)
+    }
+
+    fn set_status(&self, message: Option<&str>) {
+        self.inner.set_status(message);
+    }
+
+    fn erase_block_device(
+        &self,
+        node: &Value,
+        device: &BlockDevice,
+        progress: EraseProgressFn<'_>,
+    ) -> HwResult<Value> {
+        let call = EraseCall {
+            node,
+            device,
+            host: self,
+            progress,
+        };
+        self.registry
+            .dispatch("erase_block_device", |m| m.erase_block_device(&call))
+            .map_err(|err| match err {
+                // The manager's own words; the step names the device and the class.
+                DispatchError::Failed { message, .. } => HwError::Failed(message),
+                other => {
+                    let e = other.to_command_error();
+                    HwError::Service {
+                        class: e.ipa_type(),
+                        details: e.details(),
+                    }
+                }
+            })
+    }
+
+    fn open_block_device(&self, device: &str) -> HwResult<std::fs::File> {
+        self.inner.open_block_device(device)
     }
 }
 

@@ -14,6 +14,12 @@
 //!   conductor-side step of priority 6 to 9). It does not implement the step, so
 //!   when the conductor runs `erase_devices` this manager answers "not mine" and the
 //!   generic manager does the work;
+//! * takes over `erase_block_device` for the disks it is configured to claim
+//!   ([`ExampleVendorManager::claim_erase`], e.g. by model prefix): the generic
+//!   `erase_devices` step asks every manager per disk in support order, so this one
+//!   erases its disks its own way (here: one verified pass of zeros, written through the
+//!   agent's device door `host.open_block_device`) and returns its own report, while
+//!   every other disk goes on to the generic manager;
 //! * adds the deploy step `example_write_files` (interface `deploy`, priority 0), an
 //!   in-band deploy step that writes files into the instance just written: the agent
 //!   mounts the instance's root filesystem for it and every write stays inside that
@@ -81,9 +87,12 @@
 //! or puts the same step into a deploy template (`baremetal deploy template create
 //! CUSTOM_VENDOR_FILES --steps '[...]'`) matched by a trait of the instance's flavor.
 
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::sync::Arc;
+
 use ira_hw::{
-    HardwareManager, HwError, HwResult, Inventory, ManagerVersion, Step, StepCall, StepKind,
-    SupportLevel,
+    BlockDevice, EraseCall, EraseProgress, HardwareManager, HwError, HwResult, Inventory,
+    ManagerVersion, Step, StepCall, StepKind, SupportLevel,
 };
 use serde_json::{json, Value};
 
@@ -102,11 +111,30 @@ pub const FIRMWARE_REPORT_STEP: &str = "example_firmware_report";
 /// Priority at which this manager re-declares the generic `erase_devices` step.
 pub const ERASE_DEVICES_PRIORITY: i64 = 5;
 
+/// The `method` of this manager's erase reports.
+pub const ERASE_METHOD: &str = "example_vendor_zero_fill";
+/// Bytes per write of the zero fill.
+const ZERO_CHUNK: usize = 1 << 20;
+
+/// Which disks this manager erases itself.
+pub type EraseClaim = Arc<dyn Fn(&BlockDevice) -> bool + Send + Sync>;
+
 /// The example vendor manager; see the crate documentation.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ExampleVendorManager {
     /// Exact `system_vendor.manufacturer` this manager claims.
     vendor: String,
+    /// The disks `erase_block_device` takes over; none by default.
+    claim: Option<EraseClaim>,
+}
+
+impl std::fmt::Debug for ExampleVendorManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExampleVendorManager")
+            .field("vendor", &self.vendor)
+            .field("claims_disks", &self.claim.is_some())
+            .finish()
+    }
 }
 
 impl Default for ExampleVendorManager {
@@ -120,7 +148,73 @@ impl ExampleVendorManager {
     pub fn new(vendor: impl Into<String>) -> Self {
         Self {
             vendor: vendor.into(),
+            claim: None,
         }
+    }
+
+    /// The same manager erasing the disks `claim` accepts itself.
+    pub fn claim_erase(mut self, claim: EraseClaim) -> Self {
+        self.claim = Some(claim);
+        self
+    }
+
+    /// The same manager erasing the disks whose model starts with `prefix` itself.
+    pub fn claim_erase_model_prefix(self, prefix: impl Into<String>) -> Self {
+        let prefix = prefix.into();
+        self.claim_erase(Arc::new(move |d: &BlockDevice| {
+            d.model.as_deref().is_some_and(|m| m.starts_with(&prefix))
+        }))
+    }
+
+    /// The vendor erase of a claimed disk: zeros over the whole device through the
+    /// agent's door, flushed, then read back in full.
+    fn zero_fill(&self, call: &EraseCall<'_>) -> HwResult<Value> {
+        let dev = call.device;
+        let mut file = call.host.open_block_device(&dev.name)?;
+        let failed = |what: &str, e: std::io::Error| {
+            HwError::Failed(format!("{NAME}: {what} {}: {e}", dev.name))
+        };
+        let started = std::time::Instant::now();
+        let zeros = vec![0u8; ZERO_CHUNK];
+        let mut done = 0u64;
+        while done < dev.size {
+            let n = usize::try_from((dev.size - done).min(ZERO_CHUNK as u64))
+                .expect("a chunk fits in memory");
+            file.write_all(&zeros[..n])
+                .map_err(|e| failed("writing", e))?;
+            done += n as u64;
+            (call.progress)(&EraseProgress {
+                fraction: done as f64 / dev.size as f64,
+                detail: "vendor zero fill".to_owned(),
+            });
+        }
+        file.sync_all().map_err(|e| failed("flushing", e))?;
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| failed("rewinding", e))?;
+        let mut buf = vec![0u8; ZERO_CHUNK];
+        let mut checked = 0u64;
+        loop {
+            let n = file.read(&mut buf).map_err(|e| failed("reading back", e))?;
+            if n == 0 {
+                break;
+            }
+            if buf[..n].iter().any(|&b| b != 0) {
+                return Err(HwError::Failed(format!(
+                    "{NAME}: {} is not zero near byte {checked} after the zero fill",
+                    dev.name
+                )));
+            }
+            checked += n as u64;
+        }
+        tracing::info!(device = %dev.name, bytes = done, "vendor erase done");
+        Ok(json!({
+            "device": dev.name,
+            "method": ERASE_METHOD,
+            "manager": NAME,
+            "bytes": done,
+            "seconds": started.elapsed().as_secs_f64(),
+            "verified_bytes": checked,
+        }))
     }
 
     /// The firmware report step: the SMBIOS identity, straight from the inventory.
@@ -182,7 +276,15 @@ impl HardwareManager for ExampleVendorManager {
         match call.step {
             FIRMWARE_REPORT_STEP => self.firmware_report(call),
             write_files::STEP => write_files::execute(call),
-            // erase_devices included: only its priority is ours, the work is generic.
+            // erase_devices included: only its priority is ours, the step is generic
+            // (it comes back here per disk through erase_block_device).
+            _ => Err(HwError::NotMine),
+        }
+    }
+
+    fn erase_block_device(&self, call: &EraseCall<'_>) -> HwResult<Value> {
+        match &self.claim {
+            Some(claim) if claim(call.device) => self.zero_fill(call),
             _ => Err(HwError::NotMine),
         }
     }

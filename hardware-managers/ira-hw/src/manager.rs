@@ -175,6 +175,28 @@ pub struct StepCall<'a> {
     pub host: &'a dyn crate::AgentHost,
 }
 
+/// Everything `erase_block_device` receives.
+#[derive(Clone, Copy)]
+pub struct EraseCall<'a> {
+    /// The node object the conductor sent (its `driver_internal_info` holds the erase
+    /// options, spec 5.7).
+    pub node: &'a Value,
+    /// The device to erase, as the disk listing shows it.
+    pub device: &'a BlockDevice,
+    /// The agent's services; `host.open_block_device` is the way to a writable device.
+    pub host: &'a dyn crate::AgentHost,
+    /// Where to report progress (the step turns it into the heartbeat status line).
+    pub progress: crate::EraseProgressFn<'a>,
+}
+
+impl fmt::Debug for EraseCall<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EraseCall")
+            .field("device", &self.device.name)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Errors a manager returns; [`HwError::NotMine`] passes the call to the next manager.
 #[derive(Debug, thiserror::Error)]
 pub enum HwError {
@@ -233,8 +255,11 @@ pub trait HardwareManager: Send + Sync + fmt::Debug {
         Some(device)
     }
 
-    /// Erases one block device.
-    fn erase_block_device(&self, _node: &Value, _device: &BlockDevice) -> HwResult<Value> {
+    /// Erases one block device (IPA's `erase_block_device`); the generic `erase_devices`
+    /// step asks every manager in support order, so a vendor manager takes over the
+    /// devices it knows and answers [`HwError::NotMine`] for the rest. The value is that
+    /// device's entry in the step result. May be called from several threads at once.
+    fn erase_block_device(&self, _call: &EraseCall<'_>) -> HwResult<Value> {
         Err(HwError::NotMine)
     }
 }

@@ -2,20 +2,28 @@
 //! [`SupportLevel::GENERIC`], lists IPA's generic clean, deploy and service steps and
 //! runs them. Vendor managers outrank it on their hardware.
 //!
-//! Step bodies live in their own modules; this one only routes: `write_image` (through
-//! the agent's `prepare_image`), `inject_files`, `erase_devices_metadata` and
-//! `clean_uefi_nvram` are implemented. The other listed steps (full erase, RAID,
-//! burn-in, bootc) fail with a clear message instead of pretending success; an unknown
-//! step is "not mine", so dispatch reports `HardwareManagerMethodNotFound`.
+//! Step bodies live in their own modules; this one only routes. Implemented:
+//! `write_image` (through the agent's `prepare_image`), `inject_files`, the four erase
+//! steps (`erase_devices`, `erase_devices_metadata`, `erase_devices_express`,
+//! `erase_pstore`, in `crate::erase`) and `clean_uefi_nvram`; and `erase_block_device`,
+//! which `erase_devices` reaches through the host so a vendor manager may take over its
+//! own disks. The other listed steps (RAID, burn-in, bootc) fail with a clear message
+//! instead of pretending success; an unknown step is "not mine", so dispatch reports
+//! `HardwareManagerMethodNotFound`.
 
 pub mod steps;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use serde_json::Value;
 
 use ira_hw::{
-    HardwareManager, HwError, HwResult, Inventory, ManagerVersion, Step, StepCall, StepKind,
-    SupportLevel,
+    EraseCall, HardwareManager, HwError, HwResult, Inventory, ManagerVersion, Step, StepCall,
+    StepKind, SupportLevel,
 };
+
+use crate::erase::policy::ErasePolicy;
 
 /// Class-like name grouping the generic steps in `get_*_steps` results.
 pub const NAME: &str = "GenericHardwareManager";
@@ -31,6 +39,9 @@ pub struct GenericHardwareManager {
     inject_files_priority: i64,
     /// Devices the erase steps may touch (none by default).
     erase: crate::erase::EraseScope,
+    /// Read between erase chunks. Nothing sets it yet: Ironic aborts an abortable clean
+    /// step by powering the node off, and the agent has no abort command to hook.
+    abort: Arc<AtomicBool>,
 }
 
 impl GenericHardwareManager {
@@ -39,6 +50,7 @@ impl GenericHardwareManager {
         Self {
             inject_files_priority,
             erase: crate::erase::EraseScope::disabled(),
+            abort: Arc::default(),
         }
     }
 
@@ -82,7 +94,27 @@ impl HardwareManager for GenericHardwareManager {
             return crate::deploy::inject::inject_files(call);
         }
         if call.step == "erase_devices_metadata" {
-            crate::erase::erase_devices_metadata(&self.erase, call.node)?;
+            return Ok(crate::erase::erase_devices_metadata(
+                &self.erase,
+                call.node,
+            )?);
+        }
+        if call.step == "erase_devices" {
+            return Ok(crate::erase::full::erase_devices(
+                &self.erase,
+                call.node,
+                call.host,
+            )?);
+        }
+        if call.step == "erase_devices_express" {
+            return Ok(crate::erase::express_step::erase_devices_express(
+                &self.erase,
+                call.node,
+                &self.abort,
+            )?);
+        }
+        if call.step == "erase_pstore" {
+            crate::erase::pstore::erase_pstore(&self.erase)?;
             return Ok(Value::Null);
         }
         if call.step == "clean_uefi_nvram" {
@@ -93,6 +125,27 @@ impl HardwareManager for GenericHardwareManager {
             "step {} is not implemented by this agent yet",
             call.step
         )))
+    }
+
+    fn erase_block_device(&self, call: &EraseCall<'_>) -> HwResult<Value> {
+        self.erase_one(call)
+    }
+}
+
+impl GenericHardwareManager {
+    /// IPA's generic `erase_block_device` (spec 5.3), see `crate::erase::block_device`.
+    fn erase_one(&self, call: &EraseCall<'_>) -> HwResult<Value> {
+        let policy =
+            ErasePolicy::from_node(call.node).map_err(|e| HwError::Failed(e.to_string()))?;
+        crate::erase::block_device::erase_block_device(
+            &self.erase,
+            &policy,
+            call.device,
+            &self.abort,
+            call.progress,
+        )
+        .map(|report| report.to_json())
+        .map_err(|e| HwError::Failed(e.to_string()))
     }
 }
 

@@ -137,7 +137,7 @@ finish() {
     check "lifecycle: agent never logged the token" test "$leaked" = 0
     if [ $FAILED != 0 ]; then
         echo "---- tail of the last agent log ($AGENT_LOG)"; tail -n 30 "$AGENT_LOG"
-        echo "---- conductor errors"; grep -E 'ERROR|WARNING' "$STATE/ironic.log" | tail -n 20
+        echo "---- conductor errors"; grep -E ' (ERROR|WARNING) ' "$STATE/ironic.log" | tail -n 20
     fi
     api delete "$NODE" >/dev/null 2>&1
     echo "lifecycle: $PASSED passed, $FAILED failed ($SECONDS s)"
@@ -204,6 +204,15 @@ check "lifecycle: the agent ran erase_devices_metadata then erase_devices" \
     test "$(completed erase_devices_metadata)/$(completed erase_devices)" = 1/1
 ORDER=$(grep 'executing step' "$CLEAN1_LOG" | grep -m1 -oE 'step="[a-z_]+"')
 check "lifecycle: erase_devices_metadata (99) ran first ($ORDER)" test "$ORDER" = 'step="erase_devices_metadata"'
+# The conductor's own plan, as it logs it when cleaning starts: exactly the two default
+# in-band steps, in priority order (nothing overridden, nothing out-of-band).
+PLAN=$(grep -m1 -oE "Executing automated cleaning on node $NODE, remaining steps: .*" \
+    "$STATE/ironic.log" | python3 -c '
+import ast, sys
+steps = ast.literal_eval(sys.stdin.read().split("remaining steps: ", 1)[1])
+print(" ".join("%s.%s:%s" % (s["interface"], s["step"], s["priority"]) for s in steps))')
+check "lifecycle: the conductor planned deploy.erase_devices_metadata:99 deploy.erase_devices:10 ($PLAN)" \
+    test "$PLAN" = "deploy.erase_devices_metadata:99 deploy.erase_devices:10"
 for l in "${LOOPS[@]}"; do
     check "lifecycle: the metadata wipe zeroed $l's first sector" first_sector_zero "$l"
 done
@@ -227,9 +236,14 @@ api wait "$NODE" "wait call-back" 60 2>/dev/null
 agent_boot_lookup deploy
 phase deploy active 120 || fatal deploy
 agent_off
-check "lifecycle: the image is on the install device ${LOOPS[0]}" \
-    bash -c "dd if=${LOOPS[0]} bs=1M count=$((IMG_BYTES >> 20)) iflag=direct status=none |
-        cmp -s -n $IMG_BYTES - $HTTP_ROOT/disk.img"
+# The agent moves the image's backup GPT to the end of the disk (as IPA does), which
+# rewrites both GPT headers: the partition's bytes must be the image's, and the table valid.
+check "lifecycle: the image's root partition is on the install device ${LOOPS[0]}" \
+    bash -c "dd if=${LOOPS[0]} bs=1M skip=1 count=24 iflag=direct status=none |
+        cmp -s - <(dd if=$HTTP_ROOT/disk.img bs=1M skip=1 count=24 status=none)"
+PARTS=$(sgdisk -p "${LOOPS[0]}" 2>/dev/null | awk '$1 == 1 {print $2 "-" $NF}')
+check "lifecycle: ${LOOPS[0]} has the image's GPT, partition 1 'root' at sector 2048 ($PARTS)" \
+    test "$PARTS" = 2048-root
 check "lifecycle: the other disk ${LOOPS[1]} stayed zero" all_zero "${LOOPS[1]}"
 
 # --- undeploy: cleaning again -------------------------------------------------------------
@@ -243,6 +257,7 @@ check "lifecycle: undeploy cleaning ran both steps" \
 for l in "${LOOPS[@]}"; do check "lifecycle: $l is all zeros after undeploy" all_zero "$l"; done
 
 # --- a disk that cannot be erased: read-only, erase_skip_read_only = false -----------------
+for l in "${LOOPS[@]}"; do fill_marker "$l"; done
 blockdev --setro "${LOOPS[1]}"
 api provision "$NODE" manage && api wait "$NODE" manageable 60 2>/dev/null
 api provision "$NODE" provide
@@ -257,7 +272,9 @@ lacks() { ! has "$1"; }
 check "lifecycle: last_error names the read-only disk ${LOOPS[1]}" has "${LOOPS[1]}\b"
 check "lifecycle: last_error gives the reason (read-only)" has 'read.?only'
 check "lifecycle: last_error is not a missing method" lacks 'could not find method|not implemented'
-check "lifecycle: last_error does not blame the writable disk ${LOOPS[0]}" lacks "${LOOPS[0]}\b"
+check "lifecycle: the writable disk ${LOOPS[0]} was still erased" all_zero "${LOOPS[0]}"
+check "lifecycle: the read-only disk ${LOOPS[1]} was not touched (marker in every MiB)" \
+    test "$(marker_count "${LOOPS[1]}")" = "$DISK_MB"
 blockdev --setrw "${LOOPS[1]}"
 
 finish

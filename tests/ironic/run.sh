@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs ira on this machine against the real Ironic (from PyPI, 127.0.0.1, sqlite, fake
-# hardware): agent inspection, and a deploy driven up to the agent's write_image.
+# hardware): agent inspection, and a deploy driven up to the agent's write_image; then
+# deploy_step.sh and lifecycle.sh (a whole node life with default automated cleaning).
 # ira is given a device allow-list that matches no disk and --no-power-off.
 #
 #   IRA_BIN   the binary to test (default: target/x86_64-unknown-linux-musl/release/ira)
@@ -33,4 +34,5 @@ if [ $rc != 0 ]; then
     for f in "$STATE"/ira-*.log; do echo "---- tail of $f"; tail -n 40 "$f"; done
 fi
 IRA_BIN=$IRA_BIN "$HERE/deploy_step.sh" || rc=1
+IRA_BIN=$IRA_BIN "$HERE/lifecycle.sh" || rc=1
 exit $rc

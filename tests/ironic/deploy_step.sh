@@ -3,7 +3,8 @@
 # deployed with `deploy_steps` asking for the example vendor's `example_write_files`
 # (priority 75) and the generic `inject_files` (priority 74). ira runs on this machine;
 # the install device is a loop device (the only device in its allow-list) and the image is
-# a GPT disk with one ext4 root filesystem. After `write_image` the conductor runs both
+# a GPT disk with one ext4 root filesystem. Ironic runs with its default automated
+# cleaning, so the agent first cleans the node (provide). After `write_image` the conductor runs both
 # steps on the agent, which mount the instance root and write into it; the node goes to
 # `active` and the files are read back from the loop device with debugfs.
 #
@@ -95,7 +96,7 @@ ext_mode() {
     debugfs -R "stat $1" "$STATE/check.fs" 2>/dev/null | grep -oE 'Mode: +[0-7]+' | grep -oE '[0-7]+$'
 }
 
-ironic_up "$STATE" false || { rc=1; exit 1; }
+ironic_up "$STATE" true || { rc=1; exit 1; }
 SYSROOT=$STATE/sysroot
 make_sysroot "$SYSROOT"
 make_image "$HTTP_ROOT/disk.img" || { rc=1; exit 1; }
@@ -116,10 +117,26 @@ EOF
 check "deploy-step: the agent sees 'Example Corp' and only the loop device" \
     test "$VENDOR $DISKS" = "Example_Corp $LOOP"
 
+PORT=$(free_port)
+printf '%s\n' "ipa-api-url=$IRONIC_URL ipa-advertise-host=127.0.0.1 ipa-advertise-port=$PORT ipa-lookup-interval=0.2 ipa-debug=1" \
+    > "$STATE/cmdline"
 NODE=$(api create-node "ira-deploy-step-$$" "$MAC") || { rc=1; exit 1; }
 api patch "$NODE" /properties/root_device "{\"name\": \"$LOOP\"}"
 api provision "$NODE" manage && api wait "$NODE" manageable 60 &&
-    api provision "$NODE" provide && api wait "$NODE" available 60 || { rc=1; exit 1; }
+    api provision "$NODE" provide && api wait "$NODE" "clean wait" 60 || { rc=1; exit 1; }
+# Automated cleaning (Ironic's default) needs the ramdisk: a fresh agent, stopped once the
+# conductor has powered the node off (fake power never stops it).
+"$IRA_BIN" --cmdline-file "$STATE/cmdline" --sysroot "$SYSROOT" --device-allowlist "$LOOP" \
+    --no-power-off --listen-host 127.0.0.1 --listen-port "$PORT" --debug \
+    > "$STATE/ira-clean.log" 2>&1 &
+echo $! > "$STATE/ira.pid"
+api wait "$NODE" available 90
+CLEANED=$?
+stop_pid_file "$STATE/ira.pid"
+CLEAN_RAN=$(grep 'step completed kind=clean' "$STATE/ira-clean.log" | grep -oE 'step="[a-z_]+"' | tr '\n' ' ')
+check "deploy-step: automated cleaning ran on the agent ($CLEAN_RAN) and ends in 'available'" \
+    test "$CLEANED/$CLEAN_RAN" = '0/step="erase_devices_metadata" step="erase_devices" '
+[ $CLEANED = 0 ] || { rc=1; exit 1; }
 api set-image "$NODE" "http://127.0.0.1:$HTTP_PORT/disk.img" "$SHA" raw
 MOTD_B64=$(printf 'deployed by ira\n' | base64 -w0)
 CONF_B64=$(printf 'injected=1\n' | base64 -w0)
@@ -140,9 +157,6 @@ api wait "$NODE" "wait call-back" 60 >/dev/null 2>&1
 check "deploy-step: node waits in 'wait call-back'" \
     test "$(api field "$NODE" provision_state)" = '"wait call-back"'
 
-PORT=$(free_port)
-printf '%s\n' "ipa-api-url=$IRONIC_URL ipa-advertise-host=127.0.0.1 ipa-advertise-port=$PORT ipa-lookup-interval=0.2 ipa-debug=1" \
-    > "$STATE/cmdline"
 "$IRA_BIN" --cmdline-file "$STATE/cmdline" --sysroot "$SYSROOT" --device-allowlist "$LOOP" \
     --no-power-off --listen-host 127.0.0.1 --listen-port "$PORT" --debug \
     > "$STATE/ira.log" 2>&1 &

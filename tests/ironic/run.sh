@@ -2,7 +2,8 @@
 # Runs ira on this machine against the real Ironic (from PyPI, 127.0.0.1, sqlite, fake
 # hardware): agent inspection, and a deploy driven up to the agent's write_image; then
 # deploy_step.sh and lifecycle.sh (a whole node life with default automated cleaning).
-# ira is given a device allow-list that matches no disk and --no-power-off.
+# Ironic runs with its default automated cleaning. scenarios.py gives ira a device
+# allow-list that matches no disk and --no-power-off.
 #
 #   IRA_BIN   the binary to test (default: target/x86_64-unknown-linux-musl/release/ira)
 #   KEEP=1    keep the scratch dir (logs, Ironic database) after the run
@@ -24,7 +25,7 @@ cleanup() {
     fi
 }
 trap cleanup EXIT
-ironic_up "$STATE" false || { rc=1; exit 1; }
+ironic_up "$STATE" true || { rc=1; exit 1; }
 "$IRONIC_VENV/bin/python" "$HERE/scenarios.py" --ironic-url "$IRONIC_URL" \
     --http-port "$HTTP_PORT" --http-root "$HTTP_ROOT" --state "$STATE" --ira "$IRA_BIN"
 rc=$?

@@ -7,7 +7,8 @@ any disk of this machine, and with --no-power-off. Standard library only.
   inspection: a node in `inspect wait` receives ira's inventory through
               /v1/continue_inspection and goes to `manageable`; the inventory Ironic
               stored is the one `ira inventory` prints.
-  deploy:     a node in `wait call-back` gets ira's lookup and heartbeat (auto-TLS), the
+  deploy:     a node is cleaned by the agent (automated cleaning, Ironic's default), then
+              in `wait call-back` it gets ira's lookup and heartbeat (auto-TLS), the
               conductor fetches the deploy steps over HTTPS and runs write_image, which
               fails cleanly (no disk is allowed, image writing is not built yet); the
               conductor collects the agent's logs and the node ends in `deploy failed`.
@@ -160,8 +161,22 @@ def scenario_deploy(ironic, args, inv):
     uuid = ironic.create_node(f"ira-deploy-{int(time.time())}", mac)
     ironic.provision(uuid, "manage")
     ironic.wait_state(uuid, "manageable", 60)
+    # Automated cleaning (Ironic's default): the conductor "reboots" the node into the
+    # ramdisk, so a fresh agent cleans it (no disk is allowed, so there is none to erase)
+    # and is gone once the conductor powers the node off.
     ironic.provision(uuid, "provide")
-    ironic.wait_state(uuid, "available", 60)
+    ironic.wait_state(uuid, "clean wait", 60)
+    port = free_port()
+    cleaner = Agent(args.ira, f"ipa-api-url={ironic.url} ipa-advertise-host=127.0.0.1 "
+                              f"ipa-advertise-port={port} ipa-lookup-interval=0.2 ipa-debug=1",
+                    args.state, "clean", port)
+    n = ironic.wait_state(uuid, "available", 90)
+    cleaner.stop()
+    ran = [s for s in ("erase_devices_metadata", "erase_devices")
+           if f'step completed kind=clean step="{s}"' in cleaner.text()]
+    check("deploy: automated cleaning ran erase_devices_metadata and erase_devices, "
+          "node 'available'", n["provision_state"] == "available" and len(ran) == 2,
+          f"state {n['provision_state']}, ran {ran}, last_error {n.get('last_error')}")
     ironic.set_image(uuid, f"http://127.0.0.1:{args.http_port}/img.raw", sha)
     ironic.provision(uuid, "active")
     transitions = []

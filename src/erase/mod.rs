@@ -1,25 +1,33 @@
-//! Erase steps of the generic manager (spec hardware-and-disks.md 5). Today:
-//! `erase_devices_metadata` (5.8), and the data paths the other steps are built from.
+//! Erase steps of the generic manager (spec hardware-and-disks.md 5): `erase_devices`
+//! (5.3), `erase_devices_metadata` (5.8), `erase_devices_express` (5.9) and
+//! `erase_pstore` (5.10), and the data paths they are built from.
 //!
-//! - `devices`: the candidate list of 5.1 (disks and their partitions from sysfs, the
-//!   allow-list, the skip list, never the running system's devices), sorted by name
-//!   descending.
-//! - `probe`: the per-device facts the step decides on (virtual media, RAID member,
+//! - `devices`: the candidate lists of 5.1 (disks and their partitions from sysfs, the
+//!   allow-list, the skip list, never the running system's devices): name descending
+//!   for the metadata and express steps, disks in listing order for `erase_devices`.
+//! - `probe`: the per-device facts the steps decide on (virtual media, RAID member,
 //!   read-only, holders) and the special-filesystem guard of 5.2.
-//! - `ata`: the ATA security erase of one drive (5.5), native over SG_IO.
-//! - `metadata`: the step itself: checks every device first, then destroys the
+//! - `policy`: the `driver_internal_info` erase options (5.7) with IPA's defaults.
+//! - `full`: `erase_devices`: checks every disk, then has each erased through the
+//!   agent host (IPA's `dispatch_to_managers('erase_block_device')`), up to
+//!   `disk_erasure_concurrency` at once, with one heartbeat status line for all.
+//! - `block_device`: the generic manager's `erase_block_device` decision tree: skips,
+//!   NVMe format or ATA security erase, else overwrite; always verified.
+//! - `metadata`: `erase_devices_metadata`: checks every device first, then destroys the
 //!   metadata of each, one thread per disk, and reports failures together.
+//! - `express_step`: `erase_devices_express`; `pstore`: `erase_pstore`.
+//! - `ata`: the ATA security erase of one drive (5.5), native over SG_IO; `nvme`: the
+//!   NVMe Format NVM / Sanitize of one namespace (5.4) over the admin passthrough.
 //! - `caps`: what a device offers for range erases (discard, secure discard, write
 //!   zeroes), from sysfs under a root and one harmless probe.
 //! - `overwrite`: IPA's shred (5.6) natively: random passes from a fast generator,
 //!   then zeros, with large direct writes; `express`: erase by secure discard, discard
-//!   or write zeroes; `verify`: sampled read-back that both call; `report`: the per-disk
-//!   report for step results. `io` and `random` serve them.
-//! - `nvme`: NVMe secure erase (5.4) by Format NVM as IPA does, or by Sanitize, through
-//!   the kernel's admin passthrough.
+//!   or write zeroes; `verify`: sampled read-back that every erase ends with; `report`:
+//!   the per-disk report for step results. `io` and `random` serve them.
 //!
 //! Where IPA would assume or skip silently we fail closed (INVARIANTS 7): a probe that
-//! cannot read a device aborts the step before anything is written.
+//! cannot read a device aborts the step before anything is written, a skipped device is
+//! named in the result with its reason, and nothing is reported erased that was not.
 
 pub mod ata;
 pub mod block_device;

@@ -200,6 +200,8 @@ agent_boot_lookup clean-1
 phase provide available 120 || fatal provide
 CLEAN1_LOG=$AGENT_LOG
 agent_off
+check "lifecycle: after cleaning the node has no last_error and no clean_step left" \
+    test "$(api field "$NODE" last_error)/$(api field "$NODE" clean_step)" = "null/{}"
 check "lifecycle: the agent ran erase_devices_metadata then erase_devices" \
     test "$(completed erase_devices_metadata)/$(completed erase_devices)" = 1/1
 ORDER=$(grep 'executing step' "$CLEAN1_LOG" | grep -m1 -oE 'step="[a-z_]+"')

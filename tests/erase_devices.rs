@@ -200,6 +200,29 @@ fn a_plan_without_passes_is_not_an_erase() {
     assert!(all_zero(&a));
 }
 
+#[test]
+fn an_agent_told_to_stop_does_not_call_a_disk_erased() {
+    let a = patterned(4);
+    let abort = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let manager: Box<dyn HardwareManager> = Box::new(
+        GenericHardwareManager::new(0)
+            .with_erase_scope(scope(&[&a]))
+            .with_abort(abort),
+    );
+    let host = TestHost::new(&[&a]);
+    let err = run_step(
+        vec![manager],
+        &empty_inventory(),
+        &host,
+        "erase_devices",
+        &json!({}),
+    )
+    .unwrap_err();
+    assert_eq!(err.to_command_error().ipa_type(), "BlockDeviceEraseError");
+    let d = details(&err);
+    assert!(d.contains(a.path_str()) && d.contains("aborted"), "{d}");
+}
+
 /// A manager ahead of the generic one that only watches: every disk passes through it
 /// (then "not mine"), and the first ones wait until `limit` are inside at once.
 /// (inside, most inside at once, started), and its condition variable.

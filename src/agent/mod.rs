@@ -113,10 +113,9 @@ where
         "inventory collected"
     );
 
-    let registry = Arc::new(Registry::with_options(
-        &inventory,
-        &BuiltinOptions::from_config(&config),
-    ));
+    let builtin = BuiltinOptions::from_config(&config);
+    let erase_abort = builtin.erase_abort.clone();
+    let registry = Arc::new(Registry::with_options(&inventory, &builtin));
     let mut state = AgentState::new(config.clone(), registry.clone(), inventory.clone());
     state.started_at = started_at;
     if let Some(token) = config.agent_token.as_deref().filter(|t| !t.is_empty()) {
@@ -267,6 +266,9 @@ where
 
     let server = wait_until_stopped(server, &state, &mut shutdown).await;
     tracing::info!("stopping");
+    // An erase still writing would be cut off mid-pass by the exit: end it between writes
+    // so its command records the disk as partly erased.
+    erase_abort.store(true, std::sync::atomic::Ordering::Relaxed);
     state.stop_serving.send_replace(true);
     let grace = policy.shutdown_grace;
     let result = match server {

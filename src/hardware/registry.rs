@@ -4,6 +4,8 @@
 //! are synchronous, so callers run these methods on a blocking thread.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
@@ -20,7 +22,7 @@ use ira_hw::{
 pub const DEFAULT_EXAMPLE_VENDOR: &str = "Example Corp";
 
 /// Options of the built-in managers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct BuiltinOptions {
     /// Priority of the generic `inject_files` step (config `inject_files_priority`).
     pub inject_files_priority: i64,
@@ -29,6 +31,8 @@ pub struct BuiltinOptions {
     pub example_vendor: String,
     /// Devices the generic erase steps may touch (default: none).
     pub erase: crate::erase::EraseScope,
+    /// Raised when the agent stops: running erases end between writes.
+    pub erase_abort: Arc<AtomicBool>,
 }
 
 impl Default for BuiltinOptions {
@@ -37,6 +41,7 @@ impl Default for BuiltinOptions {
             inject_files_priority: 0,
             example_vendor: DEFAULT_EXAMPLE_VENDOR.to_owned(),
             erase: crate::erase::EraseScope::disabled(),
+            erase_abort: Arc::default(),
         }
     }
 }
@@ -408,7 +413,8 @@ impl AgentHost for StepHost<'_> {
 pub fn builtin_managers(options: &BuiltinOptions) -> Vec<Box<dyn HardwareManager>> {
     let generic: Box<dyn HardwareManager> = Box::new(
         GenericHardwareManager::new(options.inject_files_priority)
-            .with_erase_scope(options.erase.clone()),
+            .with_erase_scope(options.erase.clone())
+            .with_abort(options.erase_abort.clone()),
     );
     let vendors = vendor_managers(options);
     std::iter::once(generic).chain(vendors).collect()

@@ -39,8 +39,9 @@ pub struct GenericHardwareManager {
     inject_files_priority: i64,
     /// Devices the erase steps may touch (none by default).
     erase: crate::erase::EraseScope,
-    /// Read between erase chunks. Nothing sets it yet: Ironic aborts an abortable clean
-    /// step by powering the node off, and the agent has no abort command to hook.
+    /// Read between erase chunks; the agent raises it when it is told to stop (SIGTERM on
+    /// the ramdisk's power-off), so an erase ends between writes and reports itself partial.
+    /// Ironic itself aborts an abortable clean step by powering the node off.
     abort: Arc<AtomicBool>,
 }
 
@@ -57,6 +58,12 @@ impl GenericHardwareManager {
     /// The same manager with erase steps working within `scope`.
     pub fn with_erase_scope(mut self, scope: crate::erase::EraseScope) -> Self {
         self.erase = scope;
+        self
+    }
+
+    /// The same manager stopping its erases once `abort` is raised.
+    pub fn with_abort(mut self, abort: Arc<AtomicBool>) -> Self {
+        self.abort = abort;
         self
     }
 }

@@ -360,6 +360,12 @@ const WIRING: &[Wiring] = &[
         "0",
         |c| !c.guard_special_filesystems,
     ),
+    (
+        "ipa-nvme-erase-method",
+        Some("nvme_erase_method"),
+        "sanitize_crypto",
+        |c| c.nvme_erase_method == "sanitize_crypto",
+    ),
     ("BOOTIF", None, "01-52-54-00-12-34-56", |c| {
         c.bootif.as_deref() == Some("01-52-54-00-12-34-56")
     }),
@@ -778,6 +784,7 @@ const BAD_VALUES: &[(&str, &str, Option<&str>, &str)] = &[
         None,
         "nah",
     ),
+    ("ipa-nvme-erase-method", "nvme_erase_method", None, "shred"),
 ];
 
 /// Asserts `err` is an `Invalid` for `option` from `origin` with `value`, on one line.

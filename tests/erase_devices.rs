@@ -56,6 +56,7 @@ fn scope(devs: &[&LoopDev]) -> EraseScope {
         sysroot: PathBuf::from("/"),
         allow: AllowList::new(devs.iter().map(|l| l.path_str().to_owned()).collect()),
         guard_special_filesystems: true,
+        ..EraseScope::disabled()
     }
 }
 
@@ -403,6 +404,7 @@ fn pstore_entries_are_deleted() {
         sysroot: root.path().to_path_buf(),
         allow: AllowList::new(vec!["/dev/none".into()]),
         guard_special_filesystems: true,
+        ..EraseScope::disabled()
     };
     std::fs::create_dir_all(root.path().join("proc")).unwrap();
     // Nothing mounted: nothing to do.

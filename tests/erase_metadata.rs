@@ -88,6 +88,7 @@ fn scope(with_parts: &[&LoopDev], alone: &[&LoopDev]) -> EraseScope {
         sysroot: PathBuf::from("/"),
         allow: AllowList::new(globs),
         guard_special_filesystems: true,
+        ..EraseScope::disabled()
     }
 }
 

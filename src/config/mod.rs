@@ -23,6 +23,15 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Values of `nvme_erase_method`, the default first.
+pub const NVME_ERASE_METHODS: [&str; 5] = [
+    "format",
+    "sanitize",
+    "sanitize_crypto",
+    "sanitize_block",
+    "sanitize_overwrite",
+];
+
 /// The fully resolved configuration the agent runs with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -110,6 +119,9 @@ pub struct Config {
     pub inject_files_priority: i64,
     /// Refuse to erase shared-cluster filesystems (`ipa-guard-special-filesystems`).
     pub guard_special_filesystems: bool,
+    /// How NVMe disks are secure-erased (`ipa-nvme-erase-method`, ira only): `format`
+    /// (IPA's Format NVM), `sanitize`, `sanitize_crypto`, `sanitize_block`, `sanitize_overwrite`.
+    pub nvme_erase_method: String,
     /// Raw `BOOTIF` kernel parameter.
     pub bootif: Option<String>,
     /// `boot_method` kernel parameter (`vmedia` enables parameters.txt).
@@ -187,6 +199,7 @@ impl Default for Config {
             ignore_bootloader_failure: None,
             inject_files_priority: 0,
             guard_special_filesystems: true,
+            nvme_erase_method: NVME_ERASE_METHODS[0].to_owned(),
             bootif: None,
             boot_method: None,
             device_allowlist: Vec::new(),

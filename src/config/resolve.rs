@@ -461,6 +461,19 @@ static OPTIONS: &[Opt] = &[
             Ok(())
         },
     ),
+    opt(
+        "nvme_erase_method",
+        Some("ipa-nvme-erase-method"),
+        true,
+        |c, v| {
+            c.nvme_erase_method = value::choice(
+                v,
+                &super::NVME_ERASE_METHODS,
+                "format, sanitize, sanitize_crypto, sanitize_block or sanitize_overwrite",
+            )?;
+            Ok(())
+        },
+    ),
     opt("bootif", Some("BOOTIF"), false, |c, v| {
         c.bootif = value::opt_string(v);
         Ok(())

@@ -186,7 +186,7 @@ fn secure_erase(
             );
         }
         let _ = serial;
-        return match nvme_format(scope, dev, file, progress) {
+        return match nvme_secure_erase(scope, dev, file, progress) {
             Ok(report) => Secure::Done(report),
             Err(why) => Secure::Failed(why),
         };
@@ -226,27 +226,31 @@ fn secure_erase(
     }
 }
 
-/// IPA's NVMe erase (5.4): Format NVM with crypto erase when the controller offers it,
-/// else user-data erase; verified by samples read before it (after either, no sampled
+/// The NVMe erase the scope's `nvme_mode` names: IPA's (5.4, Format NVM with crypto
+/// erase when the controller offers it, else user-data erase) or a sanitize; verified by samples read before it (after either, no sampled
 /// block may keep its old data). `file` is the device, already through the door.
-pub(crate) fn nvme_format(
+pub(crate) fn nvme_secure_erase(
     scope: &EraseScope,
     dev: &Candidate,
     file: &File,
     progress: &(dyn Fn(&EraseProgress) + Sync),
 ) -> Result<DiskEraseReport, String> {
     let before = verify::take_samples(file, dev.size)
-        .map_err(|e| format!("reading samples before the NVMe format: {e}"))?;
+        .map_err(|e| format!("reading samples before the NVMe erase: {e}"))?;
+    let detail = match scope.nvme_mode {
+        NvmeMode::Format => "NVMe format",
+        NvmeMode::Sanitize(_) => "NVMe sanitize",
+    };
     let mut report = |fraction: f64| {
         progress(&EraseProgress {
             fraction,
-            detail: "NVMe format".to_owned(),
+            detail: detail.to_owned(),
         });
     };
     report(0.0);
     let done = erase_nvme(
         &scope.rooted(&dev.name),
-        NvmeMode::Format,
+        scope.nvme_mode,
         &mut report,
         &NvmeLimits::default(),
     )

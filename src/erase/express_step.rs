@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 
 use crate::blockdev::open_for_write_at;
 
-use super::block_device::{is_nvme, nvme_format};
+use super::block_device::{is_nvme, nvme_secure_erase};
 use super::caps::Caps;
 use super::devices::Candidate;
 use super::express::{express_erase, ExpressError};
@@ -75,7 +75,7 @@ fn erase_device(
         .map_err(|e| e.to_string())?;
     // A format erases the whole namespace: partitions get the range erase.
     if is_nvme(&dev.kname) && !dev.is_partition() && policy.enable_nvme {
-        match nvme_format(scope, dev, &file, &|_| {}) {
+        match nvme_secure_erase(scope, dev, &file, &|_| {}) {
             Ok(report) => return Ok(report),
             // IPA logs a failed format and goes on; the report says why.
             Err(why) => {

@@ -68,6 +68,8 @@ pub struct EraseScope {
     pub allow: AllowList,
     /// The agent option `guard_special_filesystems` (spec 5.2).
     pub guard_special_filesystems: bool,
+    /// How NVMe namespaces are secure-erased (agent option `nvme_erase_method`).
+    pub nvme_mode: nvme::NvmeMode,
 }
 
 impl EraseScope {
@@ -82,6 +84,9 @@ impl EraseScope {
             sysroot,
             allow: AllowList::new(config.device_allowlist.clone()),
             guard_special_filesystems: config.guard_special_filesystems,
+            // The option was checked when the configuration was read.
+            nvme_mode: nvme::NvmeMode::from_option(&config.nvme_erase_method)
+                .unwrap_or(nvme::NvmeMode::Format),
         }
     }
 
@@ -92,6 +97,7 @@ impl EraseScope {
             sysroot: PathBuf::from("/"),
             allow: AllowList::new(vec![NO_DEVICE.to_owned()]),
             guard_special_filesystems: true,
+            nvme_mode: nvme::NvmeMode::Format,
         }
     }
 
@@ -227,6 +233,35 @@ mod tests {
             e.to_string(),
             "Failed to erase the metadata on the device(s): \"/dev/sdb1\": boom; \"/dev/sda\": bang"
         );
+    }
+
+    #[test]
+    fn every_nvme_erase_method_the_configuration_accepts_names_a_mode() {
+        use nvme::{NvmeMode, SanitizeChoice};
+        let modes: Vec<_> = crate::config::NVME_ERASE_METHODS
+            .iter()
+            .map(|name| {
+                let config = Config {
+                    nvme_erase_method: (*name).to_owned(),
+                    ..Config::default()
+                };
+                EraseScope::from_config(&config).nvme_mode
+            })
+            .collect();
+        assert_eq!(
+            modes,
+            [
+                NvmeMode::Format,
+                NvmeMode::Sanitize(SanitizeChoice::BestAvailable),
+                NvmeMode::Sanitize(SanitizeChoice::Crypto),
+                NvmeMode::Sanitize(SanitizeChoice::Block),
+                NvmeMode::Sanitize(SanitizeChoice::Overwrite {
+                    passes: 1,
+                    pattern: 0
+                }),
+            ]
+        );
+        assert_eq!(NvmeMode::from_option("shred"), None);
     }
 
     #[test]

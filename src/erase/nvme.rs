@@ -113,6 +113,24 @@ pub enum SanitizeChoice {
     },
 }
 
+impl NvmeMode {
+    /// The mode the agent option `nvme_erase_method` names (see `config::NVME_ERASE_METHODS`);
+    /// `None` for any other text.
+    pub fn from_option(name: &str) -> Option<Self> {
+        Some(match name {
+            "format" => Self::Format,
+            "sanitize" => Self::Sanitize(SanitizeChoice::BestAvailable),
+            "sanitize_crypto" => Self::Sanitize(SanitizeChoice::Crypto),
+            "sanitize_block" => Self::Sanitize(SanitizeChoice::Block),
+            "sanitize_overwrite" => Self::Sanitize(SanitizeChoice::Overwrite {
+                passes: 1,
+                pattern: 0,
+            }),
+            _ => return None,
+        })
+    }
+}
+
 /// Timeouts and the polling interval of an NVMe erase.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NvmeLimits {

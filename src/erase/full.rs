@@ -23,7 +23,7 @@ use serde_json::{Map, Value};
 use ira_hw::{AgentHost, BlockDevice, EraseProgress};
 
 use super::devices::{disks, partitions, Candidate};
-use super::metadata::guard_enabled;
+use super::metadata::{guard_enabled, refuse_protected};
 use super::policy::ErasePolicy;
 use super::{probe, EraseError, EraseScope};
 
@@ -131,14 +131,7 @@ fn check_disk(scope: &EraseScope, guard: bool, disk: &Candidate) -> Result<(), E
     }
     let parts = partitions(&scope.sysroot, &disk.kname)?;
     for dev in std::iter::once(disk).chain(&parts) {
-        if let Some(what) =
-            probe::protected(scope, dev).map_err(|e| probe_err("safety check", e))?
-        {
-            return Err(EraseError::Protected {
-                device: dev.name.clone(),
-                what,
-            });
-        }
+        refuse_protected(scope, dev)?;
     }
     Ok(())
 }

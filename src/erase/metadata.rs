@@ -142,17 +142,25 @@ pub(crate) fn check_devices(
             });
         }
         if guard {
-            if let Some(what) =
-                probe::protected(scope, dev).map_err(|e| probe_err("safety check", e))?
-            {
-                return Err(EraseError::Protected {
-                    device: dev.name.clone(),
-                    what,
-                });
-            }
+            refuse_protected(scope, dev)?;
         }
     }
     Ok(())
+}
+
+/// The special-filesystem guard (5.2) for one device: an error naming what it holds.
+pub(crate) fn refuse_protected(scope: &EraseScope, dev: &Candidate) -> Result<(), EraseError> {
+    match probe::protected(scope, dev) {
+        Ok(None) => Ok(()),
+        Ok(Some(what)) => Err(EraseError::Protected {
+            device: dev.name.clone(),
+            what,
+        }),
+        Err(e) => Err(EraseError::Probe {
+            device: dev.name.clone(),
+            reason: format!("safety check: {e}"),
+        }),
+    }
 }
 
 /// Steps 3 and 4: one worker per disk (at most [`MAX_WORKERS`] at once); returns the

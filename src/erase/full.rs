@@ -74,8 +74,9 @@ pub fn erase_devices(
                         Err(_) => State::Failed,
                     },
                 );
-                if let Err(e) = &outcome {
-                    tracing::error!(device = %device.name, error = %e, "erase failed");
+                match &outcome {
+                    Ok(report) => log_report(&device.name, report),
+                    Err(e) => tracing::error!(device = %device.name, error = %e, "erase failed"),
                 }
                 if let Ok(mut r) = results.lock() {
                     r[index] = Some(outcome);
@@ -134,6 +135,33 @@ fn check_disk(scope: &EraseScope, guard: bool, disk: &Candidate) -> Result<(), E
         refuse_protected(scope, dev)?;
     }
     Ok(())
+}
+
+/// One INFO line per disk with its report, so the agent's log (and the log archive
+/// the conductor stores) shows what became of every disk, not only the failures.
+fn log_report(device: &str, report: &Value) {
+    let text = |key: &str| report.get(key).and_then(Value::as_str).unwrap_or("-");
+    let number = |key: &str| report.get(key).and_then(Value::as_u64).unwrap_or(0);
+    let seconds = report.get("seconds").and_then(Value::as_f64).unwrap_or(0.0);
+    let fallback = report.get("fallback").and_then(Value::as_str);
+    match report.get("skipped").and_then(Value::as_str) {
+        Some(reason) => tracing::info!(
+            device,
+            serial = text("serial"),
+            skipped = reason,
+            "disk erase report"
+        ),
+        None => tracing::info!(
+            device,
+            serial = text("serial"),
+            method = text("method"),
+            bytes = number("bytes"),
+            seconds = format_args!("{seconds:.2}"),
+            verified_samples = number("verified_samples"),
+            fallback,
+            "disk erase report"
+        ),
+    }
 }
 
 /// A report in a few words, for the failure message's list of the other disks.

@@ -88,9 +88,11 @@ pub fn password_block(identifier: Identifier, enhanced: bool, password: &[u8; 32
 }
 
 /// The ATA PASS-THROUGH(16) CDB for a 28-bit command with no LBA: `count` 512-byte
-/// blocks moved with `protocol` (T_LENGTH = the count field, BYT_BLOK = blocks), and
-/// CK_COND set so the SAT layer always returns the ATA status registers.
-fn cdb(command: u8, protocol: Protocol, count: u8) -> [u8; 16] {
+/// blocks moved with `protocol` (T_LENGTH = the count field, BYT_BLOK = blocks).
+/// `ck_cond` asks the SAT layer for the ATA status registers even on success (it then
+/// answers CHECK CONDITION, libata with RECOVERED ERROR 00/1D); without it success is
+/// GOOD and only a failed command comes back with the registers.
+fn cdb(command: u8, protocol: Protocol, count: u8, ck_cond: bool) -> [u8; 16] {
     const CK_COND: u8 = 0x20;
     const T_DIR_IN: u8 = 0x08;
     const BYT_BLOK: u8 = 0x04;
@@ -99,26 +101,33 @@ fn cdb(command: u8, protocol: Protocol, count: u8) -> [u8; 16] {
     c[0] = ATA_16;
     c[1] = (protocol as u8) << 1;
     c[2] = match protocol {
-        Protocol::NonData => CK_COND,
-        Protocol::PioIn => CK_COND | T_DIR_IN | BYT_BLOK | T_LENGTH_COUNT,
-        Protocol::PioOut => CK_COND | BYT_BLOK | T_LENGTH_COUNT,
+        Protocol::NonData => 0,
+        Protocol::PioIn => T_DIR_IN | BYT_BLOK | T_LENGTH_COUNT,
+        Protocol::PioOut => BYT_BLOK | T_LENGTH_COUNT,
     };
+    if ck_cond {
+        c[2] |= CK_COND;
+    }
     c[6] = count;
     c[14] = command;
     c
 }
 
-/// The CDB of IDENTIFY DEVICE (PIO data-in, one block).
+/// The CDB of IDENTIFY DEVICE (PIO data-in, one block). No CK_COND: the data is the
+/// answer, and some SAT layers (QEMU's AHCI under libata) return stale registers from
+/// the PIO Setup FIS for a data-in command, which reads as an abort of a command that
+/// succeeded.
 pub fn identify_cdb() -> [u8; 16] {
-    cdb(IDENTIFY_DEVICE, Protocol::PioIn, 1)
+    cdb(IDENTIFY_DEVICE, Protocol::PioIn, 1, false)
 }
 
-/// The CDB of a security command (PIO data-out of one block, or non-data).
+/// The CDB of a security command (PIO data-out of one block, or non-data), with
+/// CK_COND: the status after SECURITY ERASE UNIT and friends is what proves they ran.
 pub fn security_cdb(cmd: SecurityCommand) -> [u8; 16] {
     if cmd.has_data() {
-        cdb(cmd.opcode(), Protocol::PioOut, 1)
+        cdb(cmd.opcode(), Protocol::PioOut, 1, true)
     } else {
-        cdb(cmd.opcode(), Protocol::NonData, 0)
+        cdb(cmd.opcode(), Protocol::NonData, 0, true)
     }
 }
 
@@ -258,7 +267,9 @@ const ILLEGAL_REQUEST: u8 = 0x05;
 
 /// Classifies a completed pass-through command. With CK_COND a SAT layer answers
 /// CHECK CONDITION with the ATA registers even on success (libata: RECOVERED ERROR,
-/// 00/1D); the ATA status decides. GOOD comes from layers that ignore CK_COND.
+/// 00/1D); the ATA status decides. GOOD is success: the answer to a command sent
+/// without CK_COND (IDENTIFY), or from a layer that ignores the bit. A failed command
+/// comes back as CHECK CONDITION with the registers either way.
 pub fn check(outcome: &SgOutcome) -> Result<(), AtaIoError> {
     if let Some(reason) = outcome.transport_failure() {
         return Err(AtaIoError::Transport(reason));
@@ -310,11 +321,14 @@ mod tests {
     use crate::sys::sg_io::SENSE_LEN;
 
     #[test]
-    fn identify_is_pio_in_of_one_block_with_ck_cond() {
+    fn identify_is_pio_in_of_one_block_without_ck_cond() {
+        let c = identify_cdb();
         assert_eq!(
-            identify_cdb(),
-            [0x85, 0x08, 0x2e, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0xec, 0]
+            c,
+            [0x85, 0x08, 0x0e, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0xec, 0]
         );
+        assert_eq!(c[2] & 0x20, 0, "CK_COND must be clear for IDENTIFY");
+        assert_eq!(c[2] & 0x08, 0x08, "T_DIR in");
     }
 
     #[test]

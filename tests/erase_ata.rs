@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::blockio::{read_at, write_at};
 use common::cmd::run;
 use common::loopdev::LoopDev;
-use ira::erase::ata::{erase_ata, AtaEraseError, AtaOutcome};
+use ira::erase::ata::{erase_ata, identify_cdb, AtaEraseError, AtaOutcome};
 use ira::sys::sg_io::{ata_pass_through_16, DataDir, SgIoError};
 
 const MIB: u64 = 1 << 20;
@@ -41,7 +41,7 @@ fn a_loop_device_does_not_do_sg_io_and_is_left_untouched() {
     let pattern = plant_pattern(l.path(), 8 * MIB);
     // IDENTIFY DEVICE, the first command the erase sends, straight through sys::sg_io.
     let dev = File::open(l.path()).unwrap();
-    let cdb = [0x85, 0x08, 0x2e, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0xec, 0];
+    let cdb = identify_cdb();
     let mut buf = [0u8; 512];
     let err =
         ata_pass_through_16(&dev, &cdb, DataDir::In, &mut buf, Duration::from_secs(5)).unwrap_err();

@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 
 pub use identify::{EraseTime, Identify, IdentifyError, Security};
 pub use transport::{
-    password_block, AtaDevice, AtaIoError, Identifier, SecurityCommand, SgAta, COMMAND_TIMEOUT,
+    identify_cdb, password_block, AtaDevice, AtaIoError, Identifier, SecurityCommand, SgAta,
+    COMMAND_TIMEOUT,
 };
 
 /// The `method` of an enhanced security erase.

@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
-# The demo: a real local Ironic inspects and deploys a VM that boots ira's own ramdisk.
+# The demo: a real local Ironic, in its default cleaning configuration, walks one node
+# through its whole life on a VM that boots ira's own ramdisk.
 #
 #   bash images/demo.sh          install what is missing, build, start Ironic and the
-#                                image server, boot the ramdisk in QEMU, and walk a node
-#                                through inspection, then a second one through a deploy of
-#                                a sample image to `active` (the VM's disk is then compared
-#                                with the image); prints every provision state with its
-#                                time, and where the logs are. Ironic keeps running
-#                                afterwards, so it can be explored.
+#                                image server, and walk the node: enroll, manage,
+#                                inspection, provide (automated cleaning: the agent runs
+#                                erase_devices_metadata, then erase_devices on the VM's
+#                                virtio, NVMe and SATA disks) -> available, deploy of a
+#                                sample image -> active (the VM's disk is then compared
+#                                with the image), undeploy (cleaning again) -> available;
+#                                prints every provision state with its time and each
+#                                disk's erase report, and where the logs are. Ironic
+#                                keeps running afterwards, so it can be explored.
 #   bash images/demo.sh down     stop everything the demo started (by PID) and remove its
 #                                state directory
 #
+# Fake power cannot switch a VM on: each time a real node would boot the ramdisk
+# (inspection, each cleaning, the deploy) the demo boots the VM, on the same disks.
 # A second run reuses what the first built (cargo, the ramdisk cache, the Ironic venv).
 # Everything listens on 127.0.0.1 only; VMs use QEMU user-mode networking.
 set -uo pipefail
@@ -66,7 +72,8 @@ bash "$HERE/build.sh" | tail -n 3 || fail "images/build.sh"
 step "Ironic from PyPI in a cached venv"
 ensure_ironic_venv || fail "Ironic venv"
 mkdir -p "$DEMO"
-ironic_up "$DEMO/ironic" false || fail "Ironic did not start"
+# Ironic's defaults: [conductor]automated_clean = true, no step priority overrides.
+ironic_up "$DEMO/ironic" true || fail "Ironic did not start"
 
 # A sample whole-disk image: an MBR with one Linux partition, random data, zeros.
 python3 - "$HTTP_ROOT/sample.raw" <<'EOF'
@@ -84,17 +91,59 @@ open(sys.argv[1], "wb").write(img)
 EOF
 SHA=$(sha256sum "$HTTP_ROOT/sample.raw" | cut -d' ' -f1)
 
-step "inspection: a node in 'inspect wait', the ramdisk boots in a VM and reports its hardware"
-MAC1=$(random_mac)
-N1=$(api create-node ira-demo-inspect "$MAC1") || fail "node create"
-api provision "$N1" manage && api wait "$N1" manageable 60 || fail "manage"
-api provision "$N1" inspect && api wait "$N1" "inspect wait" 30 || fail "inspect"
-VM_MAC=$MAC1 VM_APPEND="ipa-inspection-callback-url=$IRONIC_URL/v1/continue_inspection ira.fwd=$IRONIC_API_PORT BOOTIF=01-${MAC1//:/-}" \
-    vm_boot inspect >/dev/null 2>&1 || fail "QEMU did not start"
-echo "   VM 'inspect' booting (console: $VM_CONSOLE)"
-api wait "$N1" manageable 180 || fail "inspection did not finish"
-echo "   QEMU start -> manageable: $(vm_elapsed inspect) s"
-api inventory "$N1" | python3 -c '
+MAC=$(random_mac)
+DISK_SIZE=256M
+# boot PHASE APPEND: the node's ramdisk boots for PHASE (same VM, same disks each time).
+boot() {
+    local port
+    port=$(vm_free_port)
+    [ -f "$VM_SCRATCH/node/console.log" ] && cp "$VM_SCRATCH/node/console.log" "$VM_SCRATCH/node/console-$LAST_PHASE.log"
+    LAST_PHASE=$1
+    VM_DISK_SIZE=$DISK_SIZE VM_MAC=$MAC VM_HOSTPORT=$port \
+        VM_APPEND="$2 ira.fwd=$IRONIC_API_PORT ipa-advertise-host=127.0.0.1 ipa-advertise-port=$port" \
+        vm_boot node >/dev/null 2>&1 || fail "QEMU did not start"
+    echo "   VM booting the ramdisk for $1 (console: $VM_CONSOLE)"
+}
+LAST_PHASE=none
+# reach STATE TIMEOUT: waits for STATE, printing each state with its time.
+reach() {
+    local t=$SECONDS
+    api wait "$N" "$1" "$2" || { echo "   last_error: $(api field "$N" last_error)"; fail "the node did not reach $1"; }
+    echo "   -> $1 after $((SECONDS - t)) s ($(vm_elapsed node) s since QEMU started)"
+}
+# erase_reports: what the agent's log says of each disk after a cleaning.
+erase_reports() {
+    grep -aE 'step completed|disk erase report' "$VM_SCRATCH/node/console.log" |
+        sed -E 's/^.*(step completed|disk erase report)/\1/' | cut -c1-200 | sed 's/^/   agent: /'
+}
+# marker: the previous tenant's data on every disk, for the erase to remove.
+marker() {
+    local d
+    for d in vd0 nvme0 sata0; do marker_fill "$VM_SCRATCH/node/$d.img" 256; done
+    echo "   the marker string fills every byte of the three disks ($(marker_count "$VM_SCRATCH/node/vd0.img") MiB on vd0)"
+}
+zero_check() {
+    local d
+    for d in vd0 nvme0 sata0; do
+        all_zero "$VM_SCRATCH/node/$d.img" 256 || fail "$d.img is not all zeros after cleaning"
+    done
+    echo "   every byte of vd0.img, nvme0.img and sata0.img on the host is zero"
+}
+
+step "enroll and manage: a fake-hardware node with the VM's MAC, root device the virtio disk"
+N=$(api create-node ira-demo "$MAC") || fail "node create"
+echo "   node $N"
+api patch "$N" /properties/root_device '{"serial": "ira-vd0"}'
+# The guest reaches the image server through QEMU's gateway (10.0.2.2) as its HTTP proxy.
+api patch "$N" /driver_info/image_http_proxy "\"http://10.0.2.2:$HTTP_PORT\""
+api provision "$N" manage && reach manageable 60
+
+step "inspect: the ramdisk boots and reports its hardware"
+api provision "$N" inspect && api wait "$N" "inspect wait" 30 || fail "inspect"
+boot inspect "ipa-inspection-callback-url=$IRONIC_URL/v1/continue_inspection BOOTIF=01-${MAC//:/-}"
+reach manageable 180
+vm_stop node
+api inventory "$N" | python3 -c '
 import json, sys
 inv = json.load(sys.stdin).get("inventory", {})
 print("   inventory stored by Ironic:")
@@ -105,45 +154,46 @@ for i in inv.get("interfaces", []):
     print("     nic  %-13s %s  %s" % (i["name"], i["mac_address"], i["ipv4_address"]))
 print("     cpu  %s x %s, memory %s MiB, boot %s" % (inv["cpu"]["count"], inv["cpu"]["model_name"],
       inv["memory"]["physical_mb"], inv["boot"]["current_boot_mode"]))'
-vm_stop inspect
 
-step "deploy: a node in 'wait call-back', the conductor drives the agent in a fresh VM"
-MAC2=$(random_mac)
-N2=$(api create-node ira-demo-deploy "$MAC2") || fail "node create"
-api provision "$N2" manage && api wait "$N2" manageable 60 || fail "manage"
-api provision "$N2" provide && api wait "$N2" available 60 || fail "provide"
-api patch "$N2" /properties/root_device '{"serial": "ira-vd0"}'
-# The guest reaches the image server through QEMU's gateway (10.0.2.2) as its HTTP proxy.
-api patch "$N2" /driver_info/image_http_proxy "\"http://10.0.2.2:$HTTP_PORT\""
-api set-image "$N2" "http://127.0.0.1:$HTTP_PORT/sample.raw" "$SHA"
-api provision "$N2" active
-api wait "$N2" "wait call-back" 60 || fail "deploy did not start"
-PORT=$(vm_free_port)
-VM_MAC=$MAC2 VM_HOSTPORT=$PORT \
-    VM_APPEND="ipa-api-url=$IRONIC_URL ira.fwd=$IRONIC_API_PORT ipa-advertise-host=127.0.0.1 ipa-advertise-port=$PORT" \
-    vm_boot deploy >/dev/null 2>&1 || fail "QEMU did not start"
-echo "   VM 'deploy' booting (console: $VM_CONSOLE)"
-api wait "$N2" active 300
-STATE=$(api field "$N2" provision_state | tr -d '"')
-echo "   QEMU start -> $STATE: $(vm_elapsed deploy) s"
-if [ "$STATE" != active ]; then
-    echo "   last_error: $(api field "$N2" last_error)"
-    fail "the deploy did not reach active"
-fi
-grep -aoE 'image written and verified.*' "$VM_DIR/console.log" | tail -n 1 | sed 's/^/   agent: /'
-echo "   root uuid stored by the conductor: $(api field "$N2" driver_internal_info.root_uuid_or_disk_id)"
-if cmp -s -n "$(stat -c %s "$HTTP_ROOT/sample.raw")" "$HTTP_ROOT/sample.raw" "$VM_DIR/vd0.img"; then
-    echo "   the VM's disk $VM_DIR/vd0.img holds the image byte for byte"
+step "provide: automated cleaning (erase_devices_metadata, then erase_devices) -> available"
+marker
+api provision "$N" provide && api wait "$N" "clean wait" 60 || fail "provide"
+boot provide "ipa-api-url=$IRONIC_URL"
+reach available 240
+vm_stop node
+erase_reports
+zero_check
+
+step "deploy: the conductor drives the agent to write the sample image -> active"
+api set-image "$N" "http://127.0.0.1:$HTTP_PORT/sample.raw" "$SHA"
+api provision "$N" active && api wait "$N" "wait call-back" 60 || fail "deploy did not start"
+boot deploy "ipa-api-url=$IRONIC_URL"
+reach active 300
+vm_stop node
+grep -aoE 'image written and verified.*' "$VM_SCRATCH/node/console.log" | tail -n 1 | sed 's/^/   agent: /'
+echo "   root uuid stored by the conductor: $(api field "$N" driver_internal_info.root_uuid_or_disk_id)"
+if cmp -s -n "$(stat -c %s "$HTTP_ROOT/sample.raw")" "$HTTP_ROOT/sample.raw" "$VM_SCRATCH/node/vd0.img"; then
+    echo "   the VM's disk $VM_SCRATCH/node/vd0.img holds the image byte for byte"
 else
     fail "the VM's disk does not hold the image"
 fi
 
+step "undeploy: the tenant leaves, automated cleaning again -> available"
+marker
+api provision "$N" deleted && api wait "$N" "clean wait" 60 || fail "undeploy"
+boot undeploy "ipa-api-url=$IRONIC_URL"
+reach available 240
+vm_stop node
+cp "$VM_SCRATCH/node/console.log" "$VM_SCRATCH/node/console-undeploy.log"
+erase_reports
+zero_check
+
 cat <<EOF
 
-== done in $((SECONDS - t0)) s. Ironic keeps running (the agent powered the deploy VM off,
-   as the conductor asked at the end of the deploy):
+== done in $((SECONDS - t0)) s. Ironic keeps running, the node is 'available' again:
    Ironic API      $IRONIC_URL   (export OS_ENDPOINT=$IRONIC_URL OS_AUTH_TYPE=none;
                    $IRONIC_VENV/bin/baremetal node list)
-   logs            $DEMO/ironic/ironic.log, $VM_SCRATCH/*/console.log (the agent logs there)
+   logs            $DEMO/ironic/ironic.log, $VM_SCRATCH/node/console-*.log (one per boot;
+                   the agent logs there)
    stop it all     bash images/demo.sh down
 EOF

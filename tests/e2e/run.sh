@@ -1,12 +1,26 @@
 #!/usr/bin/env bash
-# The VM end-to-end suite: the real Ironic (from PyPI, 127.0.0.1, sqlite, fake hardware)
-# drives ira inside its own ramdisk booted in QEMU (TCG unless KVM really works), with a
-# virtio, an NVMe and a SATA disk, user-mode networking and the agent's port forwarded.
+# The VM end-to-end suite: the real Ironic (from PyPI, 127.0.0.1, sqlite, fake hardware,
+# automated cleaning on as by default) drives ira inside its own ramdisk booted in QEMU
+# (TCG unless KVM really works), with a virtio, an NVMe and a SATA disk, user-mode
+# networking and the agent's port forwarded.
 #
 # Scenarios:
 #   inspection  node in `inspect wait`; the VM boots with ipa-inspection-callback-url;
 #               Ironic stores the inventory: the VM's three disks (names, sizes, serials,
 #               rotational) and its NIC (MAC) must be in it; node -> manageable
+#   lifecycle   Ironic in its default cleaning configuration (automated_clean = true, no
+#               priority overrides): one node enrolled, `manage`, inspected, `provide`
+#               (automated cleaning: erase_devices_metadata 99, then erase_devices 10) ->
+#               available, deployed -> active, `undeploy` (cleaning again) -> available;
+#               one VM per ramdisk boot, on the same three 256 MiB disk files. Before each
+#               cleaning a marker string fills every disk file; afterwards every byte of
+#               every file must be zero, the virtio and SATA disks (no ATA security on
+#               QEMU's AHCI) overwritten, the NVMe disk erased by Format NVM. Prints each
+#               phase's time and the agent's step times and per-disk erase reports
+#   lifecycle_ro the same cleaning with the virtio disk attached read-only (VM_RO_DISK):
+#               `clean failed` with the device and "read-only" in last_error and in ira's
+#               own log inside the log archive the conductor stored; that disk keeps its
+#               marker, the others are erased
 #   deploy-*    node in `wait call-back` with a root device hint (the virtio disk's
 #               serial); the VM boots with ipa-api-url; the conductor drives lookup,
 #               heartbeat (auto-TLS), get_deploy_steps, write_image, get_partition_uuids,
@@ -14,7 +28,8 @@
 #               raw (1 GiB, DEPLOY_RAW_MIB), qcow2 (format from the bytes), zstd -> active
 #               with the disk checked byte for byte; a checksum mismatch and a qcow2 with a
 #               backing file -> `deploy failed` with the agent's error in last_error and
-#               nothing bootable (or nothing at all) on the disk
+#               nothing bootable (or nothing at all) on the disk. These nodes set their
+#               own automated_clean = false: they test the deploy, lifecycle tests cleaning
 #
 # Every process started here (Ironic, the image server, QEMU) is stopped by its PID, and
 # the scratch directory is removed, also on failure (KEEP=1 keeps it). On a failure the
@@ -22,6 +37,7 @@
 # printed. Ends with `vm-e2e: N passed, M failed`.
 #
 #   VM_MEM (default 256)  guest RAM in MiB
+#   E2E_SCENARIOS         the scenarios to run, in order (default: all)
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
@@ -76,7 +92,9 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-IRONIC_BIOS_BOOTLOADER=true ironic_up "$SCRATCH/ironic" false || { FAILED_ANY=1; exit 1; }
+# Ironic's default cleaning configuration: automated_clean = true, so every `provide`
+# and every undeploy runs erase_devices_metadata (99) then erase_devices (10).
+IRONIC_BIOS_BOOTLOADER=true ironic_up "$SCRATCH/ironic" true || { FAILED_ANY=1; exit 1; }
 
 # --- inspection -----------------------------------------------------------------------------
 scenario_inspection() {
@@ -150,6 +168,10 @@ deploy_node() {
     # proxy (Ironic passes it in image_info.proxies); the URL stays 127.0.0.1 for the
     # conductor's own check.
     api patch "$NODE_UUID" /driver_info/image_http_proxy "\"http://10.0.2.2:$HTTP_PORT\""
+    # These scenarios test the deploy: `provide` goes straight to `available` without a
+    # cleaning boot (the node's own automated_clean overrides the conductor's default).
+    # The lifecycle scenarios test cleaning.
+    api patch "$NODE_UUID" /automated_clean false
     api provision "$NODE_UUID" manage && api wait "$NODE_UUID" manageable 60 &&
         api provision "$NODE_UUID" provide && api wait "$NODE_UUID" available 60 ||
         { fail "$label: node available"; return 1; }
@@ -369,10 +391,227 @@ partition_fields() {
     api patch "$u" /instance_info/ramdisk "\"http://127.0.0.1:$HTTP_PORT/initrd\""
 }
 
+# --- lifecycle: the whole life of a node under Ironic's default cleaning -------------------
+# One node, one set of disk files (LIFE_MIB each) kept across its "boots": fake power
+# cannot power a VM on, so every time a real node would boot the ramdisk (inspection,
+# each cleaning, the deploy) a fresh VM with the same disks is started here, and
+# stopped when the phase is over (the console of each boot is kept as console-PHASE.log).
+LIFE_MIB=256
+
+# life_boot NAME PHASE APPEND: boots the ramdisk on NAME's disks for PHASE.
+life_boot() {
+    local name=$1 phase=$2 append=$3 port
+    port=$(vm_free_port)
+    VM_DISK_SIZE=${LIFE_MIB}M VM_MAC=$LIFE_MAC VM_HOSTPORT=$port \
+        VM_APPEND="$append ira.fwd=$IRONIC_API_PORT ipa-advertise-host=127.0.0.1 ipa-advertise-port=$port" \
+        vm_boot "$name"
+    LIFE_CONSOLE=$VM_SCRATCH/$name/console-$phase.log
+}
+# life_end NAME PHASE: stops the VM (if the agent did not power it off) and keeps its console.
+life_end() {
+    vm_stop "$1"
+    cp "$VM_SCRATCH/$1/console.log" "$VM_SCRATCH/$1/console-$2.log"
+}
+# life_ask TARGET: asks for the provision state change, noting the time.
+life_ask() {
+    LIFE_ASKED_US=$(_vm_now_us)
+    api provision "$LIFE_NODE" "$1"
+}
+# life_phase NAME PHASE TARGET TIMEOUT: waits for TARGET, then prints how long it took
+# from the request (life_ask) and from QEMU's start.
+life_phase() {
+    local name=$1 phase=$2 target=$3 timeout=$4
+    if api wait "$LIFE_NODE" "$target" "$timeout"; then
+        pass "lifecycle: $phase ends in '$target'"
+        echo "     $phase -> $target: $(_vm_fmt $(($(_vm_now_us) - LIFE_ASKED_US))) s from the request," \
+            "$(vm_elapsed "$name") s from QEMU start"
+        return 0
+    fi
+    fail "lifecycle: $phase ends in '$target'"
+    echo "     last_error: $(api field "$LIFE_NODE" last_error)"
+    return 1
+}
+# erase_summary CONSOLE: the agent's clean steps with their durations and each disk's
+# erase report, from the agent's log on the VM console.
+erase_summary() {
+    python3 - "$1" <<'PY'
+import re, sys
+from datetime import datetime
+start = {}
+for line in open(sys.argv[1], errors="replace"):
+    m = re.match(r".*?(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)Z\s+\w+\s+\S+ (executing step|step completed) .*step=\"?(\w+)", line)
+    if m:
+        t = datetime.fromisoformat(m.group(1)[:26])
+        if m.group(2) == "executing step":
+            start[m.group(3)] = t
+        elif m.group(3) in start:
+            print(f"     agent: {m.group(3)} {(t - start.pop(m.group(3))).total_seconds():.2f} s")
+    if "disk erase report" in line:
+        f = dict(re.findall(r'(\w+)=("[^"]*"|\S+)', line.split("disk erase report", 1)[1]))
+        f = {k: v.strip('"') for k, v in f.items()}
+        if "skipped" in f:
+            print(f"     erase report: {f.get('device')} skipped ({f['skipped']})")
+        else:
+            print(f"     erase report: {f.get('device')} serial {f.get('serial')} {f.get('method')}"
+                  f" {int(f.get('bytes', 0)) >> 20} MiB in {f.get('seconds')} s,"
+                  f" {f.get('verified_samples')} samples verified"
+                  + (f" (fallback: {f['fallback']})" if "fallback" in f else ""))
+PY
+}
+# report_method CONSOLE DEVICE: the method of DEVICE's last disk erase report.
+report_method() {
+    grep -a 'disk erase report' "$1" | grep -a "device=$2 " | tail -n 1 |
+        grep -oE 'method=[a-z_]+' | cut -d= -f2
+}
+# disks_zero NAME: every disk file of VM NAME is all zeros.
+disks_zero() {
+    local d rc=0
+    for d in vd0 nvme0 sata0; do
+        if ! all_zero "$VM_SCRATCH/$1/$d.img" "$LIFE_MIB"; then
+            echo "     $d.img: $(marker_count "$VM_SCRATCH/$1/$d.img") MiB still hold the marker"
+            rc=1
+        fi
+    done
+    return $rc
+}
+# plant_marker NAME: the tenant's data, the marker over every disk file of VM NAME.
+plant_marker() {
+    local d
+    for d in vd0 nvme0 sata0; do marker_fill "$VM_SCRATCH/$1/$d.img" "$LIFE_MIB"; done
+    test "$(marker_count "$VM_SCRATCH/$1/vd0.img")/$(marker_count "$VM_SCRATCH/$1/nvme0.img")/$(marker_count "$VM_SCRATCH/$1/sata0.img")" = "$LIFE_MIB/$LIFE_MIB/$LIFE_MIB"
+}
+# clean_checks NAME PHASE: what one automated cleaning must have done.
+clean_checks() {
+    local name=$1 phase=$2 con=$VM_SCRATCH/$1/console-$2.log
+    erase_summary "$con"
+    check "$phase: the agent ran erase_devices_metadata, then erase_devices" \
+        test "$(grep -a 'step completed' "$con" | grep -oE 'step="?erase_devices(_metadata)?' | tr -d '"' | tr '\n' ' ')" = \
+        "step=erase_devices_metadata step=erase_devices "
+    check "$phase: the virtio disk was overwritten" test "$(report_method "$con" /dev/vda)" = overwrite
+    check "$phase: the NVMe disk was erased by Format NVM" test "$(report_method "$con" /dev/nvme0n1)" = nvme_format
+    check "$phase: the SATA disk (no ATA security on QEMU's AHCI) was overwritten" \
+        test "$(report_method "$con" /dev/sda)" = overwrite
+    # An IDENTIFY DEVICE the SAT layer answers as aborted would give the same overwrite
+    # with another reason: the reason must be the drive's own security word.
+    check "$phase: IDENTIFY DEVICE answered on the SATA disk: no ATA security feature set" \
+        bash -c "grep -a 'ATA security state' '$con' | grep -aq 'device=/dev/sda' &&
+                 grep -a 'disk erase report' '$con' | grep -a 'device=/dev/sda ' |
+                     grep -q 'does not support the ATA security feature set'"
+    check "$phase: no disk file keeps the marker: every byte of the three disks is zero" disks_zero "$name"
+    check "$phase: the node has no last_error and no clean_step left" \
+        test "$(api field "$LIFE_NODE" last_error)/$(api field "$LIFE_NODE" clean_step)" = "null/{}"
+}
+
+scenario_lifecycle() {
+    echo "== scenario: a node's whole life under Ironic's default cleaning (automated_clean = true)"
+    local name=life
+    check "lifecycle: the conductor runs with automated_clean = true" \
+        grep -qx 'automated_clean = true' "$SCRATCH/ironic/ironic.conf"
+    LIFE_MAC=$(random_mac)
+    LIFE_NODE=$(api create-node "ira-vm-life-$$" "$LIFE_MAC") || { fail "lifecycle: node created"; return; }
+    api patch "$LIFE_NODE" /properties/root_device '{"serial": "ira-vd0"}'
+    api patch "$LIFE_NODE" /driver_info/image_http_proxy "\"http://10.0.2.2:$HTTP_PORT\""
+    api provision "$LIFE_NODE" manage && api wait "$LIFE_NODE" manageable 60 ||
+        { fail "lifecycle: manageable"; return; }
+
+    life_ask inspect
+    api wait "$LIFE_NODE" "inspect wait" 30 || { fail "lifecycle: inspect wait"; return; }
+    life_boot $name inspect \
+        "ipa-inspection-callback-url=$IRONIC_URL/v1/continue_inspection BOOTIF=01-${LIFE_MAC//:/-}"
+    life_phase $name inspect manageable 180
+    life_end $name inspect
+    check "lifecycle: inspection stored the three disks" test "$(api inventory "$LIFE_NODE" |
+        python3 -c 'import json,sys; print(sorted(d["name"] for d in json.load(sys.stdin)["inventory"]["disks"]))')" = \
+        "['/dev/nvme0n1', '/dev/sda', '/dev/vda']"
+
+    check "provide: the marker is on every byte of the three disks before cleaning" plant_marker $name
+    life_ask provide
+    api wait "$LIFE_NODE" "clean wait" 60 || { fail "provide: clean wait"; return; }
+    life_boot $name provide "ipa-api-url=$IRONIC_URL"
+    life_phase $name provide available 240 || { life_end $name provide; return; }
+    life_end $name provide
+    check "provide: the conductor planned deploy.erase_devices_metadata:99 deploy.erase_devices:10" \
+        test "$(grep -a -m1 -oE "Executing automated cleaning on node $LIFE_NODE, remaining steps: .*" \
+            "$SCRATCH/ironic/ironic.log" | python3 -c '
+import ast, sys
+steps = ast.literal_eval(sys.stdin.read().split("remaining steps: ", 1)[1])
+print(" ".join("%s.%s:%s" % (s["interface"], s["step"], s["priority"]) for s in steps))')" = \
+        "deploy.erase_devices_metadata:99 deploy.erase_devices:10"
+    clean_checks $name provide
+
+    make_gpt_image "$HTTP_ROOT/life.raw" 64
+    api set-image "$LIFE_NODE" "http://127.0.0.1:$HTTP_PORT/life.raw" \
+        "$(sha256sum "$HTTP_ROOT/life.raw" | cut -d' ' -f1)" raw
+    life_ask active
+    api wait "$LIFE_NODE" "wait call-back" 60 || { fail "deploy: wait call-back"; return; }
+    life_boot $name deploy "ipa-api-url=$IRONIC_URL ipa-image-download-connection-retry-interval=1"
+    life_phase $name deploy active 300 || { life_end $name deploy; return; }
+    life_end $name deploy
+    check "deploy: the virtio disk holds the image" disk_holds_image "$VM_SCRATCH/$name/vd0.img" "$HTTP_ROOT/life.raw"
+
+    check "undeploy: the tenant's marker is on every byte of the three disks" plant_marker $name
+    life_ask deleted
+    api wait "$LIFE_NODE" "clean wait" 60 || { fail "undeploy: clean wait"; return; }
+    life_boot $name undeploy "ipa-api-url=$IRONIC_URL"
+    life_phase $name undeploy available 240 || { life_end $name undeploy; return; }
+    life_end $name undeploy
+    clean_checks $name undeploy
+    api delete "$LIFE_NODE" >/dev/null 2>&1 || true
+    rm -f "$HTTP_ROOT/life.raw"
+}
+
+# A disk that cannot be erased: the virtio disk attached read-only, Ironic's default
+# agent_erase_skip_read_only = false. The other disks are erased all the same; the step
+# fails naming the disk and the reason, and the conductor stores the agent's logs.
+scenario_lifecycle_ro() {
+    echo "== scenario: automated cleaning with a read-only disk ends in 'clean failed'"
+    local name=life-ro
+    LIFE_MAC=$(random_mac)
+    LIFE_NODE=$(api create-node "ira-vm-life-ro-$$" "$LIFE_MAC") || { fail "clean-ro: node created"; return; }
+    api provision "$LIFE_NODE" manage && api wait "$LIFE_NODE" manageable 60 ||
+        { fail "clean-ro: manageable"; return; }
+    # The disk files exist before the first boot, so the marker can go on first.
+    mkdir -p "$VM_SCRATCH/$name"
+    local d
+    for d in vd0 nvme0 sata0; do truncate -s "${LIFE_MIB}M" "$VM_SCRATCH/$name/$d.img"; done
+    check "clean-ro: the marker is on every byte of the three disks" plant_marker $name
+    life_ask provide
+    api wait "$LIFE_NODE" "clean wait" 60 || { fail "clean-ro: clean wait"; return; }
+    VM_RO_DISK=vd0 life_boot $name provide "ipa-api-url=$IRONIC_URL"
+    life_phase $name provide "clean failed" 240
+    life_end $name provide
+    local err con=$VM_SCRATCH/$name/console-provide.log
+    erase_summary "$con"
+    err=$(api field "$LIFE_NODE" last_error)
+    echo "     last_error: $err"
+    check "clean-ro: last_error names the read-only disk /dev/vda" grep -q '/dev/vda\b' <<<"$err"
+    check "clean-ro: last_error gives the reason (read-only)" grep -qiE 'read.?only' <<<"$err"
+    check "clean-ro: last_error is not a missing method" bash -c "! grep -qiE 'could not find method|not implemented' <<<'$err'"
+    check "clean-ro: the node is in maintenance" test "$(api field "$LIFE_NODE" maintenance)" = true
+    check "clean-ro: the read-only disk was not touched (marker in every MiB)" \
+        test "$(marker_count "$VM_SCRATCH/$name/vd0.img")" = "$LIFE_MIB"
+    check "clean-ro: the NVMe disk was still erased" all_zero "$VM_SCRATCH/$name/nvme0.img" "$LIFE_MIB"
+    check "clean-ro: the SATA disk was still erased" all_zero "$VM_SCRATCH/$name/sata0.img" "$LIFE_MIB"
+    # [agent]deploy_logs_collect = on_failure, local storage: the conductor asked the
+    # agent for log.collect_system_logs and stored the tar.gz under the node's UUID.
+    local archive
+    archive=$(ls -t "$SCRATCH/ironic/deploy-logs/${LIFE_NODE}"*cleaning*.tar.gz 2>/dev/null | head -n 1)
+    echo "     stored log archive: ${archive:-none}"
+    if [ -n "$archive" ] && mkdir -p "$SCRATCH/ro-logs" && tar -xzf "$archive" -C "$SCRATCH/ro-logs"; then
+        pass "clean-ro: the conductor stored the agent's log archive"
+        check "clean-ro: ira's own log in the archive names /dev/vda and read-only" \
+            bash -c "grep -a '/dev/vda' '$SCRATCH/ro-logs/ira.log' | grep -qiE 'read.?only'"
+        grep -a 'erase failed' "$SCRATCH/ro-logs/ira.log" | head -n 1 | cut -c1-300 | sed 's/^/     ira.log: /'
+    else
+        fail "clean-ro: the conductor stored the agent's log archive"
+    fi
+    api delete "$LIFE_NODE" >/dev/null 2>&1 || api patch "$LIFE_NODE" /maintenance false >/dev/null 2>&1
+}
+
 # The inspection VM's disks keep vm.sh's default size.
 VM_DISK_BYTES=$((1 << 30))
 # E2E_SCENARIOS picks scenarios (default: all, in this order).
-for sc in ${E2E_SCENARIOS:-inspection deploy_raw deploy_formats deploy_refused deploy_uefi deploy_partition}; do
+for sc in ${E2E_SCENARIOS:-inspection lifecycle lifecycle_ro deploy_raw deploy_formats deploy_refused deploy_uefi deploy_partition}; do
     "scenario_$sc"
 done
 echo "vm-e2e: $passed passed, $failed failed"

@@ -36,6 +36,9 @@
 #   VM_CPU        TCG CPU model (default max); qemu64 hashes ~3x faster under TCG because
 #                 emulated AVX2 and SHA code is slower than scalar code
 #   VM_DISK_BOOT  1: no -kernel; the firmware boots what is on the disks (post-deploy)
+#   VM_RO_DISK    disks attached read-only (readonly=on), space-separated among vd0
+#                 nvme0 sata0; the guest's kernel then flags them read-only (ro = 1).
+#                 Only vd0 works with every QEMU: ide-hd refuses a read-only drive
 #   VM_QEMU_ARGS  extra QEMU arguments, split on spaces
 #
 # Guest devices: virtio-net NIC (user networking, guest 10.0.2.15, host = 10.0.2.2),
@@ -138,8 +141,14 @@ vm_boot() {
     [ "${VM_QUIET:-1}" = 1 ] && append="$append quiet"
     append="$append ${VM_APPEND:-}"
     local d
+    declare -A ro=()
     for d in vd0 nvme0 sata0; do
         [ -f "$dir/$d.img" ] || truncate -s "$size" "$dir/$d.img"
+        ro[$d]=""
+    done
+    for d in ${VM_RO_DISK:-}; do
+        [ -n "${ro[$d]+set}" ] || { _vm_log "VM_RO_DISK: no disk $d (vd0 nvme0 sata0)"; return 1; }
+        ro[$d]=",readonly=on"
     done
     : > "$dir/console.log"
     # shellcheck disable=SC2206 # VM_QEMU_ARGS is split on purpose
@@ -152,11 +161,11 @@ vm_boot() {
         -name "ira-$name" -nodefaults -machine "$machine" -cpu "$cpu" -smp "$smp" -m "$mem" "${fw[@]}" \
         "${direct[@]}" \
         -nic "user,model=virtio-net-pci,mac=$mac,hostfwd=tcp:127.0.0.1:$hostport-:9999" \
-        -drive "file=$dir/vd0.img,if=none,id=vd0,format=raw" \
+        -drive "file=$dir/vd0.img,if=none,id=vd0,format=raw${ro[vd0]}" \
         -device virtio-blk-pci,drive=vd0,serial=ira-vd0 \
-        -drive "file=$dir/nvme0.img,if=none,id=nvme0,format=raw" \
+        -drive "file=$dir/nvme0.img,if=none,id=nvme0,format=raw${ro[nvme0]}" \
         -device nvme,drive=nvme0,serial=ira-nvme0 \
-        -drive "file=$dir/sata0.img,if=none,id=sata0,format=raw" \
+        -drive "file=$dir/sata0.img,if=none,id=sata0,format=raw${ro[sata0]}" \
         -device ahci,id=ahci0 -device ide-hd,drive=sata0,bus=ahci0.0,serial=ira-sata0 \
         -display none -vga none -monitor none -serial "file:$dir/console.log" -no-reboot \
         "${extra[@]}" \
@@ -169,7 +178,7 @@ vm_boot() {
     VM_NAME=$name VM_DIR=$dir VM_CONSOLE=$dir/console.log VM_PORT=$hostport
     VM_STARTED+=("$name")
     VM_PIDS[$name]=$VM_PID
-    _vm_log "booted $name: pid $VM_PID, $accel, ${kernel##*/}, ${mem} MiB, mac $mac, 127.0.0.1:$hostport -> :9999, console $VM_CONSOLE"
+    _vm_log "booted $name: pid $VM_PID, $accel, ${kernel##*/}, ${mem} MiB, mac $mac, 127.0.0.1:$hostport -> :9999${VM_RO_DISK:+, read-only: $VM_RO_DISK}, console $VM_CONSOLE"
 }
 
 # vm_alive [NAME]: true while the VM's QEMU runs.

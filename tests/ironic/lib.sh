@@ -88,3 +88,33 @@ ironic_down() {
     stop_pid_file "$1/ironic.pid"
     stop_pid_file "$1/http.pid"
 }
+
+# --- disks filled with a marker, checked after an erase ------------------------------------
+# The tenant data the cleaning tests plant: a known string repeated over the whole disk.
+# DISK is a block device (read and written with direct I/O, past its page cache) or a
+# disk file of a VM that is not running.
+IRA_MARKER=${IRA_MARKER:-IRA-LIFECYCLE-MARKER-0123456789abcdef}
+_dd_direct() { [ -b "$1" ] && echo "$2=direct"; }
+
+# marker_fill DISK MIB: the marker over the first MIB MiB of DISK.
+marker_fill() {
+    # shellcheck disable=SC2046 # no flag for a file
+    yes "$IRA_MARKER" | head -c "$(($2 << 20))" |
+        dd of="$1" bs=1M $(_dd_direct "$1" oflag) iflag=fullblock conv=notrunc status=none
+}
+# marker_count DISK: how many 1 MiB blocks of DISK still hold the marker.
+marker_count() {
+    # shellcheck disable=SC2046
+    dd if="$1" bs=1M $(_dd_direct "$1" iflag) status=none | python3 -c '
+import sys
+m, n = sys.argv[1].encode(), 0
+while chunk := sys.stdin.buffer.read(1 << 20):
+    n += m in chunk
+print(n)' "$IRA_MARKER"
+}
+# all_zero DISK MIB: every byte of the first MIB MiB of DISK is zero.
+all_zero() {
+    # shellcheck disable=SC2046
+    dd if="$1" bs=1M count="$2" $(_dd_direct "$1" iflag) status=none |
+        cmp -s -n "$(($2 << 20))" - /dev/zero
+}

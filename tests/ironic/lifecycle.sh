@@ -41,7 +41,6 @@ check() { local name=$1; shift; if "$@"; then pass "$name"; else fail "$name"; f
 api() { "$IRONIC_VENV/bin/python" "$HERE/ironic_api.py" "$IRONIC_URL" "$@"; }
 
 DISK_MB=256
-MARKER='IRA-LIFECYCLE-MARKER-0123456789abcdef'
 ensure_ironic_venv || exit 1
 STATE=$(mktemp -d /var/tmp/ira-lifecycle.XXXXXX)
 LOOPS=()
@@ -79,24 +78,8 @@ make_image() {
     dd if="$STATE/root.fs" of="$img" bs=1M seek=1 conv=notrunc status=none
 }
 
-# fill_marker DEV: the marker string over the whole device.
-fill_marker() {
-    yes "$MARKER" | head -c "$((DISK_MB << 20))" |
-        dd of="$1" bs=1M oflag=direct iflag=fullblock status=none
-}
-# all_zero DEV: every byte of DEV (read with direct I/O) is zero.
-all_zero() {
-    dd if="$1" bs=1M iflag=direct status=none | cmp -s -n "$((DISK_MB << 20))" - /dev/zero
-}
-# marker_count DEV: how many 1 MiB blocks of DEV still hold the marker.
-marker_count() {
-    dd if="$1" bs=1M iflag=direct status=none | python3 -c '
-import sys
-m, n = sys.argv[1].encode(), 0
-while chunk := sys.stdin.buffer.read(1 << 20):
-    n += m in chunk
-print(n)' "$MARKER"
-}
+# The marker helpers (marker_fill, marker_count, all_zero) are lib.sh's.
+fill_marker() { marker_fill "$1" "$DISK_MB"; }
 # first_sector_zero DEV: the first 512 bytes of DEV are zero (the metadata wipe's mark).
 first_sector_zero() {
     dd if="$1" bs=512 count=1 iflag=direct status=none | cmp -s -n 512 - /dev/zero
@@ -228,7 +211,7 @@ check "lifecycle: the conductor sent its default erase options ($DII)" test "$DI
     "agent_erase_devices_iterations=1 agent_erase_devices_zeroize=true disk_erasure_concurrency=4 agent_erase_skip_read_only=false"
 for l in "${LOOPS[@]}"; do
     check "lifecycle: $l is all zeros after cleaning (no marker left: $(marker_count "$l") MiB)" \
-        all_zero "$l"
+        all_zero "$l" "$DISK_MB"
 done
 
 # --- deploy a whole-disk image to the first disk ------------------------------------------
@@ -246,7 +229,7 @@ check "lifecycle: the image's root partition is on the install device ${LOOPS[0]
 PARTS=$(sgdisk -p "${LOOPS[0]}" 2>/dev/null | awk '$1 == 1 {print $2 "-" $NF}')
 check "lifecycle: ${LOOPS[0]} has the image's GPT, partition 1 'root' at sector 2048 ($PARTS)" \
     test "$PARTS" = 2048-root
-check "lifecycle: the other disk ${LOOPS[1]} stayed zero" all_zero "${LOOPS[1]}"
+check "lifecycle: the other disk ${LOOPS[1]} stayed zero" all_zero "${LOOPS[1]}" "$DISK_MB"
 
 # --- undeploy: cleaning again -------------------------------------------------------------
 api provision "$NODE" deleted
@@ -256,7 +239,7 @@ phase undeploy available 120 || fatal undeploy
 agent_off
 check "lifecycle: undeploy cleaning ran both steps" \
     test "$(completed erase_devices_metadata)/$(completed erase_devices)" = 1/1
-for l in "${LOOPS[@]}"; do check "lifecycle: $l is all zeros after undeploy" all_zero "$l"; done
+for l in "${LOOPS[@]}"; do check "lifecycle: $l is all zeros after undeploy" all_zero "$l" "$DISK_MB"; done
 
 # --- a disk that cannot be erased: read-only, erase_skip_read_only = false -----------------
 for l in "${LOOPS[@]}"; do fill_marker "$l"; done
@@ -274,7 +257,7 @@ lacks() { ! has "$1"; }
 check "lifecycle: last_error names the read-only disk ${LOOPS[1]}" has "${LOOPS[1]}\b"
 check "lifecycle: last_error gives the reason (read-only)" has 'read.?only'
 check "lifecycle: last_error is not a missing method" lacks 'could not find method|not implemented'
-check "lifecycle: the writable disk ${LOOPS[0]} was still erased" all_zero "${LOOPS[0]}"
+check "lifecycle: the writable disk ${LOOPS[0]} was still erased" all_zero "${LOOPS[0]}" "$DISK_MB"
 check "lifecycle: the read-only disk ${LOOPS[1]} was not touched (marker in every MiB)" \
     test "$(marker_count "${LOOPS[1]}")" = "$DISK_MB"
 blockdev --setrw "${LOOPS[1]}"

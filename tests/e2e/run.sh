@@ -422,12 +422,12 @@ life_ask() {
 life_phase() {
     local name=$1 phase=$2 target=$3 timeout=$4
     if api wait "$LIFE_NODE" "$target" "$timeout"; then
-        pass "lifecycle: $phase ends in '$target'"
+        pass "$phase ends in '$target'"
         echo "     $phase -> $target: $(_vm_fmt $(($(_vm_now_us) - LIFE_ASKED_US))) s from the request," \
             "$(vm_elapsed "$name") s from QEMU start"
         return 0
     fi
-    fail "lifecycle: $phase ends in '$target'"
+    fail "$phase ends in '$target'"
     echo "     last_error: $(api field "$LIFE_NODE" last_error)"
     return 1
 }
@@ -458,10 +458,13 @@ for line in open(sys.argv[1], errors="replace"):
                   + (f" (fallback: {f['fallback']})" if "fallback" in f else ""))
 PY
 }
+# disk_report CONSOLE DEVICE: DEVICE's last disk erase report line.
+disk_report() {
+    grep -a 'disk erase report' "$1" | grep -aE "device=\"?$2\"? " | tail -n 1
+}
 # report_method CONSOLE DEVICE: the method of DEVICE's last disk erase report.
 report_method() {
-    grep -a 'disk erase report' "$1" | grep -a "device=$2 " | tail -n 1 |
-        grep -oE 'method=[a-z_]+' | cut -d= -f2
+    disk_report "$1" "$2" | grep -oE 'method="?[a-z_]+' | cut -d= -f2 | tr -d '"'
 }
 # disks_zero NAME: every disk file of VM NAME is all zeros.
 disks_zero() {
@@ -480,6 +483,12 @@ plant_marker() {
     for d in vd0 nvme0 sata0; do marker_fill "$VM_SCRATCH/$1/$d.img" "$LIFE_MIB"; done
     test "$(marker_count "$VM_SCRATCH/$1/vd0.img")/$(marker_count "$VM_SCRATCH/$1/nvme0.img")/$(marker_count "$VM_SCRATCH/$1/sata0.img")" = "$LIFE_MIB/$LIFE_MIB/$LIFE_MIB"
 }
+# sata_identified CONSOLE: the agent read the SATA disk's IDENTIFY data (security word:
+# not supported) and overwrote the disk for that reason.
+sata_identified() {
+    grep -a 'ATA security state' "$1" | grep -a 'device=/dev/sda' | grep -aq 'supported: false' &&
+        disk_report "$1" /dev/sda | grep -q 'does not support the ATA security feature set'
+}
 # clean_checks NAME PHASE: what one automated cleaning must have done.
 clean_checks() {
     local name=$1 phase=$2 con=$VM_SCRATCH/$1/console-$2.log
@@ -488,15 +497,14 @@ clean_checks() {
         test "$(grep -a 'step completed' "$con" | grep -oE 'step="?erase_devices(_metadata)?' | tr -d '"' | tr '\n' ' ')" = \
         "step=erase_devices_metadata step=erase_devices "
     check "$phase: the virtio disk was overwritten" test "$(report_method "$con" /dev/vda)" = overwrite
-    check "$phase: the NVMe disk was erased by Format NVM" test "$(report_method "$con" /dev/nvme0n1)" = nvme_format
+    # QEMU's controller offers no cryptographic erase: Format NVM with user-data erase.
+    check "$phase: the NVMe disk was erased by Format NVM" test "$(report_method "$con" /dev/nvme0n1)" = nvme_format_user_data
     check "$phase: the SATA disk (no ATA security on QEMU's AHCI) was overwritten" \
         test "$(report_method "$con" /dev/sda)" = overwrite
     # An IDENTIFY DEVICE the SAT layer answers as aborted would give the same overwrite
     # with another reason: the reason must be the drive's own security word.
     check "$phase: IDENTIFY DEVICE answered on the SATA disk: no ATA security feature set" \
-        bash -c "grep -a 'ATA security state' '$con' | grep -aq 'device=/dev/sda' &&
-                 grep -a 'disk erase report' '$con' | grep -a 'device=/dev/sda ' |
-                     grep -q 'does not support the ATA security feature set'"
+        sata_identified "$con"
     check "$phase: no disk file keeps the marker: every byte of the three disks is zero" disks_zero "$name"
     check "$phase: the node has no last_error and no clean_step left" \
         test "$(api field "$LIFE_NODE" last_error)/$(api field "$LIFE_NODE" clean_step)" = "null/{}"
@@ -518,7 +526,7 @@ scenario_lifecycle() {
     api wait "$LIFE_NODE" "inspect wait" 30 || { fail "lifecycle: inspect wait"; return; }
     life_boot $name inspect \
         "ipa-inspection-callback-url=$IRONIC_URL/v1/continue_inspection BOOTIF=01-${LIFE_MAC//:/-}"
-    life_phase $name inspect manageable 180
+    life_phase $name "lifecycle: inspect" manageable 180
     life_end $name inspect
     check "lifecycle: inspection stored the three disks" test "$(api inventory "$LIFE_NODE" |
         python3 -c 'import json,sys; print(sorted(d["name"] for d in json.load(sys.stdin)["inventory"]["disks"]))')" = \
@@ -528,7 +536,7 @@ scenario_lifecycle() {
     life_ask provide
     api wait "$LIFE_NODE" "clean wait" 60 || { fail "provide: clean wait"; return; }
     life_boot $name provide "ipa-api-url=$IRONIC_URL"
-    life_phase $name provide available 240 || { life_end $name provide; return; }
+    life_phase $name "lifecycle: provide" available 240 || { life_end $name provide; return; }
     life_end $name provide
     check "provide: the conductor planned deploy.erase_devices_metadata:99 deploy.erase_devices:10" \
         test "$(grep -a -m1 -oE "Executing automated cleaning on node $LIFE_NODE, remaining steps: .*" \
@@ -545,7 +553,7 @@ print(" ".join("%s.%s:%s" % (s["interface"], s["step"], s["priority"]) for s in 
     life_ask active
     api wait "$LIFE_NODE" "wait call-back" 60 || { fail "deploy: wait call-back"; return; }
     life_boot $name deploy "ipa-api-url=$IRONIC_URL ipa-image-download-connection-retry-interval=1"
-    life_phase $name deploy active 300 || { life_end $name deploy; return; }
+    life_phase $name "lifecycle: deploy" active 300 || { life_end $name deploy; return; }
     life_end $name deploy
     check "deploy: the virtio disk holds the image" disk_holds_image "$VM_SCRATCH/$name/vd0.img" "$HTTP_ROOT/life.raw"
 
@@ -553,7 +561,7 @@ print(" ".join("%s.%s:%s" % (s["interface"], s["step"], s["priority"]) for s in 
     life_ask deleted
     api wait "$LIFE_NODE" "clean wait" 60 || { fail "undeploy: clean wait"; return; }
     life_boot $name undeploy "ipa-api-url=$IRONIC_URL"
-    life_phase $name undeploy available 240 || { life_end $name undeploy; return; }
+    life_phase $name "lifecycle: undeploy" available 240 || { life_end $name undeploy; return; }
     life_end $name undeploy
     clean_checks $name undeploy
     api delete "$LIFE_NODE" >/dev/null 2>&1 || true
@@ -578,7 +586,7 @@ scenario_lifecycle_ro() {
     life_ask provide
     api wait "$LIFE_NODE" "clean wait" 60 || { fail "clean-ro: clean wait"; return; }
     VM_RO_DISK=vd0 life_boot $name provide "ipa-api-url=$IRONIC_URL"
-    life_phase $name provide "clean failed" 240
+    life_phase $name "clean-ro: provide" "clean failed" 240
     life_end $name provide
     local err con=$VM_SCRATCH/$name/console-provide.log
     erase_summary "$con"
@@ -599,8 +607,8 @@ scenario_lifecycle_ro() {
     echo "     stored log archive: ${archive:-none}"
     if [ -n "$archive" ] && mkdir -p "$SCRATCH/ro-logs" && tar -xzf "$archive" -C "$SCRATCH/ro-logs"; then
         pass "clean-ro: the conductor stored the agent's log archive"
-        check "clean-ro: ira's own log in the archive names /dev/vda and read-only" \
-            bash -c "grep -a '/dev/vda' '$SCRATCH/ro-logs/ira.log' | grep -qiE 'read.?only'"
+        check "clean-ro: ira's own log in the archive: the erase of /dev/vda failed, read-only" \
+            bash -c "grep -a 'erase failed' '$SCRATCH/ro-logs/ira.log' | grep -a 'device=/dev/vda' | grep -qiE 'read.?only'"
         grep -a 'erase failed' "$SCRATCH/ro-logs/ira.log" | head -n 1 | cut -c1-300 | sed 's/^/     ira.log: /'
     else
         fail "clean-ro: the conductor stored the agent's log archive"

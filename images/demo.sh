@@ -109,7 +109,11 @@ LAST_PHASE=none
 reach() {
     local t=$SECONDS
     api wait "$N" "$1" "$2" || { echo "   last_error: $(api field "$N" last_error)"; fail "the node did not reach $1"; }
-    echo "   -> $1 after $((SECONDS - t)) s ($(vm_elapsed node) s since QEMU started)"
+    if [ "$LAST_PHASE" = none ]; then
+        echo "   -> $1 after $((SECONDS - t)) s"
+    else
+        echo "   -> $1 after $((SECONDS - t)) s ($(vm_elapsed node) s since QEMU started)"
+    fi
 }
 # erase_reports: what the agent's log says of each disk after a cleaning.
 erase_reports() {

@@ -29,6 +29,8 @@ REPO=$(cd "$HERE/../.." && pwd)
 . "$REPO/tests/ironic/lib.sh"
 # shellcheck source=tests/e2e/vm.sh
 . "$HERE/vm.sh"
+# shellcheck source=tests/e2e/bmc.sh
+. "$HERE/bmc.sh"
 API_PY=$REPO/tests/ironic/ironic_api.py
 export VM_MEM=${VM_MEM:-256}
 
@@ -48,6 +50,7 @@ if [ ! -x "$REPO/target/x86_64-unknown-linux-musl/release/ira" ]; then
 fi
 bash "$REPO/images/build.sh" >/dev/null || { echo "images/build.sh failed" >&2; exit 1; }
 ensure_ironic_venv || exit 1
+bmc_ensure_venv || exit 1
 
 SCRATCH=$(mktemp -d /var/tmp/ira-vm-e2e.XXXXXX)
 export VM_SCRATCH=$SCRATCH/vms
@@ -65,6 +68,7 @@ show_logs() {
 cleanup() {
     [ -n "$FAILED_ANY" ] && show_logs
     vm_stop_all
+    bmc_down "$SCRATCH/bmc"
     ironic_down "$SCRATCH/ironic"
     if [ "${KEEP:-0}" = 1 ] || [ -n "$FAILED_ANY" ]; then
         log "scratch dir kept: $SCRATCH"
@@ -76,7 +80,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-IRONIC_BIOS_BOOTLOADER=true ironic_up "$SCRATCH/ironic" false || { FAILED_ANY=1; exit 1; }
+IRONIC_REDFISH=1 IRONIC_BIOS_BOOTLOADER=true ironic_up "$SCRATCH/ironic" false || { FAILED_ANY=1; exit 1; }
 
 # --- inspection -----------------------------------------------------------------------------
 scenario_inspection() {
@@ -369,10 +373,91 @@ partition_fields() {
     api patch "$u" /instance_info/ramdisk "\"http://127.0.0.1:$HTTP_PORT/initrd\""
 }
 
+# --- Redfish BMC + virtual media -----------------------------------------------------------
+# The node is a libvirt domain behind sushy-tools' Redfish emulator (tests/e2e/bmc.sh):
+# Ironic's `redfish` hardware type powers it on and off, sets its boot device, and its
+# `redfish-virtual-media` boot interface builds an ISO from the deploy kernel and ramdisk
+# (kernel parameters in the ISO's isolinux.cfg) that the emulator inserts as a CD. No
+# kernel is handed to QEMU: the VM's BIOS boots the CD.
+scenario_redfish_vmedia() {
+    echo "== scenario: Redfish BMC (sushy-tools + libvirt): virtual media boot, deploy to 'active', power off"
+    local t0=$SECONDS mac port uuid label=redfish-vmedia con
+    bmc_up "$SCRATCH/bmc" || { fail "redfish: emulator and libvirtd up"; return; }
+    echo "     libvirtd + sushy-emulator up: $((SECONDS - t0)) s"
+    cp "$REPO/images/out/ira.kernel" "$HTTP_ROOT/ira.kernel"
+    cp "$REPO/images/out/ira.initramfs" "$HTTP_ROOT/ira.initramfs"
+    make_gpt_image "$HTTP_ROOT/rf.raw" 64
+    mac=$(random_mac)
+    port=$(vm_free_port)
+    VM_DISK_SIZE=2G BMC_MAC=$mac BMC_HOSTPORT=$port bmc_define_vm "$label" || { fail "redfish: domain defined"; return; }
+    con=$VM_DIR/console.log
+    local fields
+    fields=$(python3 - "$BMC_URL" "$BMC_SYSTEM_ID" "$HTTP_PORT" "$IRONIC_API_PORT" "$port" <<'EOF2'
+import json, sys
+bmc, system, http, api, port = sys.argv[1:]
+print(json.dumps({
+    "driver": "redfish", "boot_interface": "redfish-virtual-media",
+    "management_interface": "redfish", "power_interface": "redfish",
+    "deploy_interface": "direct", "inspect_interface": "agent", "network_interface": "noop",
+    "properties": {"cpu_arch": "x86_64", "capabilities": "boot_mode:bios",
+                   "root_device": {"serial": "ira-vd0"}},
+    "driver_info": {
+        "redfish_address": bmc, "redfish_system_id": system,
+        "redfish_username": "admin", "redfish_password": "password",
+        "deploy_kernel": f"http://127.0.0.1:{http}/ira.kernel",
+        "deploy_ramdisk": f"http://127.0.0.1:{http}/ira.initramfs",
+        "image_http_proxy": f"http://10.0.2.2:{http}",
+        # Ironic appends ipa-api-url, boot_method=vmedia (and more) to these.
+        "kernel_append_params": f"console=ttyS0 panic=-1 quiet ira.fwd={api} "
+                                f"ipa-advertise-host=127.0.0.1 ipa-advertise-port={port} "
+                                "ipa-image-download-connection-retry-interval=1",
+    }}))
+EOF2
+)
+    uuid=$(api create-node "ira-vm-$label-$$" "$mac" "$fields") || { fail "redfish: node created"; return; }
+    NODE_UUID=$uuid
+    api provision "$uuid" manage && api wait "$uuid" manageable 60 &&
+        api provision "$uuid" provide && api wait "$uuid" available 60 ||
+        { fail "redfish: node available (power state read through the emulator)"; return; }
+    check "redfish: Ironic reads the domain's power state through the emulator (off)" \
+        test "$(api field "$uuid" power_state)" = '"power off"'
+    api set-image "$uuid" "http://127.0.0.1:$HTTP_PORT/rf.raw" "$(sha256sum "$HTTP_ROOT/rf.raw" | cut -d' ' -f1)" raw
+    local t1=$SECONDS
+    api provision "$uuid" active
+    if api wait "$uuid" active 600; then
+        pass "redfish: node deployed to 'active' from the virtual media ramdisk"
+        echo "     deploy -> active: $((SECONDS - t1)) s"
+    else
+        fail "redfish: node deployed to 'active' from the virtual media ramdisk"
+        echo "     last_error: $(api field "$uuid" last_error)"
+        return
+    fi
+    check "redfish: the ramdisk booted from the CD Ironic built (isolinux, boot_method=vmedia)" \
+        grep -aq 'boot_method=vmedia' "$con"
+    check "redfish: lookup and heartbeats went through (deploy steps ran)" \
+        grep -aq 'command=deploy.execute_deploy_step' "$con"
+    check "redfish: the emulator attached Ironic's ISO as the domain's CD" \
+        grep -q "boot-$uuid" "$SCRATCH/bmc/sushy.log"
+    check "redfish: after the deploy the CD is ejected (no cdrom in the domain)" \
+        bash -c "! virsh -q -c '$BMC_LIBVIRT_URI' domblklist 'ira-$label' --details | grep -q cdrom"
+    check "redfish: after the deploy the BMC's boot device is the disk (Hdd)" \
+        bash -c "curl -sf '$BMC_URL$BMC_SYSTEM_ID' | grep -q '\"BootSourceOverrideTarget\": \"Hdd\"'"
+    check "redfish: the domain runs (powered on by Ironic after the deploy)" \
+        test "$(bmc_domstate "$label")" = running
+    api power "$uuid" "power off"
+    local i
+    for i in $(seq 1 60); do [ "$(bmc_domstate "$label")" = "shut off" ] && break; sleep 0.5; done
+    check "redfish: Ironic's power off stops the domain" test "$(bmc_domstate "$label")" = "shut off"
+    check "redfish: the disk holds the image byte for byte" \
+        disk_holds_image "$VM_DIR/vd0.img" "$HTTP_ROOT/rf.raw"
+    rm -f "$HTTP_ROOT/rf.raw"
+    echo "     redfish scenario total: $((SECONDS - t0)) s"
+}
+
 # The inspection VM's disks keep vm.sh's default size.
 VM_DISK_BYTES=$((1 << 30))
 # E2E_SCENARIOS picks scenarios (default: all, in this order).
-for sc in ${E2E_SCENARIOS:-inspection deploy_raw deploy_formats deploy_refused deploy_uefi deploy_partition}; do
+for sc in ${E2E_SCENARIOS:-inspection deploy_raw deploy_formats deploy_refused deploy_uefi deploy_partition redfish_vmedia}; do
     "scenario_$sc"
 done
 echo "vm-e2e: $passed passed, $failed failed"

@@ -35,7 +35,7 @@ NORECS=(libvirtd:libvirt-daemon virsh:libvirt-clients
     /usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_qemu.so:libvirt-daemon-driver-qemu
     /usr/lib/python3/dist-packages/libvirt.py:python3-libvirt /usr/bin/python3:python3
     /usr/lib/ISOLINUX/isolinux.bin:isolinux /usr/lib/syslinux/modules/bios/ldlinux.c32:syslinux-common
-    xorriso:xorriso setpriv:util-linux)
+    xorriso:xorriso isoinfo:genisoimage setpriv:util-linux)
 # Files (not commands) the VM suite needs: OVMF firmware for the UEFI scenarios.
 FILES=(/usr/share/OVMF/OVMF_CODE_4M.fd:ovmf /usr/share/OVMF/OVMF_VARS_4M.fd:ovmf)
 

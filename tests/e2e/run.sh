@@ -432,12 +432,18 @@ EOF2
         echo "     last_error: $(api field "$uuid" last_error)"
         return
     fi
-    check "redfish: the ramdisk booted from the CD Ironic built (isolinux, boot_method=vmedia)" \
-        grep -aq 'boot_method=vmedia' "$con"
-    check "redfish: lookup and heartbeats went through (deploy steps ran)" \
+    # The emulator uploaded the ISO it was given into the libvirt pool: it is Ironic's.
+    local iso
+    iso=$(find "$SCRATCH/bmc/pool" -name "boot-$uuid*" | head -n 1)
+    check "redfish: the emulator fetched Ironic's ISO (boot-$uuid) into libvirt's pool" test -n "$iso"
+    if [ -n "$iso" ]; then
+        isoinfo -R -i "$iso" -x /isolinux/isolinux.cfg > "$SCRATCH/isolinux.cfg" 2>/dev/null
+        grep -m1 -E '^\s*append' "$SCRATCH/isolinux.cfg" | cut -c1-300 | sed 's/^\s*/     isolinux.cfg: /'
+        check "redfish: the ISO's isolinux.cfg carries Ironic's ramdisk parameters (ipa-api-url, boot_method=vmedia)" \
+            bash -c "grep -q 'ipa-api-url=$IRONIC_URL' '$SCRATCH/isolinux.cfg' && grep -q 'boot_method=vmedia' '$SCRATCH/isolinux.cfg'"
+    fi
+    check "redfish: the agent in the CD-booted ramdisk ran the conductor's deploy steps" \
         grep -aq 'command=deploy.execute_deploy_step' "$con"
-    check "redfish: the emulator attached Ironic's ISO as the domain's CD" \
-        grep -q "boot-$uuid" "$SCRATCH/bmc/sushy.log"
     check "redfish: after the deploy the CD is ejected (no cdrom in the domain)" \
         bash -c "! virsh -q -c '$BMC_LIBVIRT_URI' domblklist 'ira-$label' --details | grep -q cdrom"
     check "redfish: after the deploy the BMC's boot device is the disk (Hdd)" \

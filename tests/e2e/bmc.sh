@@ -76,8 +76,8 @@ bmc_up() {
     BMC_STATE=$s
     mkdir -p "$s"/{home,run,tmp,pool,sushy-state}
     chown -R "$BMC_USER:$(id -gn "$BMC_USER")" "$s"
-    # QEMU as BMC_USER must reach the disk files under the suite's scratch directory.
-    chmod 755 "$s"
+    # BMC_USER must pass through the suite's scratch directory (mktemp makes it 0700).
+    chmod o+x "$(dirname "$s")"
     cat > "$s/libvirtd.conf" <<EOF
 unix_sock_dir = "$s/run"
 log_outputs = "3:file:$s/libvirtd.log"
@@ -142,7 +142,8 @@ bmc_define_vm() {
     done
     : > "$dir/console.log"
     chown -R "$BMC_USER:$(id -gn "$BMC_USER")" "$dir"
-    chmod 755 "$VM_SCRATCH"
+    # QEMU runs as BMC_USER and opens the disk files there.
+    chmod o+x "$VM_SCRATCH" "$(dirname "$VM_SCRATCH")"
     cat > "$dir/domain.xml" <<EOF
 <domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
   <name>ira-$name</name>

@@ -26,7 +26,8 @@
 # (ira-nvme0) and a SATA disk on the q35 AHCI controller (ira-sata0), sparse files of
 # VM_DISK_SIZE (default 1G); a virtio NIC on QEMU's user network with 127.0.0.1:BMC_HOSTPORT
 # forwarded to the guest's :9999; the serial console appended to $VM_DIR/console.log
-# across power cycles. TCG (domain type 'qemu'): KVM does not work on these machines.
+# across power cycles; every frame on the NIC captured to $VM_DIR/net.pcap. TCG (domain
+# type 'qemu'): KVM does not work on these machines.
 # libvirt 9.0 has no NVMe disk bus and its user interface forwards ports only with passt
 # (whose guest addressing differs from QEMU's 10.0.2.0/24 that the ramdisk relies on),
 # so the NVMe disk and the NIC are passed as QEMU arguments (<qemu:commandline>), in root
@@ -131,8 +132,10 @@ EOF
 
 # bmc_define_vm NAME: defines a powered-off domain NAME (files in $VM_SCRATCH/NAME).
 # BMC_MAC: NIC MAC (required); BMC_HOSTPORT: host port forwarded to :9999 (required);
-# BMC_MEM (default 256 MiB), VM_DISK_SIZE. Sets BMC_SYSTEM_ID (Redfish system path) and
-# VM_DIR, BMC_DOMAIN_UUID.
+# BMC_MEM (default 256 MiB), VM_DISK_SIZE, BMC_GUEST_IP (the guest address the port is
+# forwarded to; default QEMU's first DHCP address, 10.0.2.15). Every frame on the NIC
+# (both directions, all power cycles) is captured to $VM_DIR/net.pcap (QEMU's
+# filter-dump, through a FIFO and a reader stopped by bmc_down). Sets BMC_SYSTEM_ID (Redfish system path), VM_DIR, BMC_DOMAIN_UUID.
 bmc_define_vm() {
     local name=${1:?bmc_define_vm NAME} mac=${BMC_MAC:?} hostport=${BMC_HOSTPORT:?}
     local dir=$VM_SCRATCH/$name size=${VM_DISK_SIZE:-1G} d
@@ -141,6 +144,19 @@ bmc_define_vm() {
         [ -f "$dir/$d.img" ] || truncate -s "$size" "$dir/$d.img"
     done
     : > "$dir/console.log"
+    # QEMU truncates a filter-dump file at every start (every power-on): it writes into a
+    # FIFO instead, which a reader of ours appends to net.pcap across power cycles. The
+    # reader holds the FIFO open for writing too, so it never sees end-of-file and QEMU's
+    # open never blocks.
+    rm -f "$dir/net.fifo" && mkfifo "$dir/net.fifo"
+    python3 -c '
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+with open(sys.argv[2], "ab", buffering=0) as out:
+    while True:
+        out.write(os.read(fd, 65536))
+' "$dir/net.fifo" "$dir/net.pcap" < /dev/null > /dev/null 2>&1 &
+    echo $! > "$BMC_STATE/capture-$name.pid"
     chown -R "$BMC_USER:$(id -gn "$BMC_USER")" "$dir"
     # QEMU runs as BMC_USER and opens the disk files there.
     chmod o+x "$VM_SCRATCH" "$(dirname "$VM_SCRATCH")"
@@ -191,9 +207,11 @@ bmc_define_vm() {
     <qemu:arg value='-device'/>
     <qemu:arg value='nvme,drive=nvme0,serial=ira-nvme0,bus=pcie.0,addr=0x1a'/>
     <qemu:arg value='-netdev'/>
-    <qemu:arg value='user,id=net0,hostfwd=tcp:127.0.0.1:$hostport-:9999'/>
+    <qemu:arg value='user,id=net0,hostfwd=tcp:127.0.0.1:$hostport-${BMC_GUEST_IP:-}:9999'/>
     <qemu:arg value='-device'/>
     <qemu:arg value='virtio-net-pci,netdev=net0,mac=$mac,bus=pcie.0,addr=0x1b'/>
+    <qemu:arg value='-object'/>
+    <qemu:arg value='filter-dump,id=dump0,netdev=net0,file=$dir/net.fifo'/>
   </qemu:commandline>
 </domain>
 EOF
@@ -203,6 +221,30 @@ EOF
     # shellcheck disable=SC2034 # for the caller
     VM_DIR=$dir
     _bmc_log "defined ira-$name ($BMC_DOMAIN_UUID): mac $mac, 127.0.0.1:$hostport -> :9999, console $dir/console.log"
+}
+
+# bmc_dhcp_requests NAME: prints how many DHCPv4 requests (UDP to port 67) the VM sent,
+# read from its capture; fails when there is no capture.
+bmc_dhcp_requests() {
+    python3 - "$VM_SCRATCH/${1:?}/net.pcap" <<'EOF'
+import struct, sys
+data = open(sys.argv[1], "rb").read()
+endian = "<" if data[:4] == b"\xd4\xc3\xb2\xa1" else ">"
+off, count = 0, 0
+while off + 16 <= len(data):
+    if data[off:off + 4] in (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4"):
+        off += 24  # each QEMU start writes a new file header
+        continue
+    incl = struct.unpack(endian + "I", data[off + 8:off + 12])[0]
+    frame = data[off + 16:off + 16 + incl]
+    off += 16 + incl
+    if len(frame) < 42 or frame[12:14] != b"\x08\x00" or frame[23] != 17:
+        continue
+    ihl = (frame[14] & 0x0F) * 4
+    if struct.unpack(">H", frame[14 + ihl + 2:14 + ihl + 4])[0] == 67:
+        count += 1
+print(count)
+EOF
 }
 
 # bmc_domstate NAME: prints libvirt's state of domain ira-NAME (running, shut off, ...).
@@ -236,5 +278,8 @@ bmc_down() {
     [ -f "$s/sushy.pid" ] && _bmc_stop_pid "$(cat "$s/sushy.pid")"
     [ -f "$s/libvirtd.pid" ] && _bmc_stop_pid "$(cat "$s/libvirtd.pid")"
     for f in "${pids[@]}"; do _bmc_stop_pid "$f"; done
+    for f in "$s"/capture-*.pid; do
+        [ -f "$f" ] && _bmc_stop_pid "$(cat "$f")" && rm -f "$f"
+    done
     rm -f "$s/sushy.pid" "$s/libvirtd.pid"
 }

@@ -15,11 +15,18 @@
 #               with the disk checked byte for byte; a checksum mismatch and a qcow2 with a
 #               backing file -> `deploy failed` with the agent's error in last_error and
 #               nothing bootable (or nothing at all) on the disk
+#   redfish_vmedia  (tests/e2e/bmc.sh) the node is a libvirt domain behind sushy-tools'
+#               Redfish emulator; Ironic's redfish driver powers it on with the ISO it
+#               built from the ramdisk inserted as virtual media, deploys it to `active`
+#               (disk checked), ejects the CD, boots the disk, and powers it off
+#   redfish_dhcpless  (not in the default list: needs network_data.json support in the
+#               ramdisk) the same with the node's network_data (static 10.0.2.42): the
+#               ISO is a config drive carrying it, and no DHCP request may leave the VM
 #
-# Every process started here (Ironic, the image server, QEMU) is stopped by its PID, and
-# the scratch directory is removed, also on failure (KEEP=1 keeps it). On a failure the
-# tails of the VM console (which carries the agent's log) and of the conductor log are
-# printed. Ends with `vm-e2e: N passed, M failed`.
+# Every process started here (Ironic, the image server, QEMU, libvirtd, the Redfish
+# emulator) is stopped by its PID, and the scratch directory is removed, also on failure
+# (KEEP=1 keeps it). On a failure the tails of the VM console (which carries the agent's
+# log) and of the conductor log are printed. Ends with `vm-e2e: N passed, M failed`.
 #
 #   VM_MEM (default 256)  guest RAM in MiB
 set -uo pipefail
@@ -379,23 +386,28 @@ partition_fields() {
 # `redfish-virtual-media` boot interface builds an ISO from the deploy kernel and ramdisk
 # (kernel parameters in the ISO's isolinux.cfg) that the emulator inserts as a CD. No
 # kernel is handed to QEMU: the VM's BIOS boots the CD.
-scenario_redfish_vmedia() {
-    echo "== scenario: Redfish BMC (sushy-tools + libvirt): virtual media boot, deploy to 'active', power off"
-    local t0=$SECONDS mac port uuid label=redfish-vmedia con
-    bmc_up "$SCRATCH/bmc" || { fail "redfish: emulator and libvirtd up"; return; }
-    echo "     libvirtd + sushy-emulator up: $((SECONDS - t0)) s"
-    cp "$REPO/images/out/ira.kernel" "$HTTP_ROOT/ira.kernel"
-    cp "$REPO/images/out/ira.initramfs" "$HTTP_ROOT/ira.initramfs"
+
+# redfish_deploy LABEL [NETWORK_DATA]: starts the BMC (once), defines a domain, enrols it
+# as a redfish node (network_data: JSON, optional), deploys a 64 MiB raw image and checks
+# the virtual media path, the deploy, the power-off. Leaves NODE_UUID, VM_DIR, RF_ISO.
+# BMC_GUEST_IP: the static guest address the agent's port is forwarded to.
+redfish_deploy() {
+    local label=$1 netdata=${2:-} t0=$SECONDS mac port uuid con fields
+    if [ -z "${BMC_URL:-}" ]; then
+        bmc_up "$SCRATCH/bmc" || { fail "$label: emulator and libvirtd up"; return 1; }
+        echo "     libvirtd + sushy-emulator up: $((SECONDS - t0)) s"
+        cp "$REPO/images/out/ira.kernel" "$HTTP_ROOT/ira.kernel"
+        cp "$REPO/images/out/ira.initramfs" "$HTTP_ROOT/ira.initramfs"
+    fi
     make_gpt_image "$HTTP_ROOT/rf.raw" 64
     mac=$(random_mac)
     port=$(vm_free_port)
-    VM_DISK_SIZE=2G BMC_MAC=$mac BMC_HOSTPORT=$port bmc_define_vm "$label" || { fail "redfish: domain defined"; return; }
+    VM_DISK_SIZE=2G BMC_MAC=$mac BMC_HOSTPORT=$port bmc_define_vm "$label" || { fail "$label: domain defined"; return 1; }
     con=$VM_DIR/console.log
-    local fields
-    fields=$(python3 - "$BMC_URL" "$BMC_SYSTEM_ID" "$HTTP_PORT" "$IRONIC_API_PORT" "$port" <<'EOF2'
+    fields=$(python3 - "$BMC_URL" "$BMC_SYSTEM_ID" "$HTTP_PORT" "$IRONIC_API_PORT" "$port" "$mac" "$netdata" <<'EOF2'
 import json, sys
-bmc, system, http, api, port = sys.argv[1:]
-print(json.dumps({
+bmc, system, http, api, port, mac, netdata = sys.argv[1:]
+node = {
     "driver": "redfish", "boot_interface": "redfish-virtual-media",
     "management_interface": "redfish", "power_interface": "redfish",
     "deploy_interface": "direct", "inspect_interface": "agent", "network_interface": "noop",
@@ -411,53 +423,95 @@ print(json.dumps({
         "kernel_append_params": f"console=ttyS0 panic=-1 quiet ira.fwd={api} "
                                 f"ipa-advertise-host=127.0.0.1 ipa-advertise-port={port} "
                                 "ipa-image-download-connection-retry-interval=1",
-    }}))
+    }}
+if netdata:
+    node["network_data"] = json.loads(netdata.replace("@MAC@", mac))
+print(json.dumps(node))
 EOF2
 )
-    uuid=$(api create-node "ira-vm-$label-$$" "$mac" "$fields") || { fail "redfish: node created"; return; }
+    uuid=$(api create-node "ira-vm-$label-$$" "$mac" "$fields") || { fail "$label: node created"; return 1; }
     NODE_UUID=$uuid
     api provision "$uuid" manage && api wait "$uuid" manageable 60 &&
         api provision "$uuid" provide && api wait "$uuid" available 60 ||
-        { fail "redfish: node available (power state read through the emulator)"; return; }
-    check "redfish: Ironic reads the domain's power state through the emulator (off)" \
+        { fail "$label: node available (power state read through the emulator)"; return 1; }
+    check "$label: Ironic reads the domain's power state through the emulator (off)" \
         test "$(api field "$uuid" power_state)" = '"power off"'
     api set-image "$uuid" "http://127.0.0.1:$HTTP_PORT/rf.raw" "$(sha256sum "$HTTP_ROOT/rf.raw" | cut -d' ' -f1)" raw
     local t1=$SECONDS
     api provision "$uuid" active
     if api wait "$uuid" active 600; then
-        pass "redfish: node deployed to 'active' from the virtual media ramdisk"
+        pass "$label: node deployed to 'active' from the virtual media ramdisk"
         echo "     deploy -> active: $((SECONDS - t1)) s"
     else
-        fail "redfish: node deployed to 'active' from the virtual media ramdisk"
+        fail "$label: node deployed to 'active' from the virtual media ramdisk"
         echo "     last_error: $(api field "$uuid" last_error)"
-        return
+        return 1
     fi
     # The emulator uploaded the ISO it was given into the libvirt pool: it is Ironic's.
-    local iso
-    iso=$(find "$SCRATCH/bmc/pool" -name "boot-$uuid*" | head -n 1)
-    check "redfish: the emulator fetched Ironic's ISO (boot-$uuid) into libvirt's pool" test -n "$iso"
-    if [ -n "$iso" ]; then
-        isoinfo -R -i "$iso" -x /isolinux/isolinux.cfg > "$SCRATCH/isolinux.cfg" 2>/dev/null
+    RF_ISO=$(find "$SCRATCH/bmc/pool" -name "boot-$uuid*" | head -n 1)
+    check "$label: the emulator fetched Ironic's ISO (boot-$uuid) into libvirt's pool" test -n "$RF_ISO"
+    if [ -n "$RF_ISO" ]; then
+        isoinfo -R -i "$RF_ISO" -x /isolinux/isolinux.cfg > "$SCRATCH/isolinux.cfg" 2>/dev/null
         grep -m1 -E '^\s*append' "$SCRATCH/isolinux.cfg" | cut -c1-300 | sed 's/^\s*/     isolinux.cfg: /'
-        check "redfish: the ISO's isolinux.cfg carries Ironic's ramdisk parameters (ipa-api-url, boot_method=vmedia)" \
+        check "$label: the ISO's isolinux.cfg carries Ironic's ramdisk parameters (ipa-api-url, boot_method=vmedia)" \
             bash -c "grep -q 'ipa-api-url=$IRONIC_URL' '$SCRATCH/isolinux.cfg' && grep -q 'boot_method=vmedia' '$SCRATCH/isolinux.cfg'"
     fi
-    check "redfish: the agent in the CD-booted ramdisk ran the conductor's deploy steps" \
+    check "$label: the agent in the CD-booted ramdisk ran the conductor's deploy steps" \
         grep -aq 'command=deploy.execute_deploy_step' "$con"
-    check "redfish: after the deploy the CD is ejected (no cdrom in the domain)" \
+    check "$label: after the deploy the CD is ejected (no cdrom in the domain)" \
         bash -c "! virsh -q -c '$BMC_LIBVIRT_URI' domblklist 'ira-$label' --details | grep -q cdrom"
-    check "redfish: after the deploy the BMC's boot device is the disk (Hdd)" \
+    check "$label: after the deploy the BMC's boot device is the disk (Hdd)" \
         bash -c "curl -sf '$BMC_URL$BMC_SYSTEM_ID' | grep -q '\"BootSourceOverrideTarget\": \"Hdd\"'"
-    check "redfish: the domain runs (powered on by Ironic after the deploy)" \
+    check "$label: the domain runs (powered on by Ironic after the deploy)" \
         test "$(bmc_domstate "$label")" = running
     api power "$uuid" "power off"
     local i
     for i in $(seq 1 60); do [ "$(bmc_domstate "$label")" = "shut off" ] && break; sleep 0.5; done
-    check "redfish: Ironic's power off stops the domain" test "$(bmc_domstate "$label")" = "shut off"
-    check "redfish: the disk holds the image byte for byte" \
+    check "$label: Ironic's power off stops the domain" test "$(bmc_domstate "$label")" = "shut off"
+    check "$label: the disk holds the image byte for byte" \
         disk_holds_image "$VM_DIR/vd0.img" "$HTTP_ROOT/rf.raw"
     rm -f "$HTTP_ROOT/rf.raw"
-    echo "     redfish scenario total: $((SECONDS - t0)) s"
+    echo "     $label scenario total: $((SECONDS - t0)) s"
+}
+
+scenario_redfish_vmedia() {
+    echo "== scenario: Redfish BMC (sushy-tools + libvirt): virtual media boot, deploy to 'active', power off"
+    redfish_deploy redfish-vmedia || return
+    local n
+    n=$(bmc_dhcp_requests redfish-vmedia)
+    echo "     DHCP requests captured on the VM's NIC: $n"
+    # The positive control of the capture the DHCP-less scenario relies on.
+    check "redfish-vmedia: the NIC capture holds the ramdisk's DHCP requests" test "${n:-0}" -gt 0
+}
+
+# DHCP-less boot from virtual media (issue 11): the node's network_data (a static
+# address in QEMU's 10.0.2.0/24, not the one its DHCP server hands out) goes into the ISO
+# Ironic builds, which is then a config drive (label config-2,
+# openstack/latest/network_data.json); the agent's port is forwarded to that address only.
+# Passing needs a ramdisk that configures its NIC from network_data.json and runs no DHCP.
+scenario_redfish_dhcpless() {
+    echo "== scenario: Redfish virtual media, DHCP-less: static IPv4 from network_data on the ISO's config drive"
+    local ip=10.0.2.42 nd
+    nd='{"links": [{"id": "port0", "type": "phy", "ethernet_mac_address": "@MAC@"}],
+         "networks": [{"id": "prov", "type": "ipv4", "link": "port0",
+                       "ip_address": "'$ip'", "netmask": "255.255.255.0",
+                       "routes": [{"network": "0.0.0.0", "netmask": "0.0.0.0", "gateway": "10.0.2.2"}],
+                       "network_id": "prov"}],
+         "services": [{"type": "dns", "address": "10.0.2.3"}]}'
+    local ok=0
+    BMC_GUEST_IP=$ip redfish_deploy redfish-dhcpless "$nd" || ok=1
+    if [ -n "${RF_ISO:-}" ] && [ -f "$RF_ISO" ]; then
+        check "redfish-dhcpless: Ironic's ISO is a config drive (volume label config-2)" \
+            bash -c "isoinfo -d -i '$RF_ISO' | grep -q 'Volume id: config-2'"
+        isoinfo -R -i "$RF_ISO" -x /openstack/latest/network_data.json > "$SCRATCH/network_data.json" 2>/dev/null
+        check "redfish-dhcpless: the ISO carries openstack/latest/network_data.json with $ip" \
+            grep -q "\"$ip\"" "$SCRATCH/network_data.json"
+    fi
+    local n
+    n=$(bmc_dhcp_requests redfish-dhcpless)
+    echo "     DHCP requests captured on the VM's NIC: $n"
+    check "redfish-dhcpless: no DHCP request left the VM" test "${n:-1}" = 0
+    return $ok
 }
 
 # The inspection VM's disks keep vm.sh's default size.

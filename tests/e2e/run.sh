@@ -393,6 +393,7 @@ partition_fields() {
 # BMC_GUEST_IP: the static guest address the agent's port is forwarded to.
 redfish_deploy() {
     local label=$1 netdata=${2:-} t0=$SECONDS mac port uuid con fields
+    RF_ISO=
     if [ -z "${BMC_URL:-}" ]; then
         bmc_up "$SCRATCH/bmc" || { fail "$label: emulator and libvirtd up"; return 1; }
         echo "     libvirtd + sushy-emulator up: $((SECONDS - t0)) s"
@@ -437,15 +438,15 @@ EOF2
     check "$label: Ironic reads the domain's power state through the emulator (off)" \
         test "$(api field "$uuid" power_state)" = '"power off"'
     api set-image "$uuid" "http://127.0.0.1:$HTTP_PORT/rf.raw" "$(sha256sum "$HTTP_ROOT/rf.raw" | cut -d' ' -f1)" raw
-    local t1=$SECONDS
+    local t1=$SECONDS deployed=1
     api provision "$uuid" active
-    if api wait "$uuid" active 600; then
+    if api wait "$uuid" active 300; then
         pass "$label: node deployed to 'active' from the virtual media ramdisk"
         echo "     deploy -> active: $((SECONDS - t1)) s"
     else
         fail "$label: node deployed to 'active' from the virtual media ramdisk"
         echo "     last_error: $(api field "$uuid" last_error)"
-        return 1
+        deployed=0
     fi
     # The emulator uploaded the ISO it was given into the libvirt pool: it is Ironic's.
     RF_ISO=$(find "$SCRATCH/bmc/pool" -name "boot-$uuid*" | head -n 1)
@@ -456,6 +457,7 @@ EOF2
         check "$label: the ISO's isolinux.cfg carries Ironic's ramdisk parameters (ipa-api-url, boot_method=vmedia)" \
             bash -c "grep -q 'ipa-api-url=$IRONIC_URL' '$SCRATCH/isolinux.cfg' && grep -q 'boot_method=vmedia' '$SCRATCH/isolinux.cfg'"
     fi
+    [ "$deployed" = 1 ] || return 1
     check "$label: the agent in the CD-booted ramdisk ran the conductor's deploy steps" \
         grep -aq 'command=deploy.execute_deploy_step' "$con"
     check "$label: after the deploy the CD is ejected (no cdrom in the domain)" \

@@ -220,7 +220,7 @@ EOF
     BMC_SYSTEM_ID=/redfish/v1/Systems/$BMC_DOMAIN_UUID
     # shellcheck disable=SC2034 # for the caller
     VM_DIR=$dir
-    _bmc_log "defined ira-$name ($BMC_DOMAIN_UUID): mac $mac, 127.0.0.1:$hostport -> :9999, console $dir/console.log"
+    _bmc_log "defined ira-$name ($BMC_DOMAIN_UUID): mac $mac, 127.0.0.1:$hostport -> ${BMC_GUEST_IP:-}:9999, console $dir/console.log"
 }
 
 # bmc_dhcp_requests NAME: prints how many DHCPv4 requests (UDP to port 67) the VM sent,

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # A real Redfish BMC for the VM end-to-end tests: sushy-tools' emulator (from PyPI) with
 # its libvirt driver, in front of a private libvirtd (Debian's libvirt-daemon) that runs
 # the VM in QEMU. Source this file (bash), do not run it.
@@ -100,8 +101,11 @@ EOF
     fi
     _bmc_log "libvirtd (pid $(cat "$s/libvirtd.pid"), user $BMC_USER) answers on $BMC_LIBVIRT_URI after $((SECONDS - start)) s"
     # The emulator uploads every inserted virtual media image into the pool named default.
-    bmc_virsh pool-define-as default dir --target "$s/pool" >/dev/null &&
-        bmc_virsh pool-start default >/dev/null || { _bmc_log "storage pool not created"; return 1; }
+    if ! bmc_virsh pool-define-as default dir --target "$s/pool" >/dev/null ||
+        ! bmc_virsh pool-start default >/dev/null; then
+        _bmc_log "storage pool not created"
+        return 1
+    fi
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
     cat > "$s/sushy.conf" <<EOF
 SUSHY_EMULATOR_LISTEN_IP = '127.0.0.1'
@@ -217,6 +221,7 @@ with open(sys.argv[2], "ab", buffering=0) as out:
 EOF
     bmc_virsh define "$dir/domain.xml" >/dev/null || return 1
     BMC_DOMAIN_UUID=$(bmc_virsh domuuid "ira-$name")
+    # shellcheck disable=SC2034 # for the caller
     BMC_SYSTEM_ID=/redfish/v1/Systems/$BMC_DOMAIN_UUID
     # shellcheck disable=SC2034 # for the caller
     VM_DIR=$dir

@@ -26,6 +26,16 @@ TOOLS=(
     timeout:coreutils sha256sum:coreutils truncate:coreutils chroot:coreutils cmp:diffutils
 )
 TOOLS+=("$@")
+# The Redfish BMC of the VM suite: libvirt's daemons and client, its Python binding (for
+# the emulator's venv), and what Ironic needs to build a virtual media ISO from the deploy
+# kernel and ramdisk (isolinux, ldlinux.c32, mkisofs/xorriso). Installed without
+# Recommends: libvirt-daemon recommends the system service packages, and this machine must
+# not gain a system libvirtd; the suite starts its own, by PID.
+NORECS=(libvirtd:libvirt-daemon virsh:libvirt-clients
+    /usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_qemu.so:libvirt-daemon-driver-qemu
+    /usr/lib/python3/dist-packages/libvirt.py:python3-libvirt /usr/bin/python3:python3
+    /usr/lib/ISOLINUX/isolinux.bin:isolinux /usr/lib/syslinux/modules/bios/ldlinux.c32:syslinux-common
+    xorriso:xorriso isoinfo:genisoimage setpriv:util-linux)
 # Files (not commands) the VM suite needs: OVMF firmware for the UEFI scenarios.
 FILES=(/usr/share/OVMF/OVMF_CODE_4M.fd:ovmf /usr/share/OVMF/OVMF_VARS_4M.fd:ovmf)
 
@@ -33,7 +43,7 @@ have() { case $1 in /*) [ -e "$1" ] ;; *) command -v "$1" >/dev/null 2>&1 ;; esa
 
 missing() {  # prints "tool:package" for every tool or file not there
     local pair
-    for pair in "${TOOLS[@]}" "${FILES[@]}"; do
+    for pair in "${TOOLS[@]}" "${FILES[@]}" "${NORECS[@]}"; do
         have "${pair%%:*}" || echo "$pair"
     done
     # python3 must be able to make the cached venvs (Ironic, IPA for the benchmarks).
@@ -68,6 +78,9 @@ if [ -n "$gaps" ]; then
     pkgs=$(printf '%s\n' "${TOOLS[@]}" "${FILES[@]}" | cut -d: -f2 | grep -v '^qemu-' | sort -u)
     # shellcheck disable=SC2046 # word splitting of the package list is wanted
     apt-get install -y -qq --allow-downgrades python3-venv $(qemu_pins) $pkgs >/dev/null
+    # shellcheck disable=SC2046
+    apt-get install -y -qq --no-install-recommends \
+        $(printf '%s\n' "${NORECS[@]}" | cut -d: -f2 | sort -u) >/dev/null
 fi
 gaps=$(missing)
 if [ -n "$gaps" ]; then
@@ -77,9 +90,11 @@ fi
 # Present is not enough: a tool that cannot run (a library removed under it) fails here.
 for check in "qemu-img --version" "qemu-system-x86_64 --version" "sfdisk --version" \
     "sgdisk --version" "mkfs.fat --help" "mcopy --version" "genisoimage --version" \
-    "zstd --version" "debugfs -V" "losetup --version" "hyperfine --version"; do
+    "zstd --version" "debugfs -V" "losetup --version" "hyperfine --version" \
+    "virsh --version" "libvirtd --version" "xorriso -version"; do
     $check >/dev/null 2>&1 || { echo "setup: '$check' does not run" >&2; exit 1; }
 done
+/usr/bin/python3 -c 'import libvirt, venv, ensurepip' || { echo "setup: Debian's python3 cannot import libvirt (python3-libvirt) or make venvs" >&2; exit 1; }
 
 if ! command -v cargo >/dev/null; then
     echo "setup: cargo not found; install Rust with rustup first" >&2

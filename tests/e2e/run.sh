@@ -30,11 +30,18 @@
 #               backing file -> `deploy failed` with the agent's error in last_error and
 #               nothing bootable (or nothing at all) on the disk. These nodes set their
 #               own automated_clean = false: they test the deploy, lifecycle tests cleaning
+#   redfish_vmedia  (tests/e2e/bmc.sh) the node is a libvirt domain behind sushy-tools'
+#               Redfish emulator; Ironic's redfish driver powers it on with the ISO it
+#               built from the ramdisk inserted as virtual media, deploys it to `active`
+#               (disk checked), ejects the CD, boots the disk, and powers it off
+#   redfish_dhcpless  (not in the default list: needs network_data.json support in the
+#               ramdisk) the same with the node's network_data (static 10.0.2.42): the
+#               ISO is a config drive carrying it, and no DHCP request may leave the VM
 #
-# Every process started here (Ironic, the image server, QEMU) is stopped by its PID, and
-# the scratch directory is removed, also on failure (KEEP=1 keeps it). On a failure the
-# tails of the VM console (which carries the agent's log) and of the conductor log are
-# printed. Ends with `vm-e2e: N passed, M failed`.
+# Every process started here (Ironic, the image server, QEMU, libvirtd, the Redfish
+# emulator) is stopped by its PID, and the scratch directory is removed, also on failure
+# (KEEP=1 keeps it). On a failure the tails of the VM console (which carries the agent's
+# log) and of the conductor log are printed. Ends with `vm-e2e: N passed, M failed`.
 #
 #   VM_MEM (default 256)  guest RAM in MiB
 #   E2E_SCENARIOS         the scenarios to run, in order (default: all)
@@ -45,6 +52,8 @@ REPO=$(cd "$HERE/../.." && pwd)
 . "$REPO/tests/ironic/lib.sh"
 # shellcheck source=tests/e2e/vm.sh
 . "$HERE/vm.sh"
+# shellcheck source=tests/e2e/bmc.sh
+. "$HERE/bmc.sh"
 API_PY=$REPO/tests/ironic/ironic_api.py
 export VM_MEM=${VM_MEM:-256}
 
@@ -64,6 +73,7 @@ if [ ! -x "$REPO/target/x86_64-unknown-linux-musl/release/ira" ]; then
 fi
 bash "$REPO/images/build.sh" >/dev/null || { echo "images/build.sh failed" >&2; exit 1; }
 ensure_ironic_venv || exit 1
+bmc_ensure_venv || exit 1
 
 SCRATCH=$(mktemp -d /var/tmp/ira-vm-e2e.XXXXXX)
 export VM_SCRATCH=$SCRATCH/vms
@@ -81,6 +91,7 @@ show_logs() {
 cleanup() {
     [ -n "$FAILED_ANY" ] && show_logs
     vm_stop_all
+    bmc_down "$SCRATCH/bmc"
     ironic_down "$SCRATCH/ironic"
     if [ "${KEEP:-0}" = 1 ] || [ -n "$FAILED_ANY" ]; then
         log "scratch dir kept: $SCRATCH"
@@ -94,7 +105,7 @@ trap 'exit 143' TERM
 
 # Ironic's default cleaning configuration: automated_clean = true, so every `provide`
 # and every undeploy runs erase_devices_metadata (99) then erase_devices (10).
-IRONIC_BIOS_BOOTLOADER=true ironic_up "$SCRATCH/ironic" true || { FAILED_ANY=1; exit 1; }
+IRONIC_REDFISH=1 IRONIC_BIOS_BOOTLOADER=true ironic_up "$SCRATCH/ironic" true || { FAILED_ANY=1; exit 1; }
 
 # --- inspection -----------------------------------------------------------------------------
 scenario_inspection() {
@@ -616,10 +627,149 @@ scenario_lifecycle_ro() {
     api delete "$LIFE_NODE" >/dev/null 2>&1 || api patch "$LIFE_NODE" /maintenance false >/dev/null 2>&1
 }
 
+# --- Redfish BMC + virtual media -----------------------------------------------------------
+# The node is a libvirt domain behind sushy-tools' Redfish emulator (tests/e2e/bmc.sh):
+# Ironic's `redfish` hardware type powers it on and off, sets its boot device, and its
+# `redfish-virtual-media` boot interface builds an ISO from the deploy kernel and ramdisk
+# (kernel parameters in the ISO's isolinux.cfg) that the emulator inserts as a CD. No
+# kernel is handed to QEMU: the VM's BIOS boots the CD.
+
+# redfish_deploy LABEL [NETWORK_DATA]: starts the BMC (once), defines a domain, enrols it
+# as a redfish node (network_data: JSON, optional), deploys a 64 MiB raw image and checks
+# the virtual media path, the deploy, the power-off. Leaves NODE_UUID, VM_DIR, RF_ISO.
+# BMC_GUEST_IP: the static guest address the agent's port is forwarded to.
+redfish_deploy() {
+    local label=$1 netdata=${2:-} t0=$SECONDS mac port uuid con fields
+    RF_ISO=
+    if [ -z "${BMC_URL:-}" ]; then
+        bmc_up "$SCRATCH/bmc" || { fail "$label: emulator and libvirtd up"; return 1; }
+        echo "     libvirtd + sushy-emulator up: $((SECONDS - t0)) s"
+        cp "$REPO/images/out/ira.kernel" "$HTTP_ROOT/ira.kernel"
+        cp "$REPO/images/out/ira.initramfs" "$HTTP_ROOT/ira.initramfs"
+    fi
+    make_gpt_image "$HTTP_ROOT/rf.raw" 64
+    mac=$(random_mac)
+    port=$(vm_free_port)
+    VM_DISK_SIZE=2G BMC_MAC=$mac BMC_HOSTPORT=$port bmc_define_vm "$label" || { fail "$label: domain defined"; return 1; }
+    con=$VM_DIR/console.log
+    fields=$(python3 - "$BMC_URL" "$BMC_SYSTEM_ID" "$HTTP_PORT" "$IRONIC_API_PORT" "$port" "$mac" "$netdata" <<'EOF2'
+import json, sys
+bmc, system, http, api, port, mac, netdata = sys.argv[1:]
+node = {
+    "driver": "redfish", "boot_interface": "redfish-virtual-media",
+    "management_interface": "redfish", "power_interface": "redfish",
+    "deploy_interface": "direct", "inspect_interface": "agent", "network_interface": "noop",
+    "properties": {"cpu_arch": "x86_64", "capabilities": "boot_mode:bios",
+                   "root_device": {"serial": "ira-vd0"}},
+    "driver_info": {
+        "redfish_address": bmc, "redfish_system_id": system,
+        "redfish_username": "admin", "redfish_password": "password",
+        "deploy_kernel": f"http://127.0.0.1:{http}/ira.kernel",
+        "deploy_ramdisk": f"http://127.0.0.1:{http}/ira.initramfs",
+        "image_http_proxy": f"http://10.0.2.2:{http}",
+        # Ironic appends ipa-api-url, boot_method=vmedia (and more) to these.
+        "kernel_append_params": f"console=ttyS0 panic=-1 quiet ira.fwd={api} "
+                                f"ipa-advertise-host=127.0.0.1 ipa-advertise-port={port} "
+                                "ipa-image-download-connection-retry-interval=1",
+    }}
+if netdata:
+    node["network_data"] = json.loads(netdata.replace("@MAC@", mac))
+print(json.dumps(node))
+EOF2
+)
+    uuid=$(api create-node "ira-vm-$label-$$" "$mac" "$fields") || { fail "$label: node created"; return 1; }
+    NODE_UUID=$uuid
+    # This scenario tests the BMC and virtual media path of a deploy; cleaning has its own
+    # scenarios (lifecycle), so `provide` skips the cleaning boot here.
+    api patch "$uuid" /automated_clean false
+    api provision "$uuid" manage && api wait "$uuid" manageable 60 &&
+        api provision "$uuid" provide && api wait "$uuid" available 60 ||
+        { fail "$label: node available (power state read through the emulator)"; return 1; }
+    check "$label: Ironic reads the domain's power state through the emulator (off)" \
+        test "$(api field "$uuid" power_state)" = '"power off"'
+    api set-image "$uuid" "http://127.0.0.1:$HTTP_PORT/rf.raw" "$(sha256sum "$HTTP_ROOT/rf.raw" | cut -d' ' -f1)" raw
+    local t1=$SECONDS deployed=1
+    api provision "$uuid" active
+    if api wait "$uuid" active 300; then
+        pass "$label: node deployed to 'active' from the virtual media ramdisk"
+        echo "     deploy -> active: $((SECONDS - t1)) s"
+    else
+        fail "$label: node deployed to 'active' from the virtual media ramdisk"
+        echo "     last_error: $(api field "$uuid" last_error)"
+        deployed=0
+    fi
+    # The emulator uploaded the ISO it was given into the libvirt pool: it is Ironic's.
+    RF_ISO=$(find "$SCRATCH/bmc/pool" -name "boot-$uuid*" | head -n 1)
+    check "$label: the emulator fetched Ironic's ISO (boot-$uuid) into libvirt's pool" test -n "$RF_ISO"
+    if [ -n "$RF_ISO" ]; then
+        isoinfo -R -i "$RF_ISO" -x /isolinux/isolinux.cfg > "$SCRATCH/isolinux.cfg" 2>/dev/null
+        grep -m1 -E '^\s*append' "$SCRATCH/isolinux.cfg" | cut -c1-300 | sed 's/^\s*/     isolinux.cfg: /'
+        check "$label: the ISO's isolinux.cfg carries Ironic's ramdisk parameters (ipa-api-url, boot_method=vmedia)" \
+            bash -c "grep -q 'ipa-api-url=$IRONIC_URL' '$SCRATCH/isolinux.cfg' && grep -q 'boot_method=vmedia' '$SCRATCH/isolinux.cfg'"
+    fi
+    [ "$deployed" = 1 ] || return 1
+    check "$label: the agent in the CD-booted ramdisk ran the conductor's deploy steps" \
+        grep -aq 'command=deploy.execute_deploy_step' "$con"
+    check "$label: after the deploy the CD is ejected (no cdrom in the domain)" \
+        bash -c "! virsh -q -c '$BMC_LIBVIRT_URI' domblklist 'ira-$label' --details | grep -q cdrom"
+    check "$label: after the deploy the BMC's boot device is the disk (Hdd)" \
+        bash -c "curl -sf '$BMC_URL$BMC_SYSTEM_ID' | grep -q '\"BootSourceOverrideTarget\": \"Hdd\"'"
+    check "$label: the domain runs (powered on by Ironic after the deploy)" \
+        test "$(bmc_domstate "$label")" = running
+    api power "$uuid" "power off"
+    local i
+    for i in $(seq 1 60); do [ "$(bmc_domstate "$label")" = "shut off" ] && break; sleep 0.5; done
+    check "$label: Ironic's power off stops the domain" test "$(bmc_domstate "$label")" = "shut off"
+    check "$label: the disk holds the image byte for byte" \
+        disk_holds_image "$VM_DIR/vd0.img" "$HTTP_ROOT/rf.raw"
+    rm -f "$HTTP_ROOT/rf.raw"
+    echo "     $label scenario total: $((SECONDS - t0)) s"
+}
+
+scenario_redfish_vmedia() {
+    echo "== scenario: Redfish BMC (sushy-tools + libvirt): virtual media boot, deploy to 'active', power off"
+    redfish_deploy redfish-vmedia || return
+    local n
+    n=$(bmc_dhcp_requests redfish-vmedia)
+    echo "     DHCP requests captured on the VM's NIC: $n"
+    # The positive control of the capture the DHCP-less scenario relies on.
+    check "redfish-vmedia: the NIC capture holds the ramdisk's DHCP requests" test "${n:-0}" -gt 0
+}
+
+# DHCP-less boot from virtual media (issue 11): the node's network_data (a static
+# address in QEMU's 10.0.2.0/24, not the one its DHCP server hands out) goes into the ISO
+# Ironic builds, which is then a config drive (label config-2,
+# openstack/latest/network_data.json); the agent's port is forwarded to that address only.
+# Passing needs a ramdisk that configures its NIC from network_data.json and runs no DHCP.
+scenario_redfish_dhcpless() {
+    echo "== scenario: Redfish virtual media, DHCP-less: static IPv4 from network_data on the ISO's config drive"
+    local ip=10.0.2.42 nd
+    nd='{"links": [{"id": "port0", "type": "phy", "ethernet_mac_address": "@MAC@"}],
+         "networks": [{"id": "prov", "type": "ipv4", "link": "port0",
+                       "ip_address": "'$ip'", "netmask": "255.255.255.0",
+                       "routes": [{"network": "0.0.0.0", "netmask": "0.0.0.0", "gateway": "10.0.2.2"}],
+                       "network_id": "prov"}],
+         "services": [{"type": "dns", "address": "10.0.2.3"}]}'
+    local ok=0
+    BMC_GUEST_IP=$ip redfish_deploy redfish-dhcpless "$nd" || ok=1
+    if [ -n "${RF_ISO:-}" ] && [ -f "$RF_ISO" ]; then
+        check "redfish-dhcpless: Ironic's ISO is a config drive (volume label config-2)" \
+            bash -c "isoinfo -d -i '$RF_ISO' | grep -q 'Volume id: config-2'"
+        isoinfo -R -i "$RF_ISO" -x /openstack/latest/network_data.json > "$SCRATCH/network_data.json" 2>/dev/null
+        check "redfish-dhcpless: the ISO carries openstack/latest/network_data.json with $ip" \
+            grep -q "\"$ip\"" "$SCRATCH/network_data.json"
+    fi
+    local n
+    n=$(bmc_dhcp_requests redfish-dhcpless)
+    echo "     DHCP requests captured on the VM's NIC: $n"
+    check "redfish-dhcpless: no DHCP request left the VM" test "${n:-1}" = 0
+    return $ok
+}
+
 # The inspection VM's disks keep vm.sh's default size.
 VM_DISK_BYTES=$((1 << 30))
 # E2E_SCENARIOS picks scenarios (default: all, in this order).
-for sc in ${E2E_SCENARIOS:-inspection lifecycle lifecycle_ro deploy_raw deploy_formats deploy_refused deploy_uefi deploy_partition}; do
+for sc in ${E2E_SCENARIOS:-inspection lifecycle lifecycle_ro deploy_raw deploy_formats deploy_refused deploy_uefi deploy_partition redfish_vmedia}; do
     "scenario_$sc"
 done
 echo "vm-e2e: $passed passed, $failed failed"

@@ -3,8 +3,9 @@
 
 Standard library only. Used as a module (class Ironic) and as a command line:
 
-  ironic_api.py URL create-node NAME MAC          prints the node UUID (fake-hardware,
-                                                  direct deploy, agent inspection)
+  ironic_api.py URL create-node NAME MAC [JSON]   prints the node UUID (fake-hardware,
+                                                  direct deploy, agent inspection); JSON:
+                                                  node fields that replace those defaults
   ironic_api.py URL provision UUID TARGET [JSON]  manage | provide | inspect | active | deleted;
                                                   JSON: extra body keys (configdrive, deploy_steps)
   ironic_api.py URL patch UUID /PATH JSON-VALUE   adds or replaces one node field
@@ -14,6 +15,7 @@ Standard library only. Used as a module (class Ironic) and as a command line:
   ironic_api.py URL set-image UUID URL SHA256 [FORMAT]   FORMAT "-" leaves disk_format unset
   ironic_api.py URL field UUID KEY[.KEY...]       prints one field of the node as JSON
   ironic_api.py URL inventory UUID                prints the stored inventory as JSON
+  ironic_api.py URL power UUID TARGET            power on | power off | reboot
   ironic_api.py URL delete UUID
 """
 
@@ -104,7 +106,7 @@ def main(argv):
         return 2
     ironic, cmd, args = Ironic(argv[1]), argv[2], argv[3:]
     if cmd == "create-node":
-        print(ironic.create_node(args[0], args[1]))
+        print(ironic.create_node(args[0], args[1], **(json.loads(args[2]) if len(args) > 2 else {})))
     elif cmd == "provision":  # provision UUID TARGET [JSON object of extra body keys]
         ironic.provision(args[0], args[1], **(json.loads(args[2]) if len(args) > 2 else {}))
     elif cmd == "patch":  # patch UUID /json/pointer JSON-VALUE  (op add)
@@ -125,6 +127,8 @@ def main(argv):
         print(json.dumps(value))
     elif cmd == "inventory":
         print(json.dumps(ironic.inventory(args[0])))
+    elif cmd == "power":
+        ironic.call("PUT", f"/v1/nodes/{args[0]}/states/power", {"target": args[1]})
     elif cmd == "delete":
         ironic.call("DELETE", f"/v1/nodes/{args[0]}")
     else:

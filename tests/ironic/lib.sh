@@ -45,6 +45,7 @@ stop_pid_file() {
 
 # ironic_up STATE AUTOMATED_CLEAN: config, schema, image server and Ironic in STATE.
 # IRONIC_BIOS_BOOTLOADER=true sets [agent]enable_bios_bootloader_install (default false).
+# IRONIC_REDFISH=1 also loads redfish.conf.in (the `redfish` hardware type, virtual media).
 # Exports IRONIC_URL, IRONIC_API_PORT, HTTP_PORT, HTTP_ROOT.
 ironic_up() {
     local state=$1 clean=${2:-false}
@@ -63,8 +64,16 @@ ironic_up() {
         > "$state/dbsync.log" 2>&1 || { cat "$state/dbsync.log" >&2; return 1; }
     python3 "$LIB_DIR/imgserver.py" "$HTTP_PORT" "$HTTP_ROOT" > "$state/http.log" 2>&1 &
     echo $! > "$state/http.pid"
-    local start=$SECONDS
-    "$IRONIC_VENV/bin/ironic" --config-file "$state/ironic.conf" > "$state/ironic.stdout" 2>&1 &
+    local start=$SECONDS confs=(--config-file "$state/ironic.conf")
+    if [ "${IRONIC_REDFISH:-0}" = 1 ]; then
+        # A configured default the redfish type does not support (fake boot, management,
+        # power) stops the conductor; unset, each type takes its first enabled interface,
+        # which for fake-hardware is the same fake one.
+        sed -i -E '/^default_(boot|management|power)_interface = fake$/d' "$state/ironic.conf"
+        sed -e "s|@STATE@|$state|g" "$LIB_DIR/redfish.conf.in" > "$state/redfish.conf"
+        confs+=(--config-file "$state/redfish.conf")
+    fi
+    "$IRONIC_VENV/bin/ironic" "${confs[@]}" > "$state/ironic.stdout" 2>&1 &
     echo $! > "$state/ironic.pid"
     # Ready = the conductor logged its start (a crashing worker is restarted forever while
     # the API answers) and the API lists the fake driver.

@@ -24,7 +24,7 @@ TOOLS=(
     partx:util-linux wipefs:util-linux mkswap:util-linux flock:util-linux
     setsid:util-linux ip:iproute2 /usr/bin/time:time hyperfine:hyperfine
     timeout:coreutils sha256sum:coreutils truncate:coreutils chroot:coreutils cmp:diffutils
-    lldpd:lldpd
+    lldpd:lldpd ipmi_sim:openipmi
 )
 TOOLS+=("$@")
 # Files (not commands) the VM suite needs: OVMF firmware for the UEFI scenarios.
@@ -67,7 +67,7 @@ if [ -n "$gaps" ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     pkgs=$(printf '%s\n' "${TOOLS[@]}" "${FILES[@]}" | cut -d: -f2 | grep -v '^qemu-' | sort -u)
-    # Daemons in the set (lldpd) must not start as system services: on the host they
+    # Daemons in the set (lldpd, openipmi) must not start as system services: on the host they
     # would speak on its real NICs. The tests start them themselves, by PID, in network
     # namespaces. A policy-rc.d answering 101 keeps the package scripts from starting them.
     own_policy=

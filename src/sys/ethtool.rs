@@ -6,7 +6,8 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-const SIOCETHTOOL: libc::c_ulong = 0x8946;
+// `libc::Ioctl`: the request type differs between glibc (unsigned long) and musl (int).
+const SIOCETHTOOL: libc::Ioctl = 0x8946;
 const ETHTOOL_GPERMADDR: u32 = 0x20;
 const ETHTOOL_GLINKSETTINGS: u32 = 0x4c;
 /// `MAX_ADDR_LEN` in the kernel.

@@ -130,9 +130,10 @@ mc_enable 0x20
 BMCEMU
     ipmi_sim -n -c "$dir/lan.conf" -f "$dir/bmc.emu" -s "$dir/state" >"$dir/ipmi_sim.log" 2>&1 &
     IPMI_SIM_PID=$!
-    for i in $(seq 50); do # until it listens for the VM
-        python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' \
-            "$IPMI_SIM_PORT" 2>/dev/null && return 0
+    # Until it listens for the VM. Not by connecting: ipmi_sim takes any connection for
+    # the VM, and exits a few seconds after it closes (openipmi 2.0.33).
+    for i in $(seq 50); do
+        [ -n "$(ss -Hltn "sport = :$IPMI_SIM_PORT")" ] && return 0
         kill -0 "$IPMI_SIM_PID" 2>/dev/null || break
         sleep 0.1
     done

@@ -46,9 +46,8 @@ impl Ethtool {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: `raw` is a fresh descriptor this function owns.
-        Ok(Self {
-            fd: unsafe { OwnedFd::from_raw_fd(raw) },
-        })
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        Ok(Self { fd })
     }
 
     /// Sends one ethtool command whose in/out buffer is `buf` (command word first).

@@ -14,10 +14,13 @@
 # Ends with "lldp: N passed, M failed".
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=tests/ironic/lib.sh
+. "$REPO/tests/ironic/lib.sh"
 IRA_BIN=${IRA_BIN:-$REPO/target/x86_64-unknown-linux-musl/release/ira}
 [ -x "$IRA_BIN" ] || { echo "no ira binary at $IRA_BIN (build it first)" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || { echo "lldp: needs root" >&2; exit 1; }
 command -v lldpd >/dev/null || { echo "lldp: lldpd missing (run tests/setup.sh)" >&2; exit 1; }
+ensure_ironic_venv || exit 1 # Ironic's own LLDP parser reads what the agent reports
 
 SW=ira-lldp-sw-$$ AG=ira-lldp-ag-$$
 TMP=$(mktemp -d)
@@ -109,6 +112,18 @@ check "system name is the one lldpd announced" \
     test "$(tlv "$TMP/inv.json" lldp-ag0 5)" = "$(hex ira-test-switch)"
 check "the frame ends with the End TLV" \
     test "$(python3 -c 'import json, sys; print(json.dumps(next(i for i in json.load(open(sys.argv[1]))["interfaces"] if i["name"] == "lldp-ag0")["lldp"][-1]))' "$TMP/inv.json")" = '[0, ""]'
+check "Ironic's parse-lldp hook decodes the agent's TLVs to lldpd's chassis, port and name" \
+    "$IRONIC_VENV/bin/python" - "$TMP/inv.json" "$SW_MAC" <<'EOF' 2>/dev/null
+import json, sys
+from ironic.drivers.modules.inspector.hooks.parse_lldp import ParseLLDPHook
+inv = json.load(open(sys.argv[1]))
+tlvs = next(i for i in inv["interfaces"] if i["name"] == "lldp-ag0")["lldp"]
+got = ParseLLDPHook()._parse_lldp_tlvs(tlvs, "ira-lldp-test")
+want = {"switch_chassis_id": sys.argv[2], "switch_port_id": "lldp-sw0",
+        "switch_system_name": "ira-test-switch"}
+print("parsed by Ironic:", {k: got.get(k) for k in want})
+sys.exit(0 if all(got.get(k) == v for k, v in want.items()) else 1)
+EOF
 check "a silent interface reports []" test "$(field "$TMP/inv.json" lldp-ag1 lldp)" = "[]"
 check "both interfaces waited for at once (one timeout, under 2x)" \
     awk -v s="${secs:-999}" -v t="$TIMEOUT" 'BEGIN {exit !(s >= t - 0.5 && s < 2 * t - 1)}'

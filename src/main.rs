@@ -198,6 +198,7 @@ fn print_inventory(config: &Config) -> ExitCode {
         allowlist: AllowList::new(config.device_allowlist.clone()),
         bootif: config.bootif.clone(),
         skip_bmc_detect: false,
+        lldp_timeout: config.collect_lldp.then_some(config.lldp_timeout),
     };
     let json = ira::inventory::collect(&opts)
         .map_err(|e| e.to_string())

@@ -78,12 +78,20 @@ impl AgentState {
         guard.as_ref().is_some_and(|t| t.matches(candidate))
     }
 
-    /// A copy of the inventory snapshot.
+    /// A copy of the inventory snapshot; without BMC keys once the lookup said
+    /// `agent_skip_bmc_detect` (IPA then reports them as null and omits `bmc_mac`).
     pub fn inventory(&self) -> Inventory {
-        self.inventory
+        let mut inventory = self
+            .inventory
             .read()
             .expect("inventory lock poisoned")
-            .clone()
+            .clone();
+        if self.lookup_settings().skip_bmc_detect {
+            inventory.bmc_address = None;
+            inventory.bmc_v6address = None;
+            inventory.bmc_mac = None;
+        }
+        inventory
     }
 
     /// A copy of the cached node, if any.
@@ -135,5 +143,34 @@ impl Session for AgentState {
     }
     fn stop_serving(&self) -> &watch::Sender<bool> {
         &self.stop_serving
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skip_bmc_detect_hides_bmc_keys_from_later_inventories() {
+        let inventory: Inventory = serde_json::from_value(serde_json::json!({
+            "interfaces": [], "cpu": {"model_name": "", "frequency": "", "count": 0,
+            "architecture": "x86_64", "flags": [], "socket_count": 1}, "disks": [],
+            "memory": {"total": null, "physical_mb": null},
+            "bmc_address": "192.0.2.10", "bmc_v6address": "::/0",
+            "bmc_mac": "52:54:00:ab:cd:ef",
+            "system_vendor": {"product_name": "", "serial_number": "", "manufacturer": "",
+                "firmware": {"vendor": "", "version": "", "build_date": ""}},
+            "boot": {"current_boot_mode": "bios", "pxe_interface": null}, "hostname": "h"
+        }))
+        .unwrap();
+        let registry = Arc::new(Registry::with_builtin(&inventory));
+        let state = AgentState::new(Arc::new(Config::default()), registry, inventory);
+        assert_eq!(state.inventory().bmc_address.as_deref(), Some("192.0.2.10"));
+        state.lookup.lock().unwrap().skip_bmc_detect = true;
+        let inv = state.inventory();
+        assert_eq!(
+            (inv.bmc_address, inv.bmc_v6address, inv.bmc_mac),
+            (None, None, None)
+        );
     }
 }

@@ -87,6 +87,7 @@ fn machine_macs() -> String {
         allowlist: AllowList::new(vec!["/dev/ira-test-none".into()]),
         bootif: None,
         skip_bmc_detect: false,
+        lldp_timeout: None,
     })
     .unwrap();
     inv.interfaces

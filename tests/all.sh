@@ -3,7 +3,8 @@
 #   1. format and lint   2. unit + integration tests (fixtures, loop-free, fake conductor)
 #   3. the static musl release binary (static, size, --help/--version)
 #   4. ira against the real Ironic on 127.0.0.1 (tests/ironic/run.sh)
-#   5. ira's ramdisk in QEMU driven by the real Ironic (tests/e2e/run.sh)
+#   5. LLDP from a real lldpd across network namespaces (tests/lldp/run.sh)
+#   6. ira's ramdisk in QEMU driven by the real Ironic (tests/e2e/run.sh)
 # Ends with one line "all: N passed, M failed" (tests and checks added up).
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -61,6 +62,7 @@ counted() {
     if [ "$rc" != 0 ] && [ "${f:-0}" = 0 ]; then failed=$((failed + 1)); fi
 }
 counted tests/ironic/run.sh ironic-e2e
+counted tests/lldp/run.sh lldp
 counted tests/e2e/run.sh vm-e2e
 
 echo

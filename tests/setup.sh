@@ -24,6 +24,7 @@ TOOLS=(
     partx:util-linux wipefs:util-linux mkswap:util-linux flock:util-linux
     setsid:util-linux ip:iproute2 /usr/bin/time:time hyperfine:hyperfine
     timeout:coreutils sha256sum:coreutils truncate:coreutils chroot:coreutils cmp:diffutils
+    lldpd:lldpd ipmi_sim:openipmi
 )
 TOOLS+=("$@")
 # The Redfish BMC of the VM suite: libvirt's daemons and client, its Python binding (for
@@ -76,11 +77,24 @@ if [ -n "$gaps" ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     pkgs=$(printf '%s\n' "${TOOLS[@]}" "${FILES[@]}" | cut -d: -f2 | grep -v '^qemu-' | sort -u)
+    # Daemons in the set (lldpd, openipmi) must not start as system services: on the host they
+    # would speak on its real NICs. The tests start them themselves, by PID, in network
+    # namespaces. A policy-rc.d answering 101 keeps the package scripts from starting them.
+    own_policy=
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        own_policy=1
+    fi
     # shellcheck disable=SC2046 # word splitting of the package list is wanted
-    apt-get install -y -qq --allow-downgrades python3-venv $(qemu_pins) $pkgs >/dev/null
+    install_rc=0
+    apt-get install -y -qq --allow-downgrades python3-venv $(qemu_pins) $pkgs >/dev/null ||
+        install_rc=$?
     # shellcheck disable=SC2046
-    apt-get install -y -qq --no-install-recommends \
-        $(printf '%s\n' "${NORECS[@]}" | cut -d: -f2 | sort -u) >/dev/null
+    [ "$install_rc" != 0 ] || apt-get install -y -qq --no-install-recommends \
+        $(printf '%s\n' "${NORECS[@]}" | cut -d: -f2 | sort -u) >/dev/null || install_rc=$?
+    [ -z "$own_policy" ] || rm -f /usr/sbin/policy-rc.d
+    [ "$install_rc" = 0 ] || exit "$install_rc"
 fi
 gaps=$(missing)
 if [ -n "$gaps" ]; then
@@ -90,7 +104,7 @@ fi
 # Present is not enough: a tool that cannot run (a library removed under it) fails here.
 for check in "qemu-img --version" "qemu-system-x86_64 --version" "sfdisk --version" \
     "sgdisk --version" "mkfs.fat --help" "mcopy --version" "genisoimage --version" \
-    "zstd --version" "debugfs -V" "losetup --version" "hyperfine --version" \
+    "zstd --version" "debugfs -V" "losetup --version" "hyperfine --version" "lldpd -v" \
     "virsh --version" "libvirtd --version" "xorriso -version"; do
     $check >/dev/null 2>&1 || { echo "setup: '$check' does not run" >&2; exit 1; }
 done

@@ -334,9 +334,11 @@ async fn wait_for_interfaces(
         allowlist: AllowList::new(config.device_allowlist.clone()),
         bootif: config.bootif.clone(),
         skip_bmc_detect: false,
+        // Heard once below, after the interfaces are there, not on every poll.
+        lldp_timeout: None,
     };
     let start = Instant::now();
-    loop {
+    let mut inventory = loop {
         let o = opts.clone();
         let inventory = tokio::task::spawn_blocking(move || crate::inventory::collect(&o))
             .await
@@ -347,17 +349,32 @@ async fn wait_for_interfaces(
             .iter()
             .any(|i| !i.mac_address.is_empty())
         {
-            return Ok(inventory);
+            break inventory;
         }
         if start.elapsed() >= policy.nic_wait {
             tracing::warn!(
                 waited_ms = start.elapsed().as_millis(),
                 "no network interface with a MAC address found; continuing anyway"
             );
-            return Ok(inventory);
+            break inventory;
         }
         tokio::time::sleep(policy.nic_poll).await;
+    };
+    if config.collect_lldp {
+        let timeout = config.lldp_timeout;
+        let mut interfaces = std::mem::take(&mut inventory.interfaces);
+        inventory.interfaces = tokio::task::spawn_blocking(move || {
+            crate::inventory::net::attach_lldp(
+                &mut interfaces,
+                &crate::inventory::SystemNics,
+                timeout,
+            );
+            interfaces
+        })
+        .await
+        .map_err(|e| AgentError::Startup(format!("LLDP task: {e}")))?;
     }
+    Ok(inventory)
 }
 
 /// Runs the inspection callback when configured; returns the node UUID Ironic gave.

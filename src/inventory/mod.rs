@@ -20,17 +20,19 @@ pub mod boot;
 pub mod cpu;
 pub mod disks;
 pub mod dmi;
+pub mod lldp;
 pub mod memory;
 pub mod net;
 pub mod read;
 pub mod udev;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ira_hw::Inventory;
 
 pub use allowlist::{glob_match, AllowList};
-pub use net::{AddrSource, FileAddrs, SystemAddrs};
+pub use net::{AddrSource, FileAddrs, NicProbe, NoProbe, SystemAddrs, SystemNics};
 
 /// What `collect` needs besides the root path.
 #[derive(Debug, Clone, Default)]
@@ -43,6 +45,8 @@ pub struct InventoryOptions {
     pub bootif: Option<String>,
     /// Skip BMC detection (lookup said `agent_skip_bmc_detect`).
     pub skip_bmc_detect: bool,
+    /// Listen for LLDP this long on every interface (`ipa-collect-lldp`); `None`: don't.
+    pub lldp_timeout: Option<Duration>,
 }
 
 /// Errors that stop the inventory from being built.
@@ -81,15 +85,26 @@ pub enum InventoryError {
     },
 }
 
-/// Collects the whole inventory, with IP addresses from `getifaddrs`.
+/// Collects the whole inventory, with IP addresses from `getifaddrs` and the NICs'
+/// ethtool facts and LLDP from the kernel.
 pub fn collect(opts: &InventoryOptions) -> Result<Inventory, InventoryError> {
-    collect_with(opts, &SystemAddrs)
+    collect_probed(opts, &SystemAddrs, &SystemNics)
 }
 
-/// Collects the whole inventory, with IP addresses from `addrs` (a file in fixture tests).
+/// Collects the whole inventory, with IP addresses from `addrs` (a file in fixture tests)
+/// and no kernel probe of the NICs.
 pub fn collect_with(
     opts: &InventoryOptions,
     addrs: &dyn AddrSource,
+) -> Result<Inventory, InventoryError> {
+    collect_probed(opts, addrs, &NoProbe)
+}
+
+/// Collects the whole inventory from `addrs` and `nics`.
+pub fn collect_probed(
+    opts: &InventoryOptions,
+    addrs: &dyn AddrSource,
+    nics: &dyn NicProbe,
 ) -> Result<Inventory, InventoryError> {
     // `InventoryOptions::default()` has an empty root: that means the real system.
     let root = if opts.root.as_os_str().is_empty() {
@@ -103,10 +118,11 @@ pub fn collect_with(
         tracing::warn!(error = %err, "interface addresses unknown");
         Vec::new()
     });
-    let interfaces = net::list_interfaces(root, &addresses).unwrap_or_else(|err| {
-        tracing::warn!(error = %err, "network interfaces unreadable");
-        Vec::new()
-    });
+    let interfaces = net::list_interfaces(root, &addresses, nics, opts.lldp_timeout)
+        .unwrap_or_else(|err| {
+            tracing::warn!(error = %err, "network interfaces unreadable");
+            Vec::new()
+        });
     let smbios = dmi::read_smbios_table(root);
     let memory = memory::read_memory(root, smbios.as_ref().and_then(|s| s.memory_bytes));
     let system_vendor = smbios

@@ -1,19 +1,26 @@
 //! The `interfaces` list (spec 1.5) from `sys/class/net`, with IP addresses from an
-//! [`AddrSource`]: `getifaddrs` in production, a JSON file in fixture tests.
+//! [`AddrSource`] (`getifaddrs` in production, a JSON file in fixture tests) and the facts
+//! sysfs lacks from a [`NicProbe`] (ethtool ioctls and LLDP sockets in production,
+//! nothing in fixture tests).
 //!
 //! Candidates are entries with a `device` link (physical NICs), a `bonding` directory
 //! (bond masters) or a VLAN-style name `<x>.<digits>`; loopback, bridges, veth and tun
-//! are absent. An interface without a usable MAC (missing, all zero) or with a MAC
-//! starting with `fa:` (IPA treats it as locally assigned) is dropped. The MAC comes
-//! from `address` (IPA prefers the permanent address from `ETHTOOL_GPERMADDR`; reading
-//! it needs an ioctl, left for later). `speed_mbps` is the current speed from `speed`
-//! (null when unknown), `biosdevname`, `client_id` and `lldp` are null.
+//! are absent. The MAC is the permanent address (`ETHTOOL_GPERMADDR`) when the driver
+//! keeps one, else `address`, as IPA's `get_mac_addr`; an interface without a usable MAC
+//! (missing, all zero) or with one starting with `fa:` (IPA treats it as locally
+//! assigned) is dropped. `speed_mbps` is the fastest supported link mode, IPA's lshw
+//! `capacity`, else the current `speed` (null when unknown). `lldp` is null unless LLDP
+//! collection was asked for; `biosdevname` and `client_id` are null.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ira_hw::NetworkInterface;
+
+use super::lldp::{self, Tlvs};
+use crate::sys::ethtool::Ethtool;
 
 use super::read::{link_basename, list_dir, read_bounded, read_opt, read_opt_nonempty, under};
 use super::InventoryError;
@@ -85,10 +92,70 @@ impl AddrSource for FileAddrs {
     }
 }
 
-/// Lists the network interfaces under `root`, with `addrs` for their IP addresses.
+/// What the kernel knows about a NIC beyond sysfs.
+pub trait NicProbe {
+    /// The permanent MAC address, lower-case; `None` when the driver keeps none.
+    fn permanent_mac(&self, name: &str) -> Option<String>;
+    /// The fastest link speed the NIC supports, in Mb/s.
+    fn max_speed_mbps(&self, name: &str) -> Option<u64>;
+    /// One LLDP frame per interface within `timeout` (see [`lldp::listen`]).
+    fn lldp(&self, names: &[String], timeout: Duration) -> BTreeMap<String, Option<Tlvs>>;
+}
+
+/// The running system's NICs: ethtool ioctls and raw LLDP sockets.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemNics;
+
+impl NicProbe for SystemNics {
+    fn permanent_mac(&self, name: &str) -> Option<String> {
+        let addr = Ethtool::new()
+            .and_then(|e| e.permanent_address(name))
+            .map_err(|err| tracing::debug!(interface = %name, error = %err, "no permanent MAC"))
+            .ok()??;
+        Some(
+            addr.iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":"),
+        )
+    }
+
+    fn max_speed_mbps(&self, name: &str) -> Option<u64> {
+        Ethtool::new()
+            .and_then(|e| e.max_supported_speed(name))
+            .map_err(|err| tracing::debug!(interface = %name, error = %err, "no link modes"))
+            .ok()?
+            .map(u64::from)
+    }
+
+    fn lldp(&self, names: &[String], timeout: Duration) -> BTreeMap<String, Option<Tlvs>> {
+        lldp::listen(names, timeout)
+    }
+}
+
+/// No kernel probes: fixture trees describe interfaces that are not this machine's.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoProbe;
+
+impl NicProbe for NoProbe {
+    fn permanent_mac(&self, _name: &str) -> Option<String> {
+        None
+    }
+    fn max_speed_mbps(&self, _name: &str) -> Option<u64> {
+        None
+    }
+    fn lldp(&self, _names: &[String], _timeout: Duration) -> BTreeMap<String, Option<Tlvs>> {
+        BTreeMap::new()
+    }
+}
+
+/// Lists the network interfaces under `root`, with `addrs` for their IP addresses,
+/// `probe` for permanent MACs, maximum speeds and, when `lldp_timeout` is set, LLDP.
 pub fn list_interfaces(
     root: &Path,
     addrs: &[(String, IpAddr)],
+    probe: &dyn NicProbe,
+    lldp_timeout: Option<Duration>,
 ) -> Result<Vec<NetworkInterface>, InventoryError> {
     let base = under(root, "sys/class/net");
     let mut out = Vec::new();
@@ -98,7 +165,12 @@ pub fn list_interfaces(
         if !(has_device || dir.join("bonding").is_dir() || is_vlan_name(&name)) {
             continue;
         }
-        let Some(mac) = read_opt(&dir.join("address")).and_then(|a| normalize_mac(&a)) else {
+        // IPA get_mac_addr: the permanent address when non-zero, else the current one.
+        let mac = probe
+            .permanent_mac(&name)
+            .and_then(|a| normalize_mac(&a))
+            .or_else(|| read_opt(&dir.join("address")).and_then(|a| normalize_mac(&a)));
+        let Some(mac) = mac else {
             tracing::debug!(interface = %name, "skipped: no usable MAC address");
             continue;
         };
@@ -115,14 +187,29 @@ pub fn list_interfaces(
             product: read_opt_nonempty(&dir.join("device/device")),
             client_id: None,
             biosdevname: None,
-            speed_mbps: read_opt(&dir.join("speed")).and_then(|s| parse_speed(&s)),
+            // IPA: lshw's `capacity` (fastest supported mode), else `size` (current).
+            speed_mbps: probe
+                .max_speed_mbps(&name)
+                .or_else(|| read_opt(&dir.join("speed")).and_then(|s| parse_speed(&s))),
             pci_address: link_basename(&dir.join("device")),
             driver: link_basename(&dir.join("device/driver")),
             mac_address: mac,
             name,
         });
     }
+    if let Some(timeout) = lldp_timeout {
+        attach_lldp(&mut out, probe, timeout);
+    }
     Ok(out)
+}
+
+/// Listens for LLDP on all `interfaces` at once and stores what each heard in `lldp`.
+pub fn attach_lldp(interfaces: &mut [NetworkInterface], probe: &dyn NicProbe, timeout: Duration) {
+    let names: Vec<String> = interfaces.iter().map(|i| i.name.clone()).collect();
+    let mut heard = probe.lldp(&names, timeout);
+    for iface in interfaces {
+        iface.lldp = heard.remove(&iface.name).flatten();
+    }
 }
 
 /// `<x>.<digits>`: the kernel's default VLAN interface naming.

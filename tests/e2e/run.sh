@@ -5,9 +5,12 @@
 # networking and the agent's port forwarded.
 #
 # Scenarios:
-#   inspection  node in `inspect wait`; the VM boots with ipa-inspection-callback-url;
+#   inspection  node in `inspect wait`; the VM boots with ipa-inspection-callback-url and
+#               a BMC (OpenIPMI's ipmi_sim behind QEMU's ipmi-bmc-extern and a KCS
+#               interface, with a LAN channel holding a known address and MAC);
 #               Ironic stores the inventory: the VM's three disks (names, sizes, serials,
-#               rotational) and its NIC (MAC) must be in it; node -> manageable
+#               rotational), its NIC (MAC) and the BMC's address and MAC must be in it;
+#               node -> manageable
 #   lifecycle   Ironic in its default cleaning configuration (automated_clean = true, no
 #               priority overrides): one node enrolled, `manage`, inspected, `provide`
 #               (automated cleaning: erase_devices_metadata 99, then erase_devices 10) ->
@@ -92,6 +95,7 @@ cleanup() {
     [ -n "$FAILED_ANY" ] && show_logs
     vm_stop_all
     bmc_down "$SCRATCH/bmc"
+    [ -z "${IPMI_SIM_PID:-}" ] || { kill "$IPMI_SIM_PID"; wait "$IPMI_SIM_PID"; } 2>/dev/null
     ironic_down "$SCRATCH/ironic"
     if [ "${KEEP:-0}" = 1 ] || [ -n "$FAILED_ANY" ]; then
         log "scratch dir kept: $SCRATCH"
@@ -108,15 +112,80 @@ trap 'exit 143' TERM
 IRONIC_REDFISH=1 IRONIC_BIOS_BOOTLOADER=true ironic_up "$SCRATCH/ironic" true || { FAILED_ANY=1; exit 1; }
 
 # --- inspection -----------------------------------------------------------------------------
+# The BMC the inspection VM gets: ipmi_sim (Debian's openipmi) on 127.0.0.1, its LAN
+# channel 1 answering Get LAN Configuration Parameters from bmc_lancontrol below.
+BMC_IP=192.0.2.77 BMC_MAC=52:54:00:be:ef:77 IPMI_SIM_PID=
+ipmi_sim_up() { # ipmi_sim_up DIR: starts ipmi_sim, sets IPMI_SIM_PID and IPMI_SIM_PORT
+    local dir=$1 lan_port i
+    mkdir -p "$dir/state"
+    IPMI_SIM_PORT=$(vm_free_port) lan_port=$(vm_free_port)
+    # ipmi_sim runs it as `bmc_lancontrol DEVICE get PARAM...` and reads `PARAM:VALUE`.
+    cat >"$dir/bmc_lancontrol" <<LANCONTROL
+#!/bin/sh
+[ "\$2" = get ] || exit 0
+shift 2
+for p in "\$@"; do
+    case \$p in
+        ip_addr) v=$BMC_IP ;;
+        ip_addr_src) v=static ;;
+        mac_addr) v=$BMC_MAC ;;
+        subnet_mask) v=255.255.255.0 ;;
+        default_gw_ip_addr) v=192.0.2.1 ;;
+        backup_gw_ip_addr) v=0.0.0.0 ;;
+        default_gw_mac_addr | backup_gw_mac_addr) v=00:00:00:00:00:00 ;;
+        *) echo "Invalid parameter: \$p"; exit 1 ;;
+    esac
+    echo "\$p:\$v"
+done
+LANCONTROL
+    chmod 755 "$dir/bmc_lancontrol"
+    cat >"$dir/lan.conf" <<LANCONF
+name "ira-vm-bmc"
+set_working_mc 0x20
+  startlan 1
+    addr 127.0.0.1 $lan_port
+    priv_limit admin
+    allowed_auths_admin none md5
+    guid a123456789abcdefa123456789abcdef
+    lan_config_program "$dir/bmc_lancontrol lan0"
+  endlan
+  serial 15 127.0.0.1 $IPMI_SIM_PORT codec VM
+LANCONF
+    cat >"$dir/bmc.emu" <<'BMCEMU'
+mc_setbmc 0x20
+mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr
+sel_enable 0x20 50 0x0a
+mc_enable 0x20
+BMCEMU
+    ipmi_sim -n -c "$dir/lan.conf" -f "$dir/bmc.emu" -s "$dir/state" >"$dir/ipmi_sim.log" 2>&1 &
+    IPMI_SIM_PID=$!
+    # Until it listens for the VM. Not by connecting: ipmi_sim takes any connection for
+    # the VM, and exits a few seconds after it closes (openipmi 2.0.33).
+    for i in $(seq 50); do
+        [ -n "$(ss -Hltn "sport = :$IPMI_SIM_PORT")" ] && return 0
+        kill -0 "$IPMI_SIM_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    log "ipmi_sim did not start: $(tail -n 5 "$dir/ipmi_sim.log")"
+    return 1
+}
+ipmi_sim_down() {
+    [ -n "$IPMI_SIM_PID" ] || return 0
+    kill "$IPMI_SIM_PID" 2>/dev/null
+    wait "$IPMI_SIM_PID" 2>/dev/null
+    IPMI_SIM_PID=
+}
+
 scenario_inspection() {
     echo "== scenario: agent inspection in the VM"
     local mac uuid t
+    ipmi_sim_up "$SCRATCH/ipmi" || { fail "inspection: ipmi_sim started"; return; }
     mac=$(random_mac)
     uuid=$(api create-node "ira-vm-inspect-$$" "$mac") || { fail "inspection: node created"; return; }
     api provision "$uuid" manage && api wait "$uuid" manageable 60 || { fail "inspection: manageable"; return; }
     api provision "$uuid" inspect
     check "inspection: node waits in 'inspect wait'" api wait "$uuid" "inspect wait" 30
-    VM_MAC=$mac VM_HOSTPORT=$(vm_free_port) \
+    VM_MAC=$mac VM_HOSTPORT=$(vm_free_port) VM_IPMI=tcp:$IPMI_SIM_PORT \
         VM_APPEND="ipa-inspection-callback-url=$IRONIC_URL/v1/continue_inspection ira.fwd=$IRONIC_API_PORT BOOTIF=01-${mac//:/-}" \
         vm_boot inspect
     if api wait "$uuid" manageable 180; then
@@ -159,7 +228,17 @@ for p in problems:
     print("     " + p)
 sys.exit(1 if problems else 0)
 EOF
+    check "inspection: stored inventory has the emulated BMC's address and MAC" \
+        python3 - "$SCRATCH/inspect-inventory.json" "$BMC_IP" "$BMC_MAC" <<'EOF'
+import json, sys
+stored = json.load(open(sys.argv[1])).get("inventory", {})
+got = {k: stored.get(k) for k in ("bmc_address", "bmc_mac", "bmc_v6address")}
+want = {"bmc_address": sys.argv[2], "bmc_mac": sys.argv[3], "bmc_v6address": "::/0"}
+print(f"     BMC keys: {got}")
+sys.exit(0 if got == want else 1)
+EOF
     vm_stop inspect
+    ipmi_sim_down
     api delete "$uuid" >/dev/null 2>&1 || true
 }
 

@@ -40,6 +40,9 @@
 #                 nvme0 sata0; the guest's kernel then flags them read-only (ro = 1).
 #                 Only vd0 works with every QEMU: ide-hd refuses a read-only drive
 #   VM_QEMU_ARGS  extra QEMU arguments, split on spaces
+#   VM_IPMI       a BMC on a KCS system interface: 1 = QEMU's own ipmi-bmc-sim (it has no
+#                 LAN channel); tcp:PORT = ipmi-bmc-extern talking to an external BMC
+#                 simulator (OpenIPMI's ipmi_sim) listening on 127.0.0.1:PORT
 #
 # Guest devices: virtio-net NIC (user networking, guest 10.0.2.15, host = 10.0.2.2),
 # virtio-blk disk (serial ira-vd0), NVMe disk (serial ira-nvme0), SATA disk on an AHCI
@@ -153,6 +156,14 @@ vm_boot() {
     : > "$dir/console.log"
     # shellcheck disable=SC2206 # VM_QEMU_ARGS is split on purpose
     local extra=(${VM_QEMU_ARGS:-})
+    case ${VM_IPMI:-} in
+        '' | 0) ;;
+        1) extra+=(-device ipmi-bmc-sim,id=bmc0 -device isa-ipmi-kcs,bmc=bmc0) ;;
+        tcp:*)
+            extra+=(-chardev "socket,id=ipmi0,host=127.0.0.1,port=${VM_IPMI#tcp:},reconnect=1"
+                -device ipmi-bmc-extern,id=bmc0,chardev=ipmi0 -device isa-ipmi-kcs,bmc=bmc0) ;;
+        *) _vm_log "VM_IPMI must be 1 or tcp:PORT"; return 1 ;;
+    esac
     VM_START_US=$(_vm_now_us)
     # VM_DISK_BOOT=1: no kernel; the firmware boots from the disks (after a deploy).
     local direct=(-kernel "$kernel" -initrd "$initrd" -append "$append")

@@ -38,6 +38,7 @@ pub mod image;
 pub mod inventory;
 pub mod ironic;
 pub mod logs;
+pub mod netconf;
 pub mod partition;
 pub mod state;
 pub mod sys;

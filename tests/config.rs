@@ -579,6 +579,7 @@ fn vmedia_parameters_override_the_kernel_command_line() {
             cmdline,
             vmedia_parameters: Some(params),
             file: Some("[DEFAULT]\nlisten_port = 4321\nntp_server = file-ntp\n"),
+            dir_files: &[],
         },
     )
     .unwrap();
@@ -598,6 +599,7 @@ fn vmedia_parameters_override_the_kernel_command_line() {
             cmdline,
             vmedia_parameters: Some(params),
             file: None,
+            dir_files: &[],
         },
     )
     .unwrap();
@@ -616,6 +618,7 @@ fn vmedia_parameters_ignored_without_boot_method_vmedia() {
                 cmdline,
                 vmedia_parameters: Some("ipa-api-url=http://vmedia"),
                 file: None,
+                dir_files: &[],
             },
         )
         .unwrap();
@@ -631,6 +634,7 @@ fn bad_vmedia_value_names_its_source() {
             cmdline: "boot_method=vmedia",
             vmedia_parameters: Some("ipa-listen-port=http"),
             file: None,
+            dir_files: &[],
         },
     )
     .unwrap_err();

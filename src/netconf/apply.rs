@@ -21,6 +21,8 @@ use crate::inventory::read::under;
 pub enum Action {
     /// Run a command (`ip ...`, `modprobe ...`).
     Run(Vec<String>),
+    /// Load the kernel's VLAN driver unless it is there (built in or loaded).
+    VlanDriver,
     /// Create the bond `name` through `sys/class/net/bonding_masters`, loading the
     /// bonding driver first if needed (an existing bond of that name is reused).
     CreateBond(String),
@@ -147,6 +149,9 @@ pub fn actions(plan: &Plan) -> Vec<Action> {
                 mtu,
             } => {
                 let id = vlan_id.to_string();
+                if !out.contains(&Action::VlanDriver) {
+                    out.push(Action::VlanDriver);
+                }
                 out.push(ip(&[
                     "link", "add", "link", parent, "name", name, "type", "vlan", "id", &id,
                 ]));
@@ -201,11 +206,16 @@ pub fn apply(plan: &Plan, root: &Path, runner: &dyn CommandRunner) -> Result<(),
             Action::CreateBond(name) => {
                 let masters = under(root, "sys/class/net/bonding_masters");
                 if !masters.exists() {
-                    run(runner, &["modprobe".to_owned(), "bonding".to_owned()])?;
+                    load_module(runner, "bonding");
                 }
                 // Loading the driver may have made a bond0 already.
                 if !under(root, &format!("sys/class/net/{name}/bonding")).exists() {
                     write_sysfs(&masters, &format!("+{name}"))?;
+                }
+            }
+            Action::VlanDriver => {
+                if !under(root, "proc/net/vlan").exists() {
+                    load_module(runner, "8021q");
                 }
             }
             Action::Sysfs(rel, value) => write_sysfs(&under(root, &rel), &value)?,
@@ -229,6 +239,14 @@ fn run(runner: &dyn CommandRunner, argv: &[String]) -> Result<(), ApplyError> {
         return Ok(());
     }
     Err(command_error(argv, msg))
+}
+
+/// Loads a driver; a failure is only logged, as the driver may be built in, and the
+/// command that needs it reports the real error.
+fn load_module(runner: &dyn CommandRunner, name: &str) {
+    if let Err(msg) = runner.run(&["modprobe".to_owned(), name.to_owned()]) {
+        tracing::warn!(module = name, error = %msg, "modprobe failed");
+    }
 }
 
 fn command_error(argv: &[String], message: String) -> ApplyError {
@@ -290,6 +308,7 @@ mod tests {
         match a {
             Action::Run(argv) => argv.join(" "),
             Action::CreateBond(n) => format!("create bond {n}"),
+            Action::VlanDriver => "vlan driver".to_owned(),
             Action::Sysfs(p, v) => format!("{p} < {v}"),
             Action::ResolvConf(s) => format!("resolv.conf {}", s.join(" ")),
         }
@@ -310,6 +329,7 @@ mod tests {
             "sys/class/net/bond0/bonding/slaves < +eth1",
             "ip link set bond0 mtu 9000",
             "ip link set bond0 up",
+            "vlan driver",
             "ip link add link bond0 name bond0.101 type vlan id 101",
             "ip link set bond0.101 address 52:54:00:aa:00:01",
             "ip link set bond0.101 up",

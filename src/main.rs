@@ -223,7 +223,7 @@ fn network_data(flags: &Flags, file: Option<&Path>, wait: u64) -> ExitCode {
             return ExitCode::from(EXIT_NO_NETWORK_DATA);
         }
         Err(err) => {
-            say(format_args!("network_data.json: {err}"));
+            say(format_args!("network-data: {err}"));
             return ExitCode::FAILURE;
         }
     };
@@ -247,7 +247,7 @@ fn network_data(flags: &Flags, file: Option<&Path>, wait: u64) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(err) => {
-            say(format_args!("network_data.json: {err}"));
+            say(format_args!("network-data: {err}"));
             ExitCode::FAILURE
         }
     }

@@ -234,7 +234,7 @@ fn run(runner: &dyn CommandRunner, argv: &[String]) -> Result<(), ApplyError> {
     let adds = argv
         .windows(2)
         .any(|w| w[1] == "add" && (w[0] == "addr" || w[0] == "link"));
-    if adds && msg.contains("exists") {
+    if adds && (msg.contains("exists") || msg.contains("already assigned")) {
         tracing::debug!(command = %argv.join(" "), "already configured");
         return Ok(());
     }

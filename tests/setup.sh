@@ -77,7 +77,8 @@ fi
 # Present is not enough: a tool that cannot run (a library removed under it) fails here.
 for check in "qemu-img --version" "qemu-system-x86_64 --version" "sfdisk --version" \
     "sgdisk --version" "mkfs.fat --help" "mcopy --version" "genisoimage --version" \
-    "zstd --version" "debugfs -V" "losetup --version" "hyperfine --version"; do
+    "zstd --version" "debugfs -V" "losetup --version" "hyperfine --version" \
+    "ip -j link show lo" "ip netns list"; do
     $check >/dev/null 2>&1 || { echo "setup: '$check' does not run" >&2; exit 1; }
 done
 

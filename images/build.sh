@@ -42,8 +42,8 @@ fi
 HW_MODULES=(
     # virtio (QEMU/KVM guests)
     virtio_pci virtio_net virtio_blk virtio_scsi virtio_rng
-    # NVMe, SATA/AHCI, legacy IDE-mode SATA, SCSI disks
-    nvme ahci ata_piix sd_mod
+    # NVMe, SATA/AHCI, legacy IDE-mode SATA, SCSI disks, CD/DVD drives (virtual media)
+    nvme ahci ata_piix sd_mod sr_mod
     # server RAID/HBA controllers
     megaraid_sas mpt3sas
     # USB storage
@@ -59,6 +59,8 @@ BOOT_MODULES=(loop dm_mod md_mod raid0 raid1 raid10)
 DEMAND_MODULES=(
     raid456 efivarfs vfat nls_cp437 nls_ascii nls_iso8859_1 nls_utf8 isofs ext4 xfs
     crc32c_generic crc32c_intel
+    # bonds and VLANs of a virtual-media network_data.json (ira network-data)
+    bonding 8021q
 )
 # Without these the test VM (virtio NIC, virtio/NVMe/AHCI disks) cannot work.
 REQUIRED_MODULES=(virtio_pci virtio_net virtio_blk nvme ahci sd_mod loop dm_mod md_mod)

@@ -38,11 +38,13 @@ pub mod image;
 pub mod inventory;
 pub mod ironic;
 pub mod logs;
+pub mod netconf;
 pub mod partition;
 pub mod state;
 pub mod sys;
 pub mod task;
 pub mod tls_client;
+pub mod vmedia;
 
 /// The agent version reported in `/v1/status` and heartbeats.
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -25,9 +25,14 @@ const PROC_CMDLINE: &str = "/proc/cmdline";
 /// Config files tried, first found wins, when `--config-file` is not given
 /// (the two system paths oslo.config searches for IPA).
 const DEFAULT_CONFIG_FILES: &[&str] = &[
-    "/etc/ironic-python-agent/ironic-python-agent.conf",
-    "/etc/ironic-python-agent.conf",
+    "etc/ironic-python-agent/ironic-python-agent.conf",
+    "etc/ironic-python-agent.conf",
 ];
+/// Config directory read when `--config-dir` is not given (under the system root): the
+/// one IPA ramdisks pass as `--config-dir`, where Ironic's virtual media puts `cafile`.
+const DEFAULT_CONFIG_DIR: &str = "etc/ironic-python-agent.d";
+/// Exit code of `network-data` when there is no network data to apply.
+const EXIT_NO_NETWORK_DATA: u8 = 3;
 /// Read bound for a kernel command line (the kernel's own limit is at most a few KiB).
 const CMDLINE_LIMIT: u64 = 64 << 10;
 /// Read bound for a config file.
@@ -58,6 +63,19 @@ enum LoadError {
     /// The texts do not make a valid configuration.
     #[error(transparent)]
     Config(#[from] config::ConfigError),
+    /// Virtual media could not be read (IPA: `VirtualMediaBootError`).
+    #[error("virtual media: {0}")]
+    Vmedia(#[from] ira::vmedia::VmediaError),
+}
+
+/// What was taken from virtual media before configuration loaded, logged once logging
+/// is up.
+#[derive(Debug, Default)]
+struct VmediaReport {
+    /// Whether `parameters.txt` was found.
+    parameters: bool,
+    /// Configuration files copied into the system root.
+    copied: Vec<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -74,7 +92,11 @@ fn main() -> ExitCode {
         }
     };
 
-    let (config, config_file) = match load(&flags) {
+    if let Some(config::Command::NetworkData { file, wait }) = &flags.command {
+        return network_data(&flags, file.as_deref(), *wait);
+    }
+
+    let (config, config_file, vmedia) = match load(&flags) {
         Ok(loaded) => loaded,
         Err(err) => {
             say(format_args!("{err}"));
@@ -88,7 +110,11 @@ fn main() -> ExitCode {
         "configuration loaded"
     );
     if config.boot_method.as_deref() == Some("vmedia") {
-        tracing::warn!("boot_method=vmedia: parameters.txt on virtual media is not read");
+        tracing::info!(
+            parameters_txt = vmedia.parameters,
+            copied = ?vmedia.copied,
+            "booted from virtual media"
+        );
     }
 
     if flags.is_inventory() {
@@ -104,13 +130,34 @@ fn say(message: std::fmt::Arguments<'_>) {
     let _ = writeln!(io::stderr().lock(), "ira: {message}");
 }
 
-/// Reads the sources and resolves them; returns the config file used, if any.
-fn load(flags: &Flags) -> Result<(Config, Option<PathBuf>), LoadError> {
+/// The system root (`--sysroot`, default `/`).
+fn sysroot(flags: &Flags) -> PathBuf {
+    flags.sysroot.clone().unwrap_or_else(|| PathBuf::from("/"))
+}
+
+/// Reads the sources and resolves them; returns the config file used, if any, and what
+/// came from virtual media.
+///
+/// With `boot_method=vmedia` on the kernel command line this first copies the agent
+/// configuration from the boot ISO into the system root and reads `parameters.txt`
+/// (IPA: `copy_config_from_vmedia`, then `get_agent_params`), so a CA and a config
+/// file Ironic put on the media are in place before anything is read.
+fn load(flags: &Flags) -> Result<(Config, Option<PathBuf>, VmediaReport), LoadError> {
+    let root = sysroot(flags);
     let cmdline = match &flags.cmdline_file {
         Some(path) => read_bounded(path, CMDLINE_LIMIT)?,
         // Containers and some test hosts have no /proc/cmdline: no kernel parameters.
         None => read_optional(Path::new(PROC_CMDLINE), CMDLINE_LIMIT)?.unwrap_or_default(),
     };
+
+    let mut vmedia = VmediaReport::default();
+    let mut parameters = None;
+    if config::cmdline::KernelParams::parse(&cmdline).is_vmedia() {
+        let mounter = ira::deploy::mount::SysMounter;
+        vmedia.copied = ira::vmedia::copy_config(&root, &mounter)?;
+        parameters = ira::vmedia::read_parameters(&root, &mounter)?;
+        vmedia.parameters = parameters.is_some();
+    }
 
     let (file_text, file_path) = match &flags.config_file {
         Some(path) => (
@@ -119,22 +166,111 @@ fn load(flags: &Flags) -> Result<(Config, Option<PathBuf>), LoadError> {
         ),
         None => {
             let mut found = (None, None);
-            for candidate in DEFAULT_CONFIG_FILES.iter().map(Path::new) {
-                if let Some(text) = read_optional(candidate, CONFIG_FILE_LIMIT)? {
-                    found = (Some(text), Some(candidate.to_path_buf()));
+            for candidate in DEFAULT_CONFIG_FILES.iter().map(|rel| root.join(rel)) {
+                if let Some(text) = read_optional(&candidate, CONFIG_FILE_LIMIT)? {
+                    found = (Some(text), Some(candidate));
                     break;
                 }
             }
             found
         }
     };
+    let dir = flags
+        .config_dir
+        .clone()
+        .unwrap_or_else(|| root.join(DEFAULT_CONFIG_DIR));
+    let mut dir_texts = Vec::new();
+    for name in ira::inventory::read::list_dir_opt(&dir) {
+        // oslo.config reads only *.conf from a config directory, sorted by name.
+        if name.ends_with(".conf") {
+            if let Some(text) = read_optional(&dir.join(&name), CONFIG_FILE_LIMIT)? {
+                dir_texts.push(text);
+            }
+        }
+    }
+    let dir_files: Vec<&str> = dir_texts.iter().map(String::as_str).collect();
 
     let sources = Sources {
         cmdline: &cmdline,
-        vmedia_parameters: None,
+        vmedia_parameters: parameters.as_deref(),
         file: file_text.as_deref(),
+        dir_files: &dir_files,
     };
-    Ok((config::resolve_sources(flags, &sources)?, file_path))
+    let mut config = config::resolve_sources(flags, &sources)?;
+    // Files found in the system root name paths inside it (Ironic's ironic-tls.conf says
+    // `cafile = /etc/ironic-python-agent/ironic.crt`); with --sysroot they are there.
+    if flags.config_file.is_none() && root != Path::new("/") {
+        if let Some(ca) = config.cafile.take() {
+            config.cafile = Some(ira::inventory::read::under(&root, &ca.to_string_lossy()));
+        }
+    }
+    Ok((config, file_path, vmedia))
+}
+
+/// The `network-data` subcommand: plan and apply `network_data.json`.
+fn network_data(flags: &Flags, file: Option<&Path>, wait: u64) -> ExitCode {
+    init_tracing(flags.debug);
+    let root = sysroot(flags);
+    let text = match file {
+        Some(path) => read_bounded(path, ira::netconf::model::MAX_LEN as u64).map(Some),
+        None => ira::vmedia::read_network_data(&root, &ira::deploy::mount::SysMounter)
+            .map_err(LoadError::from),
+    };
+    let text = match text {
+        Ok(Some(text)) => text,
+        Ok(None) => {
+            tracing::info!("no network_data.json on virtual media");
+            return ExitCode::from(EXIT_NO_NETWORK_DATA);
+        }
+        Err(err) => {
+            say(format_args!("network-data: {err}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = ira::netconf::NetworkData::parse(&text)
+        .map_err(|e| e.to_string())
+        .and_then(|data| plan_waiting(&root, &data, wait).map_err(|e| e.to_string()))
+        .and_then(|plan| {
+            ira::netconf::apply(&plan, &root, &ira::netconf::SysRunner)
+                .map(|()| plan)
+                .map_err(|e| e.to_string())
+        });
+    match result {
+        Ok(plan) => {
+            tracing::info!(
+                links = ?plan.links.iter().map(|l| l.name()).collect::<Vec<_>>(),
+                addresses = plan.addresses.len(),
+                routes = plan.routes.len(),
+                dns = plan.dns.len(),
+                "network configured from network_data.json"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            say(format_args!("network-data: {err}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Plans `data`, waiting up to `wait` seconds for NICs it names that have no driver yet.
+fn plan_waiting(
+    root: &Path,
+    data: &ira::netconf::NetworkData,
+    wait: u64,
+) -> Result<ira::netconf::Plan, ira::netconf::PlanError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait);
+    loop {
+        let interfaces = ira::netconf::plan::read_interfaces(root);
+        let plan = ira::netconf::plan(data, &interfaces);
+        let missing = plan.as_ref().map_or(true, |p| {
+            p.skipped.iter().any(|s| s.contains("no interface has MAC"))
+        });
+        if !missing || std::time::Instant::now() >= deadline {
+            return plan;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
 }
 
 /// Reads a UTF-8 text file of at most `limit` bytes.

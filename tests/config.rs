@@ -579,6 +579,7 @@ fn vmedia_parameters_override_the_kernel_command_line() {
             cmdline,
             vmedia_parameters: Some(params),
             file: Some("[DEFAULT]\nlisten_port = 4321\nntp_server = file-ntp\n"),
+            dir_files: &[],
         },
     )
     .unwrap();
@@ -598,6 +599,7 @@ fn vmedia_parameters_override_the_kernel_command_line() {
             cmdline,
             vmedia_parameters: Some(params),
             file: None,
+            dir_files: &[],
         },
     )
     .unwrap();
@@ -616,6 +618,7 @@ fn vmedia_parameters_ignored_without_boot_method_vmedia() {
                 cmdline,
                 vmedia_parameters: Some("ipa-api-url=http://vmedia"),
                 file: None,
+                dir_files: &[],
             },
         )
         .unwrap();
@@ -631,6 +634,7 @@ fn bad_vmedia_value_names_its_source() {
             cmdline: "boot_method=vmedia",
             vmedia_parameters: Some("ipa-listen-port=http"),
             file: None,
+            dir_files: &[],
         },
     )
     .unwrap_err();
@@ -1089,4 +1093,39 @@ fn binary_unknown_flag_is_a_usage_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--no-such-flag"));
     let out = ira(&["--agent-token", "secret"]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn config_dir_files_override_the_file_in_name_order() {
+    let c = resolve_sources(
+        &no_flags(),
+        &Sources {
+            cmdline: "ipa-lookup-timeout=5",
+            vmedia_parameters: None,
+            file: Some("[DEFAULT]\ncafile = /etc/file.pem\nlookup_timeout = 7\nntp_server = a\n"),
+            // As Ironic's virtual media puts ironic-tls.conf there, then a later file.
+            dir_files: &[
+                "[DEFAULT]\ncafile = /etc/ironic-python-agent/ironic.crt\nntp_server = b\n",
+                "[DEFAULT]\nntp_server = c\n",
+            ],
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        c.cafile,
+        Some(PathBuf::from("/etc/ironic-python-agent/ironic.crt"))
+    );
+    assert_eq!(c.ntp_server.as_deref(), Some("c"));
+    // The kernel command line stays above every file (see resolve.rs).
+    assert_eq!(c.lookup_timeout, Duration::from_secs(5));
+
+    let err = resolve_sources(
+        &no_flags(),
+        &Sources {
+            dir_files: &["[DEFAULT]\nlisten_port = many\n"],
+            ..Sources::default()
+        },
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("listen_port"), "{err}");
 }

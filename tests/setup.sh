@@ -105,7 +105,8 @@ fi
 for check in "qemu-img --version" "qemu-system-x86_64 --version" "sfdisk --version" \
     "sgdisk --version" "mkfs.fat --help" "mcopy --version" "genisoimage --version" \
     "zstd --version" "debugfs -V" "losetup --version" "hyperfine --version" "lldpd -v" \
-    "virsh --version" "libvirtd --version" "xorriso -version"; do
+    "virsh --version" "libvirtd --version" "xorriso -version" \
+    "ip -j link show lo" "ip netns list"; do
     $check >/dev/null 2>&1 || { echo "setup: '$check' does not run" >&2; exit 1; }
 done
 /usr/bin/python3 -c 'import libvirt, venv, ensurepip' || { echo "setup: Debian's python3 cannot import libvirt (python3-libvirt) or make venvs" >&2; exit 1; }

@@ -74,6 +74,10 @@ pub struct Flags {
     /// Config file to read instead of the default ones.
     #[arg(long, global = true, value_name = "PATH")]
     pub config_file: Option<PathBuf>,
+    /// Directory whose *.conf files override the config file, in name order (default
+    /// /etc/ironic-python-agent.d under the system root).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub config_dir: Option<PathBuf>,
     /// Verbose logs (kernel: ipa-debug).
     #[arg(short, long, global = true)]
     pub debug: bool,
@@ -92,10 +96,20 @@ pub struct Flags {
 }
 
 /// Subcommands; none means "run the agent".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum Command {
     /// Print the hardware inventory as JSON and exit.
     Inventory,
+    /// Configure the network from openstack/latest/network_data.json on a config-2
+    /// virtual media device (or --file) and exit: 0 configured, 3 no network data.
+    NetworkData {
+        /// Read this network_data.json instead of the virtual media's.
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
+        /// Seconds to wait for every NIC the file names to appear.
+        #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+        wait: u64,
+    },
 }
 
 impl Flags {

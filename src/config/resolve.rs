@@ -90,6 +90,10 @@ pub struct Sources<'a> {
     pub vmedia_parameters: Option<&'a str>,
     /// The config file, if one was found.
     pub file: Option<&'a str>,
+    /// The `*.conf` files of the config directory (`/etc/ironic-python-agent.d`), in
+    /// name order; each overrides the config file and the ones before it, as oslo.config
+    /// reads a `--config-dir`.
+    pub dir_files: &'a [&'a str],
 }
 
 /// Resolves flags, the kernel command line and the config file into a [`Config`].
@@ -104,6 +108,7 @@ pub fn resolve(
             cmdline: cmdline_text,
             vmedia_parameters: None,
             file: file_text,
+            dir_files: &[],
         },
     )
 }
@@ -113,6 +118,9 @@ pub fn resolve_sources(flags: &Flags, sources: &Sources<'_>) -> Result<Config, C
     let mut config = Config::default();
 
     if let Some(text) = sources.file {
+        apply_file(&mut config, &IniFile::parse(text)?)?;
+    }
+    for text in sources.dir_files {
         apply_file(&mut config, &IniFile::parse(text)?)?;
     }
     apply_kernel(&mut config, sources.cmdline, Origin::KernelCmdline)?;

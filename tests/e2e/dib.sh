@@ -256,6 +256,7 @@ else
 fi
 enabled=() not_enabled=()
 for u in multi-user.target.wants/ira-agent.service multi-user.target.wants/ira-agent-rescue-user.path \
+    multi-user.target.wants/ira-agent-network-data.service \
     multi-user.target.wants/systemd-networkd.service network-online.target.wants/systemd-networkd-wait-online.service; do
     if [ -L "$ROOT/etc/systemd/system/$u" ]; then enabled+=("${u#*/}"); else not_enabled+=("$u"); fi
 done

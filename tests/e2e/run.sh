@@ -244,6 +244,9 @@ EOF
 
 # --- deploy up to write_image ------------------------------------------------------------
 # --- deploy -------------------------------------------------------------------------------
+# DEPLOY_PREPARE (a function called with the node's UUID before the deploy starts; it
+# sees deploy_node's `mac`), DEPLOY_EXTRA (an argument to `provision active`) and
+# DEPLOY_VM_APPEND (kernel parameters added last) adapt a scenario.
 # deploy_node LABEL IMAGE DISK_FORMAT END [SHA256]: creates a node whose root device hint is
 # the virtio disk's serial, deploys http://.../IMAGE (checksum SHA256, default the image's)
 # in a fresh VM, and waits for END (`active` or `deploy failed`). Leaves NODE_UUID, the VM
@@ -271,7 +274,7 @@ deploy_node() {
     api wait "$NODE_UUID" "wait call-back" 60 >/dev/null 2>&1 || { fail "$label: node waits in 'wait call-back'"; return 1; }
     port=$(vm_free_port)
     VM_DISK_SIZE=2G VM_MAC=$mac VM_HOSTPORT=$port \
-        VM_APPEND="ipa-api-url=$IRONIC_URL ira.fwd=$IRONIC_API_PORT ipa-advertise-host=127.0.0.1 ipa-advertise-port=$port ipa-image-download-connection-retry-interval=1" \
+        VM_APPEND="ipa-api-url=$IRONIC_URL ira.fwd=$IRONIC_API_PORT ipa-advertise-host=127.0.0.1 ipa-advertise-port=$port ipa-image-download-connection-retry-interval=1 ${DEPLOY_VM_APPEND:-}" \
         vm_boot "$label"
     if api wait "$NODE_UUID" "$end" 300; then
         pass "$label: node ends in '$end'"
@@ -845,10 +848,98 @@ scenario_redfish_dhcpless() {
     return $ok
 }
 
+# --- DHCP-less boot from virtual media -------------------------------------------------------
+# What Ironic's redfish-virtual-media boot hands the ramdisk, made here the way Ironic makes
+# it (no BMC emulator in this scenario): a CD labelled config-2 with
+# openstack/latest/network_data.json (a static address in QEMU's 10.0.2.0/24 on an
+# active-backup bond of the NIC, a VLAN on the bond, DNS) and an agent config file under
+# etc/ironic-python-agent.d/, and a USB stick labelled ir-vfd-dev whose parameters.txt holds
+# the API URL. The kernel line says boot_method=vmedia and a wrong ipa-api-url, so only the
+# URL from parameters.txt reaches Ironic. QEMU records the NIC's traffic (filter-dump): no
+# DHCP request may leave the VM, and the deploy must still reach `active`.
+vmedia_media() { # DEPLOY_PREPARE hook: builds the media for deploy_node's $mac
+    local dir=${VMEDIA_DIR:?}
+    rm -rf "$dir/cd" "$dir/fd.img"
+    mkdir -p "$dir/cd/openstack/latest" "$dir/cd/etc/ironic-python-agent.d"
+    cat >"$dir/cd/openstack/latest/network_data.json" <<EOF
+{"links": [
+  {"id": "nic0", "type": "phy", "ethernet_mac_address": "$mac"},
+  {"id": "bond0", "type": "bond", "bond_links": ["nic0"], "bond_mode": "active-backup",
+   "bond_miimon": 100, "ethernet_mac_address": "$mac"},
+  {"id": "prov-vlan", "type": "vlan", "vlan_link": "bond0", "vlan_id": 101}],
+ "networks": [
+  {"id": "prov", "type": "ipv4", "link": "bond0", "ip_address": "10.0.2.15",
+   "netmask": "255.255.255.0",
+   "routes": [{"network": "0.0.0.0", "netmask": "0.0.0.0", "gateway": "10.0.2.2"}]},
+  {"id": "storage", "type": "ipv4", "link": "prov-vlan", "ip_address": "192.0.2.15/24"}],
+ "services": [{"type": "dns", "address": "10.0.2.3"}]}
+EOF
+    printf '[DEFAULT]\nlookup_interval = 1\n' >"$dir/cd/etc/ironic-python-agent.d/vmedia-test.conf"
+    genisoimage -quiet -R -J -V config-2 -o "$dir/config-2.iso" "$dir/cd" || return 1
+    mkfs.vfat -C -n ir-vfd-dev "$dir/fd.img" 1440 >/dev/null 2>&1 || return 1
+    printf 'ipa-api-url=%s\n' "$IRONIC_URL" >"$dir/parameters.txt"
+    mcopy -i "$dir/fd.img" "$dir/parameters.txt" :: || return 1
+}
+
+# pcap_summary FILE: prints "FRAMES DHCP TCP_FROM_STATIC" for an Ethernet pcap: all
+# frames, UDP packets to or from ports 67/68/546/547 (DHCP, DHCPv6), TCP from 10.0.2.15.
+pcap_summary() {
+    python3 - "$1" <<'EOF'
+import struct, sys
+data = open(sys.argv[1], "rb").read()
+off, total, dhcp, tcp = 24, 0, 0, 0
+while off + 16 <= len(data):
+    incl = struct.unpack_from("<I", data, off + 8)[0]
+    frame = data[off + 16 : off + 16 + incl]
+    off += 16 + incl
+    total += 1
+    etype = struct.unpack_from(">H", frame, 12)[0] if len(frame) >= 14 else 0
+    if etype == 0x0800 and len(frame) >= 34:
+        ihl = (frame[14] & 0x0F) * 4
+        proto, src, l4 = frame[23], frame[26:30], frame[14 + ihl :]
+    elif etype == 0x86DD and len(frame) >= 54:
+        proto, src, l4 = frame[20], b"", frame[54:]
+    else:
+        continue
+    if proto == 17 and len(l4) >= 4:
+        sport, dport = struct.unpack_from(">HH", l4, 0)
+        if {sport, dport} & {67, 68, 546, 547}:
+            dhcp += 1
+    if proto == 6 and src == bytes([10, 0, 2, 15]):
+        tcp += 1
+print(total, dhcp, tcp)
+EOF
+}
+
+scenario_vmedia_network_data() {
+    echo "== scenario: virtual media with network_data.json (static address, bond, VLAN), no DHCP"
+    VMEDIA_DIR=$SCRATCH/vmedia
+    mkdir -p "$VMEDIA_DIR"
+    local d=$VMEDIA_DIR con sum
+    make_gpt_image "$HTTP_ROOT/vmedia.raw" 16
+    DEPLOY_PREPARE=vmedia_media \
+        DEPLOY_VM_APPEND="boot_method=vmedia ipa-api-url=http://127.0.0.1:9" \
+        VM_QEMU_ARGS="-drive file=$d/config-2.iso,if=none,id=vmcd,media=cdrom,readonly=on -device ide-cd,drive=vmcd,bus=ahci0.1 -device qemu-xhci,id=xhci -drive file=$d/fd.img,if=none,id=vmfd,format=raw,readonly=on -device usb-storage,drive=vmfd,bus=xhci.0 -object filter-dump,id=vmdump,netdev=net0,file=$d/net.pcap" \
+        deploy_node vmedia vmedia.raw raw active
+    con=$VM_SCRATCH/vmedia/console.log
+    check "vmedia: the ramdisk applied network_data.json and started no DHCP client" \
+        bash -c "grep -aq 'network configured from network_data.json; no DHCP' '$con' && ! grep -aq 'dhcp started' '$con'"
+    check "vmedia: static address on the bond, VLAN bond0.101 with its address, default route" \
+        bash -c "grep -aqE 'bond0 +inet 10.0.2.15/24' '$con' && grep -aqE 'bond0.101(@bond0)? +inet 192.0.2.15/24' '$con' && grep -aq 'route: default via 10.0.2.2 dev bond0' '$con'"
+    check "vmedia: the agent read parameters.txt and copied the configuration from the CD" \
+        bash -c "grep -aq 'booted from virtual media parameters_txt=true' '$con' && grep -aq 'vmedia-test.conf' '$con'"
+    sum=$(pcap_summary "$d/net.pcap")
+    echo "     NIC traffic (frames, DHCP packets, TCP packets from 10.0.2.15): $sum"
+    # shellcheck disable=SC2086 # three numbers
+    check "vmedia: no DHCP packet left the VM; the agent's traffic came from the static address" \
+        bash -c 'set -- $1; [ "$2" = 0 ] && [ "$3" -gt 0 ]' _ "$sum"
+    rm -f "$HTTP_ROOT/vmedia.raw"
+}
+
 # The inspection VM's disks keep vm.sh's default size.
 VM_DISK_BYTES=$((1 << 30))
 # E2E_SCENARIOS picks scenarios (default: all, in this order).
-for sc in ${E2E_SCENARIOS:-inspection lifecycle lifecycle_ro deploy_raw deploy_formats deploy_refused deploy_uefi deploy_partition redfish_vmedia}; do
+for sc in ${E2E_SCENARIOS:-inspection lifecycle lifecycle_ro deploy_raw deploy_formats deploy_refused deploy_uefi deploy_partition redfish_vmedia vmedia_network_data}; do
     "scenario_$sc"
 done
 echo "vm-e2e: $passed passed, $failed failed"

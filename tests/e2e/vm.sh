@@ -37,6 +37,8 @@
 #                 emulated AVX2 and SHA code is slower than scalar code
 #   VM_DISK_BOOT  1: no -kernel; the firmware boots what is on the disks (post-deploy)
 #   VM_QEMU_ARGS  extra QEMU arguments, split on spaces
+#   VM_NIC_OPTS   extra options of the user-mode NIC, e.g. more port forwards
+#                 (",hostfwd=tcp:127.0.0.1:2222-:22")
 #
 # Guest devices: virtio-net NIC (user networking, guest 10.0.2.15, host = 10.0.2.2),
 # virtio-blk disk (serial ira-vd0), NVMe disk (serial ira-nvme0), SATA disk on an AHCI
@@ -151,7 +153,7 @@ vm_boot() {
     qemu-system-x86_64 \
         -name "ira-$name" -nodefaults -machine "$machine" -cpu "$cpu" -smp "$smp" -m "$mem" "${fw[@]}" \
         "${direct[@]}" \
-        -nic "user,model=virtio-net-pci,mac=$mac,hostfwd=tcp:127.0.0.1:$hostport-:9999" \
+        -nic "user,model=virtio-net-pci,mac=$mac,hostfwd=tcp:127.0.0.1:$hostport-:9999${VM_NIC_OPTS:-}" \
         -drive "file=$dir/vd0.img,if=none,id=vd0,format=raw" \
         -device virtio-blk-pci,drive=vd0,serial=ira-vd0 \
         -drive "file=$dir/nvme0.img,if=none,id=nvme0,format=raw" \

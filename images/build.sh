@@ -161,6 +161,7 @@ BB=$BBROOT/bin/busybox
 # shared libraries it needs (found by walking DT_NEEDED with readelf) from these packages.
 SSH_PKGS=(dropbear-bin libc6 libcrypt1 libtomcrypt1 libtommath1 libgmp10 zlib1g)
 SSHROOT=$CACHE/ssh
+mkdir -p "$SSHROOT"
 for p in "${SSH_PKGS[@]}"; do unpack_deb "$(fetch_deb "$p")" "$SSHROOT/$p"; done
 DROPBEAR=$SSHROOT/dropbear-bin/usr/sbin/dropbear
 [ -x "$DROPBEAR" ] || die "dropbear-bin has no usr/sbin/dropbear"

@@ -3,7 +3,8 @@
 # images/out/ira.vmlinux, the same kernel uncompressed, which test VMs boot faster).
 #
 # The kernel and its modules come from Debian's linux-image-amd64 dependency, userspace is
-# busybox-static, the CA bundle comes from ca-certificates. All three .debs are fetched with
+# busybox-static, the CA bundle comes from ca-certificates, and rescue mode's SSH server is
+# dropbear-bin with the shared libraries it needs (libc6, libcrypt1, ...). The .debs are fetched with
 # `apt-get download` and unpacked with `dpkg-deb -x` into a cache; nothing is installed on
 # the build host. A second run reuses the cache and only repacks (a few seconds).
 #
@@ -22,7 +23,8 @@
 #   IRA_EXTRA_ROOT  a directory copied over the ramdisk root last (config files, CAs, tools)
 #   IRA_KERNEL_PKG  kernel package (default: what linux-image-amd64 depends on)
 #
-# Host tools: apt-get, dpkg-deb, cpio, depmod (kmod), xz, and the chosen compressor.
+# Host tools: apt-get, dpkg-deb, cpio, depmod (kmod), readelf (binutils), xz, and the
+# chosen compressor.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
@@ -72,7 +74,7 @@ PLAIN_MODULES=("${REQUIRED_MODULES[@]}" "${BOOT_MODULES[@]}" virtio_scsi virtio_
 log() { echo "build: $*" >&2; }
 die() { echo "build: ERROR: $*" >&2; exit 1; }
 
-for tool in apt-get apt-cache dpkg-deb cpio depmod; do
+for tool in apt-get apt-cache dpkg-deb cpio depmod readelf; do
     command -v "$tool" >/dev/null || die "$tool not found"
 done
 case $IRA_COMPRESS in
@@ -157,6 +159,14 @@ if [ ! -s "$VMLINUX" ]; then
 fi
 BB=$BBROOT/bin/busybox
 [ -x "$BB" ] || die "busybox-static has no bin/busybox"
+# Rescue mode's SSH server: Debian's dropbear, dynamically linked, so it comes with the
+# shared libraries it needs (found by walking DT_NEEDED with readelf) from these packages.
+SSH_PKGS=(dropbear-bin libc6 libcrypt1 libtomcrypt1 libtommath1 libgmp10 zlib1g)
+SSHROOT=$CACHE/ssh
+mkdir -p "$SSHROOT"
+for p in "${SSH_PKGS[@]}"; do unpack_deb "$(fetch_deb "$p")" "$SSHROOT/$p"; done
+DROPBEAR=$SSHROOT/dropbear-bin/usr/sbin/dropbear
+[ -x "$DROPBEAR" ] || die "dropbear-bin has no usr/sbin/dropbear"
 
 # --- root tree ------------------------------------------------------------------------------
 STAGE=$(mktemp -d "$CACHE/stage.XXXXXX")
@@ -185,6 +195,34 @@ ln -s certs/ca-certificates.crt "$ROOT/etc/ssl/cert.pem"
 
 printf 'root:x:0:0:root:/root:/bin/sh\n' > "$ROOT/etc/passwd"
 printf 'root:x:0:\n' > "$ROOT/etc/group"
+# root has no password: nobody logs in unless rescue mode adds the `rescue` user.
+printf 'root:*:::::::\n' > "$ROOT/etc/shadow"
+chmod 0600 "$ROOT/etc/shadow"
+printf '/bin/sh\n' > "$ROOT/etc/shells"
+printf 'passwd: files\ngroup: files\nshadow: files\n' > "$ROOT/etc/nsswitch.conf"
+printf 'export PATH=/usr/sbin:/usr/bin:/sbin:/bin\n' > "$ROOT/etc/profile"
+
+# --- rescue: dropbear and its libraries ------------------------------------------------------
+LIBDIR=$ROOT/lib/x86_64-linux-gnu
+mkdir -p "$LIBDIR" "$ROOT/lib64" "$ROOT/etc/dropbear"
+install -m 0755 "$DROPBEAR" "$ROOT/usr/sbin/dropbear"
+declare -A LIBDONE=()
+add_libs() { # add_libs ELF: copies the shared libraries ELF needs, and theirs
+    local lib f
+    for lib in $(readelf -d "$1" | sed -n 's/.*(NEEDED).*\[\(.*\)\]$/\1/p'); do
+        [ -n "${LIBDONE[$lib]:-}" ] && continue
+        # Only the multiarch directories: their links are relative, so -L stays in the cache.
+        f=$(find "$SSHROOT"/*/lib/x86_64-linux-gnu "$SSHROOT"/*/usr/lib/x86_64-linux-gnu \
+            -maxdepth 1 -name "$lib" 2>/dev/null | head -n 1)
+        [ -n "$f" ] || die "$lib (needed by ${1##*/}) is in none of: ${SSH_PKGS[*]}"
+        LIBDONE[$lib]=1
+        cp -L "$f" "$LIBDIR/$lib"
+        add_libs "$LIBDIR/$lib"
+    done
+}
+add_libs "$ROOT/usr/sbin/dropbear"
+[ -n "${LIBDONE[ld-linux-x86-64.so.2]:-}" ] || die "dropbear's libraries lack the dynamic loader"
+ln -s ../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 "$ROOT/lib64/ld-linux-x86-64.so.2"
 printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' > "$ROOT/etc/hosts"
 : > "$ROOT/etc/resolv.conf"
 # mdev as the hotplug daemon: it loads the driver for every device that appears later
@@ -289,6 +327,7 @@ mib() { awk -v b="$1" 'BEGIN {printf "%.1f MiB", b / 1048576}'; }
     echo "  modules     ${#shipped[@]} requested, ${#FILES[@]} .ko files with dependencies, $(mib "$modsize")"
     echo "  ira         $IRA_BIN ($(mib "$binsize"))"
     echo "  busybox     $(basename "$BBDEB")"
+    echo "  ssh         $(basename "$(fetch_deb dropbear-bin)") + ${#LIBDONE[@]} libraries, $(mib "$(cat "$DROPBEAR" "$LIBDIR"/* | wc -c)") (rescue mode only)"
     echo "  git         $GITREV"
 } | tee "$OUT/ira.txt"
 echo "output        $OUT/ira.kernel $OUT/ira.initramfs$([ -s "$OUT/ira.vmlinux" ] && echo " (+ ira.vmlinux for test VMs)")"

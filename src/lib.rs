@@ -11,6 +11,7 @@
 //! - `image`: the download, decode and write pipeline.
 //! - `ironic`: lookup, heartbeat and inspection client.
 //! - `partition`: partition tables, filesystems and config drives on disk.
+//! - `rescue`: the rescue password's hash and marker under the system root; SHA-256 crypt.
 //! - `blockdev`: the install device, root device hints, the one door to writable handles.
 //! - `inventory`: hardware facts read under a root path; the device allow-list.
 //! - `config`: options from the kernel command line, files and flags.
@@ -40,6 +41,7 @@ pub mod ironic;
 pub mod logs;
 pub mod netconf;
 pub mod partition;
+pub mod rescue;
 pub mod state;
 pub mod sys;
 pub mod task;

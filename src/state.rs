@@ -5,6 +5,7 @@
 //! No globals: one `Arc<AgentState>` is built at start and passed down. Locks are
 //! `std::sync` ones held for short critical sections, never across an `.await`.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -43,6 +44,9 @@ pub struct AgentState {
     pub heartbeat_now: Notify,
     /// Set to true when the agent must stop serving (lockdown, rescue, power off).
     pub stop_serving: watch::Sender<bool>,
+    /// Set with `stop_serving` when the process must end once the API stopped (rescue)
+    /// instead of idling until a signal (lockdown).
+    pub exit_when_stopped: AtomicBool,
 }
 
 impl AgentState {
@@ -64,6 +68,7 @@ impl AgentState {
             started_at,
             heartbeat_now: Notify::new(),
             stop_serving: watch::channel(false).0,
+            exit_when_stopped: AtomicBool::new(false),
         }
     }
 

@@ -342,3 +342,163 @@ async fn lookup_exhaustion_ends_the_run_with_an_error() {
     assert!(fake.requests_to(Route::Lookup).len() > 1);
     assert!(fake.requests_to(Route::Heartbeat).is_empty());
 }
+
+/// A system root for the agent: a copy of a fixture tree (NICs with MACs) that the
+/// rescue files may be written into.
+fn rescue_root() -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!(
+            "{}/tests/fixtures/sysfs/many-nics/.",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .arg(root.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    root
+}
+
+async fn finalize_rescue(port: u16, params: Value) -> reqwest::Response {
+    plain_client()
+        .post(format!(
+            "http://127.0.0.1:{port}/v1/commands/?wait=false&agent_token={TOKEN}"
+        ))
+        .json(&json!({"name": "rescue.finalize_rescue", "params": params}))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finalize_rescue_writes_the_hash_then_the_agent_stops_and_exits() {
+    use std::os::unix::fs::PermissionsExt;
+    let fake = FakeConductor::start().await;
+    let root = rescue_root();
+    let (mut config, port) = agent_config(&fake);
+    config.enable_auto_tls = false;
+    config.sysroot = root.path().to_owned();
+    let (_tx, task) = start(config);
+    fake.wait_for(Route::Heartbeat, 1, WAIT).await;
+
+    // Plain password (the conductor's fallback when hashed ones are not required).
+    let resp = finalize_rescue(port, json!({"rescue_password": "s3cret rescue"})).await;
+    assert_eq!(resp.status(), 200);
+    let result: Value = resp.json().await.unwrap();
+    assert_eq!(result["command_name"], "finalize_rescue");
+    assert_eq!(result["command_status"], "SUCCEEDED", "{result}");
+    assert_eq!(result["command_result"], Value::Null);
+
+    let file = root
+        .path()
+        .join("etc/ipa-rescue-config/ipa-rescue-password");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let hash = text.strip_suffix('\n').unwrap();
+    assert!(hash.starts_with("$5$"), "{hash}");
+    assert!(ira::rescue::sha_crypt::verify(b"s3cret rescue", hash));
+    assert!(!ira::rescue::sha_crypt::verify(b"s3cret rescuE", hash));
+    assert!(!text.contains("s3cret"));
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(root.path().join("etc/.rescued").exists());
+
+    // The process ends by itself: no signal is sent.
+    let ended = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the agent exits after finalize_rescue")
+        .expect("agent task");
+    ended.expect("a clean end");
+    assert!(tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err());
+    let beats = fake.requests_to(Route::Heartbeat).len();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        fake.requests_to(Route::Heartbeat).len(),
+        beats,
+        "no heartbeat after rescue"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finalize_rescue_refuses_a_bad_hash_and_keeps_a_good_one_as_is() {
+    let fake = FakeConductor::start().await;
+    let root = rescue_root();
+    let (mut config, port) = agent_config(&fake);
+    config.enable_auto_tls = false;
+    config.sysroot = root.path().to_owned();
+    let (_tx, task) = start(config);
+    fake.wait_for(Route::Heartbeat, 1, WAIT).await;
+
+    for bad in [
+        json!({"rescue_password": "plain text", "hashed": true}),
+        json!({"rescue_password": "$5$salt$short", "hashed": true}),
+        json!({"rescue_password": 42}),
+        json!({"rescue_password": "x", "hashed": "yes"}),
+        json!({}),
+    ] {
+        let resp = finalize_rescue(port, bad.clone()).await;
+        assert_eq!(resp.status(), 400, "{bad}");
+        let err: Value = resp.json().await.unwrap();
+        // The command route answers in IPA's WSME fault format (protocol spec 1.7).
+        assert_eq!(err["faultcode"], "Client", "{bad}: {err}");
+        assert!(
+            err["faultstring"]
+                .as_str()
+                .is_some_and(|f| f.starts_with("Invalid command parameters")),
+            "{bad}: {err}"
+        );
+    }
+    assert!(!root.path().join("etc/ipa-rescue-config").exists());
+    assert!(!root.path().join("etc/.rescued").exists());
+    let status = plain_client()
+        .get(format!("http://127.0.0.1:{port}/v1/status"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.status(), 200, "still serving");
+    assert!(!task.is_finished());
+
+    // What Ironic sends by default: a SHA-256 crypt hash, hashed=true.
+    let hash = "$5$rounds=5000$toolongsaltstrin$Un/5jzAHMgOGZ5.mWJpuVolil07guHPvOW8mGRcvxa5";
+    let resp = finalize_rescue(port, json!({"rescue_password": hash, "hashed": true})).await;
+    let result: Value = resp.json().await.unwrap();
+    assert_eq!(result["command_status"], "SUCCEEDED", "{result}");
+    assert_eq!(
+        std::fs::read_to_string(
+            root.path()
+                .join("etc/ipa-rescue-config/ipa-rescue-password")
+        )
+        .unwrap(),
+        format!("{hash}\n")
+    );
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the agent exits after finalize_rescue")
+        .expect("agent task")
+        .expect("a clean end");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rescue_marker_at_start_means_no_lookup_and_no_api() {
+    let fake = FakeConductor::start().await;
+    let root = rescue_root();
+    std::fs::create_dir_all(root.path().join("etc")).unwrap();
+    std::fs::write(root.path().join("etc/.rescued"), b"").unwrap();
+    let (mut config, port) = agent_config(&fake);
+    config.enable_auto_tls = false;
+    config.sysroot = root.path().to_owned();
+    let (tx, task) = start(config);
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!task.is_finished(), "the agent idles instead of exiting");
+    assert!(fake.requests_to(Route::Lookup).is_empty());
+    assert!(fake.requests_to(Route::Heartbeat).is_empty());
+    assert!(tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err());
+    stop(tx, task).await;
+}

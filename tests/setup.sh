@@ -25,6 +25,7 @@ TOOLS=(
     setsid:util-linux ip:iproute2 /usr/bin/time:time hyperfine:hyperfine
     timeout:coreutils sha256sum:coreutils truncate:coreutils chroot:coreutils cmp:diffutils
     lldpd:lldpd ipmi_sim:openipmi
+    readelf:binutils sshpass:sshpass ssh:openssh-client ssh-keygen:openssh-client
 )
 TOOLS+=("$@")
 # The Redfish BMC of the VM suite: libvirt's daemons and client, its Python binding (for
@@ -106,7 +107,7 @@ for check in "qemu-img --version" "qemu-system-x86_64 --version" "sfdisk --versi
     "sgdisk --version" "mkfs.fat --help" "mcopy --version" "genisoimage --version" \
     "zstd --version" "debugfs -V" "losetup --version" "hyperfine --version" "lldpd -v" \
     "virsh --version" "libvirtd --version" "xorriso -version" \
-    "ip -j link show lo" "ip netns list"; do
+    "ip -j link show lo" "ip netns list" "sshpass -V" "ssh -V" "readelf --version"; do
     $check >/dev/null 2>&1 || { echo "setup: '$check' does not run" >&2; exit 1; }
 done
 /usr/bin/python3 -c 'import libvirt, venv, ensurepip' || { echo "setup: Debian's python3 cannot import libvirt (python3-libvirt) or make venvs" >&2; exit 1; }

@@ -8,7 +8,7 @@
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -32,9 +32,6 @@ use crate::logs::ring::LogRing;
 use crate::logs::{build_archive, LogLimits};
 use crate::state::AgentState;
 use ira_hw::Inventory;
-
-/// The marker `rescue.finalize_rescue` leaves; a restarted agent must not serve again.
-const RESCUE_MARKER: &str = "etc/.rescued";
 
 /// Errors that end the agent process.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +92,14 @@ where
     let started_at = unix_now();
     let config = Arc::new(config);
     tokio::pin!(shutdown);
+
+    // A rescued node belongs to its user: no lookup (it would take the token), no API,
+    // no heartbeats, as IPA.
+    if crate::rescue::rescued(config.root()) {
+        tracing::error!("rescue marker present: this node was rescued; not serving the API");
+        shutdown.await;
+        return Ok(());
+    }
 
     if !config.hardware_initialization_delay.is_zero() {
         tracing::info!(
@@ -184,12 +189,6 @@ where
         tracing::info!("standalone mode: no lookup, no heartbeats");
     } else {
         tracing::info!("no Ironic API URL: serving without lookup or heartbeats");
-    }
-
-    if rescued(&config.sysroot) {
-        tracing::error!("rescue marker present: this node was rescued; not serving the API");
-        shutdown.await;
-        return Ok(());
     }
 
     // Advertise address: needed for heartbeats and for the certificate's IP SAN.
@@ -291,8 +290,9 @@ where
     result
 }
 
-/// Waits for the shutdown signal. If serving stops first (lockdown, rescue), the agent
-/// idles until the signal, as IPA does; if the server fails, it returns at once.
+/// Waits for the shutdown signal. If serving stops first, the agent idles until the
+/// signal (lockdown, as IPA) or returns at once (rescue: the process ends, as IPA's);
+/// if the server fails, it returns at once.
 async fn wait_until_stopped<F: Future<Output = ()>>(
     mut server: tokio::task::JoinHandle<std::io::Result<()>>,
     state: &AgentState,
@@ -304,6 +304,9 @@ async fn wait_until_stopped<F: Future<Output = ()>>(
             () = shutdown.as_mut() => return Some(server),
             res = &mut server => {
                 match res {
+                    Ok(Ok(())) if *stop.borrow() && state.exit_when_stopped.load(Ordering::SeqCst) => {
+                        tracing::info!("API server stopped on request; the agent exits");
+                    }
                     Ok(Ok(())) if *stop.borrow() => {
                         tracing::info!("API server stopped on request; idling until shut down");
                         shutdown.as_mut().await;
@@ -533,9 +536,4 @@ fn unix_now() -> f64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or_default()
-}
-
-/// True when `root` holds the rescue marker.
-fn rescued(root: &Path) -> bool {
-    root.join(RESCUE_MARKER).exists()
 }

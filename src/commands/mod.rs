@@ -20,6 +20,7 @@ pub mod image;
 pub mod log;
 pub mod poll;
 pub mod registry;
+pub mod rescue;
 pub mod result;
 pub mod service;
 pub mod standby;
@@ -46,6 +47,7 @@ pub fn builtin() -> Vec<Extension> {
         service::extension(),
         standby::extension(),
         system::extension(),
+        rescue::extension(),
         log::extension(),
         poll::extension(),
     ]

@@ -936,10 +936,158 @@ scenario_vmedia_network_data() {
     rm -f "$HTTP_ROOT/vmedia.raw"
 }
 
+# --- rescue -----------------------------------------------------------------------------
+# baremetal: the real client from the Ironic venv, no auth (the suite's Ironic is noauth).
+baremetal() { "$IRONIC_VENV/bin/baremetal" --os-auth-type none --os-endpoint "$IRONIC_URL" "$@"; }
+
+# ironic_reconfigure SED-SCRIPT: restarts the suite's Ironic (same database, same ports)
+# with its configuration changed by SED-SCRIPT; an empty script restores the original.
+ironic_reconfigure() {
+    local state=$SCRATCH/ironic n
+    [ -f "$state/ironic.conf.orig" ] || cp "$state/ironic.conf" "$state/ironic.conf.orig"
+    sed -e "${1:-}" "$state/ironic.conf.orig" > "$state/ironic.conf"
+    n=$(grep -c "Successfully started conductor" "$state/ironic.log")
+    stop_pid_file "$state/ironic.pid"
+    local confs=(--config-file "$state/ironic.conf")
+    [ ! -f "$state/redfish.conf" ] || confs+=(--config-file "$state/redfish.conf")
+    "$IRONIC_VENV/bin/ironic" "${confs[@]}" >> "$state/ironic.stdout" 2>&1 &
+    echo $! > "$state/ironic.pid"
+    for _ in $(seq 1 240); do
+        if [ "$(grep -c "Successfully started conductor" "$state/ironic.log")" -gt "$n" ] &&
+            curl -sf -H 'X-OpenStack-Ironic-API-Version: latest' "$IRONIC_URL/v1/drivers" |
+            grep -q fake-hardware; then
+            return 0
+        fi
+        sleep 0.25
+    done
+    log "ironic did not come back after reconfiguring"
+    return 1
+}
+
+# serial_login SOCKET USER PASSWORD: logs in on a serial console (a QEMU UNIX socket) and
+# runs a shell command there; the transcript goes to SOCKET.log.
+serial_login() {
+    python3 - "$@" <<'EOF'
+import socket, sys, time
+path, user, password = sys.argv[1:4]
+s = socket.socket(socket.AF_UNIX)
+s.connect(path)
+s.settimeout(0.3)
+seen = b""
+def until(pattern, timeout):
+    global seen
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pattern in seen:
+            return True
+        try:
+            seen += s.recv(4096)
+        except socket.timeout:
+            pass
+    return pattern in seen
+def send(text):
+    s.sendall(text.encode() + b"\r")
+ok = False
+for _ in range(20):  # the prompt may have gone out before we connected
+    send("")
+    if until(b"login:", 3):
+        send(user)
+        ok = until(b"assword:", 20)
+        break
+if ok:
+    send(password)
+    time.sleep(2)
+    send("echo RESCUE-$((6*7)) $(id -u)")
+    ok = until(b"RESCUE-42 0", 30)
+open(path + ".log", "wb").write(seen)
+sys.exit(0 if ok else 1)
+EOF
+}
+
+scenario_rescue() {
+    echo "== scenario: rescue a deployed node; log in as 'rescue' over SSH and on the serial console; unrescue"
+    local pass="ira-Rescue-$RANDOM" sshport port t0 t mac uuid con out
+    local ssh_opts=(-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=20
+        -o PreferredAuthentications=password -o PubkeyAuthentication=no -o LogLevel=ERROR)
+    make_gpt_image "$HTTP_ROOT/rescue.raw" 16
+    t0=$SECONDS
+    DEPLOY_PREPARE=rescue_interface deploy_node rescue rescue.raw raw active || return
+    uuid=$NODE_UUID
+    echo "     deploy: $((SECONDS - t0)) s"
+    # The fake boot interface has no validate_rescue, which Ironic calls only when it
+    # manages the agent's boot; this script boots the VM itself anyway.
+    ironic_reconfigure 's/^\[agent\]$/[agent]\nmanage_agent_boot = false/' ||
+        { fail "rescue: Ironic restarted without managed agent boot"; return; }
+    mac=$(baremetal port list --node "$uuid" -f value -c Address | head -n 1)
+    t0=$SECONDS
+    if ! baremetal node rescue "$uuid" --rescue-password "$pass"; then
+        fail "rescue: baremetal node rescue accepted"
+        ironic_reconfigure ""
+        return
+    fi
+    check "rescue: node waits in 'rescue wait'" api wait "$uuid" "rescue wait" 60
+    port=$(vm_free_port)
+    sshport=$(vm_free_port)
+    ssh_opts+=(-p "$sshport")
+    VM_DISK_SIZE=2G VM_MAC=$mac VM_HOSTPORT=$port VM_NIC_OPTS=",hostfwd=tcp:127.0.0.1:$sshport-:22" \
+        VM_QEMU_ARGS="-chardev socket,id=ser1,path=$VM_SCRATCH/rescue/ttyS1.sock,server=on,wait=off -device isa-serial,chardev=ser1" \
+        VM_APPEND="ipa-api-url=$IRONIC_URL ira.fwd=$IRONIC_API_PORT ipa-advertise-host=127.0.0.1 ipa-advertise-port=$port ira.getty=ttyS1" \
+        vm_boot rescue
+    con=$VM_SCRATCH/rescue/console.log
+    if api wait "$uuid" rescue 240; then
+        pass "rescue: node reaches 'rescue' after the agent's finalize_rescue"
+        echo "     rescue requested -> rescue: $((SECONDS - t0)) s (QEMU start -> rescue: $(vm_elapsed rescue) s)"
+    else
+        fail "rescue: node reaches 'rescue' after the agent's finalize_rescue"
+        echo "     last_error: $(api field "$uuid" last_error)"
+    fi
+    check "rescue: the conductor sent finalize_rescue; the agent exited and was not restarted" \
+        bash -c "grep -aq 'command=rescue.finalize_rescue' '$con' && grep -aq 'after finalizing rescue; not restarting it' '$con'"
+    check "rescue: the conductor removed the rescue password from the node" \
+        test "$(api field "$uuid" instance_info.rescue_password)" = null
+    if t=$(vm_wait_console 'rescue: started dropbear' 60 rescue); then
+        echo "     QEMU start -> SSH server up: $t s"
+        t0=$SECONDS
+        out=$(timeout 120 sshpass -p "$pass" ssh "${ssh_opts[@]}" rescue@127.0.0.1 \
+            'id -u; cat /etc/os-release; ls /sys/block' 2>&1)
+        echo "$out" | sed -n 's/^PRETTY_NAME=/     logged in over SSH: /p'
+        echo "     SSH login and command: $((SECONDS - t0)) s"
+        # (uid 0, the ramdisk's os-release, the deployed disk visible)
+        check "rescue: 'rescue' logs in over SSH with the rescue password and runs a command" \
+            bash -c 'grep -qx 0 <<<"$1" && grep -q "ira ramdisk" <<<"$1" && grep -qx vda <<<"$1"' _ "$out"
+        check "rescue: a wrong password is refused over SSH" \
+            bash -c '! timeout 60 sshpass -p wrong ssh "$@" rescue@127.0.0.1 true 2>/dev/null' _ "${ssh_opts[@]}"
+    else
+        fail "rescue: the SSH server started in the ramdisk"
+    fi
+    t0=$SECONDS
+    if serial_login "$VM_SCRATCH/rescue/ttyS1.sock" rescue "$pass"; then
+        pass "rescue: 'rescue' logs in on the serial console and runs a command ($((SECONDS - t0)) s)"
+    else
+        fail "rescue: 'rescue' logs in on the serial console and runs a command"
+        tail -c 600 "$VM_SCRATCH/rescue/ttyS1.sock.log" | sed 's/^/     | /'
+    fi
+    t0=$SECONDS
+    baremetal node unrescue "$uuid" || fail "rescue: baremetal node unrescue accepted"
+    if api wait "$uuid" active 120; then
+        pass "rescue: unrescue brings the node back to 'active' ($((SECONDS - t0)) s)"
+    else
+        fail "rescue: unrescue brings the node back to 'active'"
+    fi
+    vm_stop rescue
+    ironic_reconfigure "" || fail "rescue: Ironic restarted with its first configuration"
+    rm -f "$HTTP_ROOT/rescue.raw"
+}
+
+# rescue_interface UUID: the node rescues through the agent (deploy_node hook).
+rescue_interface() {
+    api patch "$1" /rescue_interface '"agent"'
+}
+
 # The inspection VM's disks keep vm.sh's default size.
 VM_DISK_BYTES=$((1 << 30))
 # E2E_SCENARIOS picks scenarios (default: all, in this order).
-for sc in ${E2E_SCENARIOS:-inspection lifecycle lifecycle_ro deploy_raw deploy_formats deploy_refused deploy_uefi deploy_partition redfish_vmedia vmedia_network_data}; do
+for sc in ${E2E_SCENARIOS:-inspection lifecycle lifecycle_ro deploy_raw deploy_formats deploy_refused deploy_uefi deploy_partition redfish_vmedia vmedia_network_data rescue}; do
     "scenario_$sc"
 done
 echo "vm-e2e: $passed passed, $failed failed"

@@ -43,6 +43,8 @@
 #   VM_IPMI       a BMC on a KCS system interface: 1 = QEMU's own ipmi-bmc-sim (it has no
 #                 LAN channel); tcp:PORT = ipmi-bmc-extern talking to an external BMC
 #                 simulator (OpenIPMI's ipmi_sim) listening on 127.0.0.1:PORT
+#   VM_NIC_OPTS   extra options of the user-mode NIC, e.g. more port forwards
+#                 (",hostfwd=tcp:127.0.0.1:2222-:22")
 #
 # Guest devices: virtio-net NIC (user networking, netdev id net0, guest 10.0.2.15,
 # host = 10.0.2.2; `-object filter-dump,id=d0,netdev=net0,file=F` in VM_QEMU_ARGS
@@ -173,7 +175,7 @@ vm_boot() {
     qemu-system-x86_64 \
         -name "ira-$name" -nodefaults -machine "$machine" -cpu "$cpu" -smp "$smp" -m "$mem" "${fw[@]}" \
         "${direct[@]}" \
-        -nic "user,id=net0,model=virtio-net-pci,mac=$mac,hostfwd=tcp:127.0.0.1:$hostport-:9999" \
+        -nic "user,id=net0,model=virtio-net-pci,mac=$mac,hostfwd=tcp:127.0.0.1:$hostport-:9999${VM_NIC_OPTS:-}" \
         -drive "file=$dir/vd0.img,if=none,id=vd0,format=raw${ro[vd0]}" \
         -device virtio-blk-pci,drive=vd0,serial=ira-vd0 \
         -drive "file=$dir/nvme0.img,if=none,id=nvme0,format=raw${ro[nvme0]}" \

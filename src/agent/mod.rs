@@ -6,6 +6,9 @@
 //! this module only orders them, logs one line per phase with its duration, and decides
 //! what is fatal. Every wait comes from a [`RunPolicy`] so tests run in milliseconds.
 
+pub mod vlans;
+pub mod waits;
+
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
@@ -63,6 +66,8 @@ pub struct RunPolicy {
     pub heartbeat: HeartbeatPolicy,
     /// Inspection callback retries.
     pub inspection: InspectionPolicy,
+    /// How often the DHCP wait before inspection looks at the addresses (IPA: 2 s).
+    pub dhcp_poll: Duration,
     /// How long a stop waits for the server and heartbeat tasks to finish.
     pub shutdown_grace: Duration,
 }
@@ -76,6 +81,7 @@ impl RunPolicy {
             lookup: LookupPolicy::from_config(config),
             heartbeat: HeartbeatPolicy::default(),
             inspection: InspectionPolicy::default(),
+            dhcp_poll: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -96,6 +102,14 @@ where
     let config = Arc::new(config);
     tokio::pin!(shutdown);
 
+    // Before anything talks TLS: a clock far off makes valid certificates look invalid.
+    if let Some(server) = config.ntp_server.clone().filter(|s| !s.is_empty()) {
+        let _ = tokio::task::spawn_blocking(move || {
+            crate::clock::sync_at_start(Some(&server), &crate::clock::SystemClock)
+        })
+        .await;
+    }
+
     if !config.hardware_initialization_delay.is_zero() {
         tracing::info!(
             delay_ms = config.hardware_initialization_delay.as_millis(),
@@ -104,8 +118,37 @@ where
         tokio::time::sleep(config.hardware_initialization_delay).await;
     }
 
+    // IPA waits for a root disk while loading the hardware managers: slow HBAs.
     let phase = Instant::now();
-    let inventory = wait_for_interfaces(&config, &policy).await?;
+    let found = waits::wait_for_disks(
+        config.root(),
+        &AllowList::new(config.device_allowlist.clone()),
+        config.disk_wait_attempts,
+        config.disk_wait_delay,
+    )
+    .await;
+    tracing::debug!(
+        found,
+        elapsed_ms = phase.elapsed().as_millis(),
+        "disk wait done"
+    );
+
+    let phase = Instant::now();
+    let mut inventory = wait_for_interfaces(&config, &policy).await?;
+    if !config.enable_vlan_interfaces.is_empty() {
+        let plan = vlans::plan(
+            &config.enable_vlan_interfaces,
+            &inventory.interfaces,
+            config.collect_lldp,
+        );
+        let nics = inventory.interfaces.clone();
+        let added = tokio::task::spawn_blocking(move || vlans::bring_up(&plan, &nics))
+            .await
+            .unwrap_or_default();
+        if !added.is_empty() {
+            inventory = collect_inventory(&config).await?;
+        }
+    }
     tracing::info!(
         interfaces = inventory.interfaces.len(),
         disks = inventory.disks.len(),
@@ -127,7 +170,11 @@ where
     let mut client = IronicClient::from_config(&config)
         .map_err(|e| AgentError::Startup(format!("Ironic client: {e}")))?;
 
-    let node_uuid = inspect(&client, &config, &inventory, &registry, &policy).await;
+    let (node_uuid, refreshed) = inspect(&client, &config, &inventory, &registry, &policy).await;
+    if let Some(fresh) = refreshed {
+        *state.inventory.write().expect("inventory lock poisoned") = fresh.clone();
+        inventory = fresh;
+    }
 
     let use_api = !config.api_urls.is_empty() && !config.standalone;
     let mut api_version = None;
@@ -329,19 +376,9 @@ async fn wait_for_interfaces(
     config: &Arc<Config>,
     policy: &RunPolicy,
 ) -> Result<Inventory, AgentError> {
-    let opts = InventoryOptions {
-        root: config.sysroot.clone(),
-        allowlist: AllowList::new(config.device_allowlist.clone()),
-        bootif: config.bootif.clone(),
-        skip_bmc_detect: false,
-    };
     let start = Instant::now();
     loop {
-        let o = opts.clone();
-        let inventory = tokio::task::spawn_blocking(move || crate::inventory::collect(&o))
-            .await
-            .map_err(|e| AgentError::Startup(format!("inventory task: {e}")))?
-            .map_err(|e| AgentError::Startup(format!("inventory: {e}")))?;
+        let inventory = collect_inventory(config).await?;
         if inventory
             .interfaces
             .iter()
@@ -360,7 +397,22 @@ async fn wait_for_interfaces(
     }
 }
 
-/// Runs the inspection callback when configured; returns the node UUID Ironic gave.
+/// A fresh inventory of the system under `config.sysroot`.
+async fn collect_inventory(config: &Config) -> Result<Inventory, AgentError> {
+    let opts = InventoryOptions {
+        root: config.sysroot.clone(),
+        allowlist: AllowList::new(config.device_allowlist.clone()),
+        bootif: config.bootif.clone(),
+        skip_bmc_detect: false,
+    };
+    tokio::task::spawn_blocking(move || crate::inventory::collect(&opts))
+        .await
+        .map_err(|e| AgentError::Startup(format!("inventory task: {e}")))?
+        .map_err(|e| AgentError::Startup(format!("inventory: {e}")))
+}
+
+/// Runs the inspection callback when configured; returns the node UUID Ironic gave and,
+/// when the DHCP wait made the agent read it again, the inventory it sent.
 /// Failures are logged, never fatal.
 async fn inspect(
     client: &IronicClient,
@@ -368,14 +420,65 @@ async fn inspect(
     inventory: &Inventory,
     registry: &Registry,
     policy: &RunPolicy,
-) -> Option<String> {
+) -> (Option<String>, Option<Inventory>) {
     let urls = inspection::callback_urls(config);
     if urls.is_empty() {
-        return None;
+        return (None, None);
     }
     let phase = Instant::now();
+    // IPA's collect_default waits for DHCP, then reads the inventory it sends.
+    let mut refreshed = None;
+    if !config.inspection_dhcp_wait_timeout.is_zero() {
+        waits::wait_for_dhcp(
+            config.inspection_dhcp_wait_timeout,
+            config.inspection_dhcp_all_interfaces,
+            config.bootif.as_deref(),
+            policy.dhcp_poll,
+            || async {
+                collect_inventory(config)
+                    .await
+                    .map(|i| i.interfaces)
+                    .unwrap_or_default()
+            },
+        )
+        .await;
+        match collect_inventory(config).await {
+            Ok(fresh) => refreshed = Some(fresh),
+            Err(e) => tracing::warn!(error = %e, "inventory not re-read after the DHCP wait"),
+        }
+    }
+    let inventory = refreshed.as_ref().unwrap_or(inventory);
     let collectors = inspection::collectors(config);
     let mut payload = inspection::payload(inventory, &collectors, &registry.manager_versions());
+    {
+        let (root, inv, names) = (
+            config.root().to_path_buf(),
+            inventory.clone(),
+            collectors.clone(),
+        );
+        let optional = tokio::task::spawn_blocking(move || {
+            // LLDP capture hook: a capturing `LldpSource` replaces this fallback.
+            let lldp = crate::ironic::collectors::InventoryLldp(&inv);
+            let ctx = crate::ironic::collectors::Context {
+                root: &root,
+                inventory: &inv,
+                lldp: &lldp,
+            };
+            let mut extra = serde_json::Value::Object(serde_json::Map::new());
+            inspection::add_optional(&mut extra, &names, &ctx);
+            extra
+        })
+        .await;
+        match optional {
+            Ok(serde_json::Value::Object(extra)) => {
+                if let Some(map) = payload.as_object_mut() {
+                    map.extend(extra);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "inspection collectors failed"),
+        }
+    }
     if collectors.iter().any(|c| c == "logs") {
         let root = config.sysroot.clone();
         let inventory_json = serde_json::to_vec_pretty(inventory).unwrap_or_default();
@@ -401,11 +504,11 @@ async fn inspect(
                 elapsed_ms = phase.elapsed().as_millis(),
                 "inspection data sent"
             );
-            uuid
+            (uuid, refreshed)
         }
         Err(e) => {
             tracing::error!(error = %e, elapsed_ms = phase.elapsed().as_millis(), "inspection failed");
-            None
+            (None, refreshed)
         }
     }
 }

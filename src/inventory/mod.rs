@@ -20,10 +20,14 @@ pub mod boot;
 pub mod cpu;
 pub mod disks;
 pub mod dmi;
+pub mod dmidecode;
 pub mod memory;
 pub mod net;
+pub mod numa;
+pub mod pci;
 pub mod read;
 pub mod udev;
+pub mod usb;
 
 use std::path::{Path, PathBuf};
 

@@ -7,8 +7,10 @@
 //! - `nvme`: the NVMe admin passthrough (Identify, Get Log Page, Format NVM, Sanitize).
 //! - `sg_io`: SCSI generic I/O (`SG_IO`) for ATA PASS-THROUGH(16), and the ATA registers
 //!   in its sense data.
+//! - `vlan`: VLAN interfaces over rtnetlink (no `unsafe`).
 
 pub mod block;
 pub mod fs_flags;
 pub mod nvme;
 pub mod sg_io;
+pub mod vlan;

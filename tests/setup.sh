@@ -24,6 +24,7 @@ TOOLS=(
     partx:util-linux wipefs:util-linux mkswap:util-linux flock:util-linux
     setsid:util-linux ip:iproute2 /usr/bin/time:time hyperfine:hyperfine
     timeout:coreutils sha256sum:coreutils truncate:coreutils chroot:coreutils cmp:diffutils
+    /usr/sbin/dmidecode:dmidecode
 )
 TOOLS+=("$@")
 # Files (not commands) the VM suite needs: OVMF firmware for the UEFI scenarios.

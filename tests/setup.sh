@@ -24,7 +24,7 @@ TOOLS=(
     partx:util-linux wipefs:util-linux mkswap:util-linux flock:util-linux
     setsid:util-linux ip:iproute2 /usr/bin/time:time hyperfine:hyperfine
     timeout:coreutils sha256sum:coreutils truncate:coreutils chroot:coreutils cmp:diffutils
-    /usr/sbin/dmidecode:dmidecode
+    /usr/sbin/dmidecode:dmidecode strace:strace
 )
 TOOLS+=("$@")
 # Files (not commands) the VM suite needs: OVMF firmware for the UEFI scenarios.
@@ -78,9 +78,24 @@ fi
 # Present is not enough: a tool that cannot run (a library removed under it) fails here.
 for check in "qemu-img --version" "qemu-system-x86_64 --version" "sfdisk --version" \
     "sgdisk --version" "mkfs.fat --help" "mcopy --version" "genisoimage --version" \
-    "zstd --version" "debugfs -V" "losetup --version" "hyperfine --version"; do
+    "zstd --version" "debugfs -V" "losetup --version" "hyperfine --version" \
+    "/usr/sbin/dmidecode --version"; do
     $check >/dev/null 2>&1 || { echo "setup: '$check' does not run" >&2; exit 1; }
 done
+
+# chronyd (the real NTP server tests/ntp.rs asks) comes unpacked from Debian's package, not
+# installed: an installed chrony starts a service that would steer this machine's clock.
+CHRONY_DIR=${IRA_CHRONY_DIR:-/var/cache/ira-tests/chrony}
+if ! "$CHRONY_DIR/usr/sbin/chronyd" --version >/dev/null 2>&1; then
+    [ "$(id -u)" = 0 ] || { echo "setup: run as root to fetch chrony" >&2; exit 1; }
+    tmp=$(mktemp -d)
+    (cd "$tmp" && apt-get download -qq chrony 2>/dev/null)
+    mkdir -p "$CHRONY_DIR"
+    dpkg-deb -x "$tmp"/chrony_*.deb "$CHRONY_DIR"
+    rm -rf "$tmp"
+fi
+"$CHRONY_DIR/usr/sbin/chronyd" --version >/dev/null 2>&1 ||
+    { echo "setup: chronyd from Debian's chrony package does not run" >&2; exit 1; }
 
 if ! command -v cargo >/dev/null; then
     echo "setup: cargo not found; install Rust with rustup first" >&2

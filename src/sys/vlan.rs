@@ -53,19 +53,9 @@ pub fn add_vlan(parent: &str, id: u16, name: &str) -> Result<(), VlanError> {
         SockProtocol::NetlinkRoute,
     )?;
     let kernel = NetlinkAddr::new(0, 0);
-    let mut data = Vec::new();
-    attr(&mut data, IFLA_VLAN_ID, &id.to_ne_bytes());
-    let mut info = Vec::new();
-    attr(&mut info, IFLA_INFO_KIND, b"vlan\0");
-    attr(&mut info, IFLA_INFO_DATA, &data);
-    let mut attrs = Vec::new();
-    attr(&mut attrs, IFLA_IFNAME, &nul_terminated(name));
-    attr(&mut attrs, IFLA_LINK, &parent_index.to_ne_bytes());
-    attr(&mut attrs, IFLA_LINKINFO, &info);
-    let create = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
     sendto(
         sock.as_raw_fd(),
-        &message(create, 1, &attrs),
+        &create_request(parent_index, id, name, 1),
         &kernel,
         MsgFlags::empty(),
     )?;
@@ -75,11 +65,10 @@ pub fn add_vlan(parent: &str, id: u16, name: &str) -> Result<(), VlanError> {
                 interface = name,
                 "VLAN interface exists already; setting it up"
             );
-            let mut by_name = Vec::new();
-            attr(&mut by_name, IFLA_IFNAME, &nul_terminated(name));
+            let index = nix::net::if_::if_nametoindex(name)?;
             sendto(
                 sock.as_raw_fd(),
-                &message(NLM_F_REQUEST | NLM_F_ACK, 2, &by_name),
+                &message(NLM_F_REQUEST | NLM_F_ACK, 2, index, &[]),
                 &kernel,
                 MsgFlags::empty(),
             )?;
@@ -87,6 +76,24 @@ pub fn add_vlan(parent: &str, id: u16, name: &str) -> Result<(), VlanError> {
         }
         other => other,
     }
+}
+
+/// The `RTM_NEWLINK` request creating VLAN `id` named `name` on link `parent_index`,
+/// already up: the attributes `ip link add link <parent> name <name> type vlan id <id>`
+/// sends, with IFF_UP asked for in the same message.
+pub fn create_request(parent_index: u32, id: u16, name: &str, seq: u32) -> Vec<u8> {
+    let mut data = Vec::new();
+    attr(&mut data, IFLA_VLAN_ID, &id.to_ne_bytes());
+    let mut info = Vec::new();
+    // iproute2 sends the kind without its NUL; the kernel compares either.
+    attr(&mut info, IFLA_INFO_KIND, b"vlan");
+    attr(&mut info, IFLA_INFO_DATA, &data);
+    let mut attrs = Vec::new();
+    attr(&mut attrs, IFLA_IFNAME, &nul_terminated(name));
+    attr(&mut attrs, IFLA_LINK, &parent_index.to_ne_bytes());
+    attr(&mut attrs, IFLA_LINKINFO, &info);
+    let create = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
+    message(create, seq, 0, &attrs)
 }
 
 fn nul_terminated(s: &str) -> Vec<u8> {
@@ -106,8 +113,9 @@ fn attr(buf: &mut Vec<u8>, kind: u16, payload: &[u8]) {
     }
 }
 
-/// An `RTM_NEWLINK` request: netlink header, `ifinfomsg` asking for IFF_UP, attributes.
-fn message(flags: u16, seq: u32, attrs: &[u8]) -> Vec<u8> {
+/// An `RTM_NEWLINK` request: netlink header, `ifinfomsg` for link `index` (0: a new
+/// one, named by the attributes) asking for IFF_UP, attributes.
+fn message(flags: u16, seq: u32, index: u32, attrs: &[u8]) -> Vec<u8> {
     let len = u32::try_from(16 + 16 + attrs.len()).expect("messages here are small");
     let mut m = Vec::with_capacity(len as usize);
     m.extend_from_slice(&len.to_ne_bytes());
@@ -115,9 +123,9 @@ fn message(flags: u16, seq: u32, attrs: &[u8]) -> Vec<u8> {
     m.extend_from_slice(&flags.to_ne_bytes());
     m.extend_from_slice(&seq.to_ne_bytes());
     m.extend_from_slice(&0u32.to_ne_bytes());
-    // ifinfomsg: family AF_UNSPEC, pad, type, index 0 (by name), flags, change mask.
+    // ifinfomsg: family AF_UNSPEC, pad, type, index, flags, change mask.
     m.extend_from_slice(&[0, 0, 0, 0]);
-    m.extend_from_slice(&0i32.to_ne_bytes());
+    m.extend_from_slice(&index.to_ne_bytes());
     m.extend_from_slice(&IFF_UP.to_ne_bytes());
     m.extend_from_slice(&IFF_UP.to_ne_bytes());
     m.extend_from_slice(attrs);
@@ -159,7 +167,8 @@ mod tests {
         let mut a = Vec::new();
         attr(&mut a, IFLA_IFNAME, b"eth0.5\0");
         assert_eq!(a.len(), 12, "4 header + 7 name, padded to 12");
-        let m = message(NLM_F_REQUEST | NLM_F_ACK, 7, &a);
+        let m = message(NLM_F_REQUEST | NLM_F_ACK, 7, 3, &a);
+        assert_eq!(u32::from_ne_bytes(m[20..24].try_into().unwrap()), 3);
         assert_eq!(
             u32::from_ne_bytes(m[0..4].try_into().unwrap()) as usize,
             m.len()

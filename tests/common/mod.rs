@@ -11,6 +11,7 @@ pub mod fake_conductor;
 pub mod fixtures;
 pub mod loopdev;
 pub mod misbehaving_http;
+pub mod netns;
 pub mod tls;
 pub mod whole_disk;
 

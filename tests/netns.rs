@@ -47,24 +47,21 @@ fn listed(root: &Path) -> Vec<NetworkInterface> {
     net::list_interfaces(root, &addrs).unwrap()
 }
 
-/// Route attributes of a netlink message after `skip` bytes of fixed header, nested
-/// ones (IFLA_LINKINFO, IFLA_INFO_DATA) decoded, as a sorted tree.
-fn attrs(buf: &[u8], nested: &[u16]) -> Vec<(u16, Result<Vec<u8>, Vec<(u16, Vec<u8>)>>)> {
+/// Route attributes as sorted `type=hex` strings, the nested IFLA_LINKINFO (18) and
+/// IFLA_INFO_DATA (2 inside it) as `type={...}`.
+fn attrs(buf: &[u8], nested: &[u16]) -> Vec<String> {
     let mut out = Vec::new();
     let mut off = 0;
     while off + 4 <= buf.len() {
         let len = usize::from(u16::from_ne_bytes([buf[off], buf[off + 1]]));
         let kind = u16::from_ne_bytes([buf[off + 2], buf[off + 3]]);
-        let payload = buf[off + 4..off + len].to_vec();
-        let value = if nested.contains(&kind) {
-            Err(attrs(&payload, &[2])
-                .into_iter()
-                .map(|(k, v)| (k, format!("{v:?}").into_bytes()))
-                .collect())
+        let payload = &buf[off + 4..off + len];
+        if nested.contains(&kind) {
+            out.push(format!("{kind}={{{}}}", attrs(payload, &[2]).join(",")));
         } else {
-            Ok(payload)
-        };
-        out.push((kind, value));
+            let hex: String = payload.iter().map(|b| format!("{b:02x}")).collect();
+            out.push(format!("{kind}={hex}"));
+        }
         off += (len + 3) & !3;
     }
     out.sort();
@@ -164,11 +161,11 @@ fn vlan_interfaces_as_ip_link_add_makes_them() {
                 format!("{}.6", mac.to_uppercase()),
                 "v9.7".to_owned(),
             ],
-            &[parent.clone()],
+            std::slice::from_ref(&parent),
             false,
         );
         assert_eq!(plan, [("v0".to_owned(), 5), ("v0".to_owned(), 6)]);
-        let added = vlans::bring_up(&plan, &[parent.clone()]);
+        let added = vlans::bring_up(&plan, std::slice::from_ref(&parent));
         let after = listed(&root);
         let mut known = after.clone();
         known.push(parent);

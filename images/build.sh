@@ -59,6 +59,9 @@ BOOT_MODULES=(loop dm_mod md_mod raid0 raid1 raid10)
 DEMAND_MODULES=(
     raid456 efivarfs vfat nls_cp437 nls_ascii nls_iso8859_1 nls_utf8 isofs ext4 xfs
     crc32c_generic crc32c_intel
+    # VLAN interfaces (enable_vlan_interfaces): the kernel asks for it when the agent
+    # creates the first one.
+    8021q
 )
 # Without these the test VM (virtio NIC, virtio/NVMe/AHCI disks) cannot work.
 REQUIRED_MODULES=(virtio_pci virtio_net virtio_blk nvme ahci sd_mod loop dm_mod md_mod)

@@ -109,7 +109,7 @@ fn dmi_decode_matches_what_ipa_gets_from_dmidecode() {
 
 #[test]
 fn pci_and_numa_from_a_captured_machine() {
-    let root = fixtures().join("sysfs/collectors-host");
+    let root = fixtures().join("collectors/host");
     let devices = serde_json::to_value(pci::read_pci_devices(&root).unwrap()).unwrap();
     let expected = std::fs::read_to_string(root.join("expected-collectors.json")).unwrap();
     let expected: Value = serde_json::from_str(&expected).unwrap();
@@ -126,7 +126,7 @@ fn collectors_root() -> tempfile::TempDir {
         .arg("-a")
         .arg(format!(
             "{}/.",
-            fixtures().join("sysfs/collectors-host").display()
+            fixtures().join("collectors/host").display()
         ))
         .arg(dir.path())
         .status()
@@ -209,7 +209,7 @@ async fn inspection_carries_every_optional_collector() {
         "extra-hardware is not supported: skipped with a warning"
     );
     let expected: Value = serde_json::from_str(
-        &std::fs::read_to_string(fixtures().join("sysfs/collectors-host/expected-collectors.json"))
+        &std::fs::read_to_string(fixtures().join("collectors/host/expected-collectors.json"))
             .unwrap(),
     )
     .unwrap();

@@ -105,7 +105,7 @@ where
     // Before anything talks TLS: a clock far off makes valid certificates look invalid.
     if let Some(server) = config.ntp_server.clone().filter(|s| !s.is_empty()) {
         let _ = tokio::task::spawn_blocking(move || {
-            crate::clock::sync_at_start(Some(&server), &crate::clock::SystemClock)
+            crate::clock::sync_ignoring_errors(Some(&server), &crate::clock::SystemClock)
         })
         .await;
     }

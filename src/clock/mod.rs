@@ -5,7 +5,8 @@
 //!
 //! `sntp` asks the server; [`ClockSetter`] applies the offset. The real setter calls
 //! `clock_settime(CLOCK_REALTIME)`; tests pass a recording one, so no test ever moves the
-//! host's clock. Only the software clock is set, as in IPA.
+//! host's clock. Only the software clock is set; IPA also writes the hardware clock
+//! before a power action (`hwclock --systohc`), which ira does not do yet.
 
 pub mod sntp;
 
@@ -118,9 +119,9 @@ pub fn sync_with(
     Ok(offset)
 }
 
-/// Synchronises with `server` (IPA's `sync_clock(ignore_errors=True)` at start):
-/// logs the outcome, never fails.
-pub fn sync_at_start(server: Option<&str>, clock: &dyn ClockSetter) {
+/// Synchronises with `server` (IPA's `sync_clock(ignore_errors=True)`, at start and
+/// before a power action): logs the outcome, never fails.
+pub fn sync_ignoring_errors(server: Option<&str>, clock: &dyn ClockSetter) {
     let Some(server) = server.filter(|s| !s.is_empty()) else {
         return;
     };

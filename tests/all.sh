@@ -3,7 +3,8 @@
 #   1. format and lint   2. unit + integration tests (fixtures, loop-free, fake conductor)
 #   3. the static musl release binary (static, size, --help/--version)
 #   4. ira against the real Ironic on 127.0.0.1 (tests/ironic/run.sh)
-#   5. ira's ramdisk in QEMU driven by the real Ironic (tests/e2e/run.sh)
+#   5. ira's ramdisk in QEMU driven by the real Ironic (tests/e2e/run.sh), and its
+#      inspection collectors and VLAN interfaces (tests/e2e/collectors.sh)
 # Ends with one line "all: N passed, M failed" (tests and checks added up).
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -62,6 +63,7 @@ counted() {
 }
 counted tests/ironic/run.sh ironic-e2e
 counted tests/e2e/run.sh vm-e2e
+counted tests/e2e/collectors.sh collectors
 
 echo
 echo "all: $passed passed, $failed failed"

@@ -6,6 +6,7 @@
 //! this module only orders them, logs one line per phase with its duration, and decides
 //! what is fatal. Every wait comes from a [`RunPolicy`] so tests run in milliseconds.
 
+mod inspect;
 pub mod vlans;
 pub mod waits;
 
@@ -28,11 +29,9 @@ use crate::inventory::InventoryOptions;
 use crate::ironic::advertise::{self, AdvertiseOptions};
 use crate::ironic::Secret;
 use crate::ironic::{
-    inspection, lookup, ApiVersion, HeartbeatPolicy, Heartbeater, InspectionPolicy, IronicClient,
+    lookup, ApiVersion, HeartbeatPolicy, Heartbeater, InspectionPolicy, IronicClient,
     LookupOutcome, LookupPolicy,
 };
-use crate::logs::ring::LogRing;
-use crate::logs::{build_archive, LogLimits};
 use crate::state::AgentState;
 use ira_hw::Inventory;
 
@@ -170,7 +169,8 @@ where
     let mut client = IronicClient::from_config(&config)
         .map_err(|e| AgentError::Startup(format!("Ironic client: {e}")))?;
 
-    let (node_uuid, refreshed) = inspect(&client, &config, &inventory, &registry, &policy).await;
+    let (node_uuid, refreshed) =
+        inspect::inspect(&client, &config, &inventory, &registry, &policy).await;
     if let Some(fresh) = refreshed {
         *state.inventory.write().expect("inventory lock poisoned") = fresh.clone();
         inventory = fresh;
@@ -398,7 +398,7 @@ async fn wait_for_interfaces(
 }
 
 /// A fresh inventory of the system under `config.sysroot`.
-async fn collect_inventory(config: &Config) -> Result<Inventory, AgentError> {
+pub(crate) async fn collect_inventory(config: &Config) -> Result<Inventory, AgentError> {
     let opts = InventoryOptions {
         root: config.sysroot.clone(),
         allowlist: AllowList::new(config.device_allowlist.clone()),
@@ -409,108 +409,6 @@ async fn collect_inventory(config: &Config) -> Result<Inventory, AgentError> {
         .await
         .map_err(|e| AgentError::Startup(format!("inventory task: {e}")))?
         .map_err(|e| AgentError::Startup(format!("inventory: {e}")))
-}
-
-/// Runs the inspection callback when configured; returns the node UUID Ironic gave and,
-/// when the DHCP wait made the agent read it again, the inventory it sent.
-/// Failures are logged, never fatal.
-async fn inspect(
-    client: &IronicClient,
-    config: &Config,
-    inventory: &Inventory,
-    registry: &Registry,
-    policy: &RunPolicy,
-) -> (Option<String>, Option<Inventory>) {
-    let urls = inspection::callback_urls(config);
-    if urls.is_empty() {
-        return (None, None);
-    }
-    let phase = Instant::now();
-    // IPA's collect_default waits for DHCP, then reads the inventory it sends.
-    let mut refreshed = None;
-    if !config.inspection_dhcp_wait_timeout.is_zero() {
-        waits::wait_for_dhcp(
-            config.inspection_dhcp_wait_timeout,
-            config.inspection_dhcp_all_interfaces,
-            config.bootif.as_deref(),
-            policy.dhcp_poll,
-            || async {
-                collect_inventory(config)
-                    .await
-                    .map(|i| i.interfaces)
-                    .unwrap_or_default()
-            },
-        )
-        .await;
-        match collect_inventory(config).await {
-            Ok(fresh) => refreshed = Some(fresh),
-            Err(e) => tracing::warn!(error = %e, "inventory not re-read after the DHCP wait"),
-        }
-    }
-    let inventory = refreshed.as_ref().unwrap_or(inventory);
-    let collectors = inspection::collectors(config);
-    let mut payload = inspection::payload(inventory, &collectors, &registry.manager_versions());
-    {
-        let (root, inv, names) = (
-            config.root().to_path_buf(),
-            inventory.clone(),
-            collectors.clone(),
-        );
-        let optional = tokio::task::spawn_blocking(move || {
-            // LLDP capture hook: a capturing `LldpSource` replaces this fallback.
-            let lldp = crate::ironic::collectors::InventoryLldp(&inv);
-            let ctx = crate::ironic::collectors::Context {
-                root: &root,
-                inventory: &inv,
-                lldp: &lldp,
-            };
-            let mut extra = serde_json::Value::Object(serde_json::Map::new());
-            inspection::add_optional(&mut extra, &names, &ctx);
-            extra
-        })
-        .await;
-        match optional {
-            Ok(serde_json::Value::Object(extra)) => {
-                if let Some(map) = payload.as_object_mut() {
-                    map.extend(extra);
-                }
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "inspection collectors failed"),
-        }
-    }
-    if collectors.iter().any(|c| c == "logs") {
-        let root = config.sysroot.clone();
-        let inventory_json = serde_json::to_vec_pretty(inventory).unwrap_or_default();
-        let built = tokio::task::spawn_blocking(move || {
-            build_archive(
-                &root,
-                &inventory_json,
-                LogRing::global(),
-                &LogLimits::inspection(),
-            )
-        })
-        .await;
-        match built {
-            Ok(Ok(archive)) => inspection::add_logs(&mut payload, &archive),
-            Ok(Err(e)) => tracing::warn!(error = %e, "inspection logs not collected"),
-            Err(e) => tracing::warn!(error = %e, "inspection logs not collected"),
-        }
-    }
-    match inspection::send(client, &urls, &payload, &policy.inspection).await {
-        Ok(uuid) => {
-            tracing::info!(
-                node = uuid.as_deref().unwrap_or("unknown"),
-                elapsed_ms = phase.elapsed().as_millis(),
-                "inspection data sent"
-            );
-            (uuid, refreshed)
-        }
-        Err(e) => {
-            tracing::error!(error = %e, elapsed_ms = phase.elapsed().as_millis(), "inspection failed");
-            (None, refreshed)
-        }
-    }
 }
 
 /// The server TLS configuration, the PEM to send as `agent_verify_ca`, and the protocol

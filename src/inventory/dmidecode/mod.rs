@@ -7,15 +7,22 @@
 //! 16 (`memory`, the first array, without `Handle`, its `Number Of Devices` summed over
 //! all arrays as an integer) and 17 (`memory.devices`). This module produces the same
 //! keys and the same value text dmidecode 3.4 prints for those four types, so Ironic
-//! rules written against IPA's data match. Enumeration names live in `names`.
+//! rules written against IPA's data match. Enumeration names live in `names`, bit names in
+//! `bits`, the memory types (16, 17) in `memory`.
 //!
 //! To decode another field: add the line to the type's `decode_*` in dmidecode's order,
 //! with the structure length that gates it, and extend the cross-check fixture.
 
+mod bits;
+mod memory;
 mod names;
 
 use serde_json::{Map, Value};
 
+use self::bits::{
+    BIOS_CHARACTERISTICS, BIOS_CHARACTERISTICS_X1, BIOS_CHARACTERISTICS_X2, CPUID_FLAGS,
+    PROCESSOR_CHARACTERISTICS,
+};
 use super::dmi::{structures, Structure};
 use crate::bytes::{try_le16, try_le32, try_le64};
 
@@ -84,8 +91,10 @@ pub fn decode(table: &[u8]) -> Value {
         match s.kind {
             0 => bios = decode_bios(&s).into_map(Some(handle)),
             4 => cpus.push(Value::Object(decode_processor(&s).into_map(Some(handle)))),
-            16 => arrays.push(decode_array(&s).into_map(None)),
-            17 => devices.push(Value::Object(decode_device(&s).into_map(Some(handle)))),
+            16 => arrays.push(memory::decode_array(&s).into_map(None)),
+            17 => devices.push(Value::Object(
+                memory::decode_device(&s).into_map(Some(handle)),
+            )),
             _ => {}
         }
     }
@@ -169,59 +178,6 @@ fn bit_names(value: u64, first: u32, names: &[&str]) -> Vec<String> {
         .collect()
 }
 
-/// BIOS Characteristics bits 4..=31.
-const BIOS_CHARACTERISTICS: [&str; 28] = [
-    "ISA is supported",
-    "MCA is supported",
-    "EISA is supported",
-    "PCI is supported",
-    "PC Card (PCMCIA) is supported",
-    "PNP is supported",
-    "APM is supported",
-    "BIOS is upgradeable",
-    "BIOS shadowing is allowed",
-    "VLB is supported",
-    "ESCD support is available",
-    "Boot from CD is supported",
-    "Selectable boot is supported",
-    "BIOS ROM is socketed",
-    "Boot from PC Card (PCMCIA) is supported",
-    "EDD is supported",
-    "Japanese floppy for NEC 9800 1.2 MB is supported (int 13h)",
-    "Japanese floppy for Toshiba 1.2 MB is supported (int 13h)",
-    "5.25\"/360 kB floppy services are supported (int 13h)",
-    "5.25\"/1.2 MB floppy services are supported (int 13h)",
-    "3.5\"/720 kB floppy services are supported (int 13h)",
-    "3.5\"/2.88 MB floppy services are supported (int 13h)",
-    "Print screen service is supported (int 5h)",
-    "8042 keyboard services are supported (int 9h)",
-    "Serial services are supported (int 14h)",
-    "Printer services are supported (int 17h)",
-    "CGA/mono video services are supported (int 10h)",
-    "NEC PC-98",
-];
-
-/// BIOS Characteristics Extension Byte 1, bits 0..=7.
-const BIOS_CHARACTERISTICS_X1: [&str; 8] = [
-    "ACPI is supported",
-    "USB legacy is supported",
-    "AGP is supported",
-    "I2O boot is supported",
-    "LS-120 boot is supported",
-    "ATAPI Zip drive boot is supported",
-    "IEEE 1394 boot is supported",
-    "Smart battery is supported",
-];
-
-/// BIOS Characteristics Extension Byte 2, bits 0..=4.
-const BIOS_CHARACTERISTICS_X2: [&str; 5] = [
-    "BIOS boot specification is supported",
-    "Function key-initiated network boot is supported",
-    "Targeted content distribution is supported",
-    "UEFI is supported",
-    "System is a virtual machine",
-];
-
 /// Type 0, BIOS Information.
 fn decode_bios(s: &Structure<'_>) -> Block {
     let mut b = Block::default();
@@ -295,52 +251,6 @@ fn decode_bios(s: &Structure<'_>) -> Block {
     }
     b
 }
-
-/// CPUID leaf 1 EDX feature flags, bit by bit (empty = reserved).
-const CPUID_FLAGS: [&str; 32] = [
-    "FPU (Floating-point unit on-chip)",
-    "VME (Virtual mode extension)",
-    "DE (Debugging extension)",
-    "PSE (Page size extension)",
-    "TSC (Time stamp counter)",
-    "MSR (Model specific registers)",
-    "PAE (Physical address extension)",
-    "MCE (Machine check exception)",
-    "CX8 (CMPXCHG8 instruction supported)",
-    "APIC (On-chip APIC hardware supported)",
-    "",
-    "SEP (Fast system call)",
-    "MTRR (Memory type range registers)",
-    "PGE (Page global enable)",
-    "MCA (Machine check architecture)",
-    "CMOV (Conditional move instruction supported)",
-    "PAT (Page attribute table)",
-    "PSE-36 (36-bit page size extension)",
-    "PSN (Processor serial number present and enabled)",
-    "CLFSH (CLFLUSH instruction supported)",
-    "",
-    "DS (Debug store)",
-    "ACPI (ACPI supported)",
-    "MMX (MMX technology supported)",
-    "FXSR (FXSAVE and FXSTOR instructions supported)",
-    "SSE (Streaming SIMD extensions)",
-    "SSE2 (Streaming SIMD extensions 2)",
-    "SS (Self-snoop)",
-    "HTT (Multi-threading)",
-    "TM (Thermal monitor supported)",
-    "",
-    "PBE (Pending break enabled)",
-];
-
-/// Processor Characteristics bits 2..=7.
-const PROCESSOR_CHARACTERISTICS: [&str; 6] = [
-    "64-bit capable",
-    "Multi-Core",
-    "Hardware Thread",
-    "Execute Protection",
-    "Enhanced Virtualization",
-    "Power/Performance Control",
-];
 
 /// How the processor ID bytes are laid out, by family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -559,251 +469,6 @@ fn decode_processor(s: &Structure<'_>) -> Block {
     b
 }
 
-fn error_handle(code: u16) -> String {
-    match code {
-        0xFFFE => "Not Provided".into(),
-        0xFFFF => "No Error".into(),
-        h => format!("0x{h:04X}"),
-    }
-}
-
-/// Type 16, Physical Memory Array.
-fn decode_array(s: &Structure<'_>) -> Block {
-    let mut b = Block::default();
-    if s.formatted.len() < 0x0F {
-        return b;
-    }
-    b.text("Location", lookup(names::ARRAY_LOCATION, byte(s, 0x04)));
-    b.text("Use", lookup(names::ARRAY_USE, byte(s, 0x05)));
-    b.text(
-        "Error Correction Type",
-        lookup(names::ARRAY_ECC, byte(s, 0x06)),
-    );
-    let capacity = dword(s, 0x07);
-    b.text(
-        "Maximum Capacity",
-        if capacity == 0x8000_0000 {
-            if s.formatted.len() < 0x17 {
-                "Unknown".into()
-            } else {
-                memory_size(qword(s, 0x0F), 0)
-            }
-        } else {
-            memory_size(u64::from(capacity), 1)
-        },
-    );
-    b.text("Error Information Handle", error_handle(word(s, 0x0B)));
-    b.text("Number Of Devices", word(s, 0x0D).to_string());
-    b
-}
-
-fn width(code: u16) -> String {
-    if code == 0 || code == 0xFFFF {
-        "Unknown".into()
-    } else {
-        format!("{code} bits")
-    }
-}
-
-fn speed(code: u16, extended: u32) -> String {
-    if code == 0 {
-        "Unknown".into()
-    } else if code == 0xFFFF && extended > 0 {
-        format!("{extended} MT/s")
-    } else {
-        format!("{code} MT/s")
-    }
-}
-
-fn voltage_mv(code: u16) -> String {
-    if code == 0 {
-        return "Unknown".into();
-    }
-    let volts = f64::from(code) / 1000.0;
-    if code % 100 == 0 {
-        format!("{volts:.1} V")
-    } else {
-        // dmidecode's %g: the shortest form, here at most three decimals.
-        format!("{volts} V")
-    }
-}
-
-fn size_qword(code: u64) -> String {
-    match code {
-        u64::MAX => "Unknown".into(),
-        0 => "None".into(),
-        c => memory_size(c, 0),
-    }
-}
-
-fn id_word(code: u16) -> String {
-    if code == 0 {
-        "Unknown".into()
-    } else {
-        format!("0x{code:04X}")
-    }
-}
-
-fn manufacturer_id(code: u16) -> String {
-    if code == 0 {
-        "Unknown".into()
-    } else {
-        format!("Bank {}, Hex 0x{:02X}", (code & 0x7F) + 1, code >> 8)
-    }
-}
-
-/// Memory Device Type Detail bits 1..=15.
-const TYPE_DETAIL: [&str; 15] = [
-    "Other",
-    "Unknown",
-    "Fast-paged",
-    "Static Column",
-    "Pseudo-static",
-    "RAMBus",
-    "Synchronous",
-    "CMOS",
-    "EDO",
-    "Window DRAM",
-    "Cache DRAM",
-    "Non-Volatile",
-    "Registered (Buffered)",
-    "Unbuffered (Unregistered)",
-    "LRDIMM",
-];
-
-/// Memory Operating Mode Capability bits 1..=5.
-const OPERATING_MODES: [&str; 5] = [
-    "Other",
-    "Unknown",
-    "Volatile memory",
-    "Byte-accessible persistent memory",
-    "Block-accessible persistent memory",
-];
-
-/// Names of the set bits joined by spaces, or "None" when `mask` selects no bit.
-fn bits_or_none(value: u16, mask: u16, first: u32, names: &[&str]) -> String {
-    if value & mask == 0 {
-        "None".into()
-    } else {
-        bit_names(u64::from(value), first, names).join(" ")
-    }
-}
-
-/// Type 17, Memory Device.
-fn decode_device(s: &Structure<'_>) -> Block {
-    let mut b = Block::default();
-    let len = s.formatted.len();
-    if len < 0x15 {
-        return b;
-    }
-    b.text("Array Handle", format!("0x{:04X}", word(s, 0x04)));
-    b.text("Error Information Handle", error_handle(word(s, 0x06)));
-    b.text("Total Width", width(word(s, 0x08)));
-    b.text("Data Width", width(word(s, 0x0A)));
-    let size = word(s, 0x0C);
-    b.text(
-        "Size",
-        match size {
-            0 => "No Module Installed".into(),
-            0xFFFF => "Unknown".into(),
-            0x7FFF if len >= 0x20 => memory_size(u64::from(dword(s, 0x1C) & 0x7FFF_FFFF), 2),
-            s if s & 0x8000 != 0 => memory_size(u64::from(s & 0x7FFF), 1),
-            s => memory_size(u64::from(s), 2),
-        },
-    );
-    b.text("Form Factor", lookup(names::FORM_FACTOR, byte(s, 0x0E)));
-    let set = byte(s, 0x0F);
-    b.text(
-        "Set",
-        match set {
-            0 => "None".into(),
-            0xFF => "Unknown".into(),
-            n => n.to_string(),
-        },
-    );
-    b.text("Locator", string(s, 0x10));
-    b.text("Bank Locator", string(s, 0x11));
-    b.text("Type", lookup(names::MEMORY_TYPE, byte(s, 0x12)));
-    b.text(
-        "Type Detail",
-        bits_or_none(word(s, 0x13), 0xFFFE, 1, &TYPE_DETAIL),
-    );
-    // An empty slot: dmidecode stops here, the rest describes no module.
-    if size == 0 || len < 0x17 {
-        return b;
-    }
-    let ext = |off| if len >= 0x5C { dword(s, off) } else { 0 };
-    b.text("Speed", speed(word(s, 0x15), ext(0x54)));
-    if len < 0x1B {
-        return b;
-    }
-    b.text("Manufacturer", string(s, 0x17));
-    b.text("Serial Number", string(s, 0x18));
-    b.text("Asset Tag", string(s, 0x19));
-    b.text("Part Number", string(s, 0x1A));
-    if len < 0x1C {
-        return b;
-    }
-    let rank = byte(s, 0x1B) & 0x0F;
-    b.text(
-        "Rank",
-        if rank == 0 {
-            "Unknown".into()
-        } else {
-            rank.to_string()
-        },
-    );
-    if len < 0x22 {
-        return b;
-    }
-    b.text("Configured Memory Speed", speed(word(s, 0x20), ext(0x58)));
-    if len < 0x28 {
-        return b;
-    }
-    b.text("Minimum Voltage", voltage_mv(word(s, 0x22)));
-    b.text("Maximum Voltage", voltage_mv(word(s, 0x24)));
-    b.text("Configured Voltage", voltage_mv(word(s, 0x26)));
-    if len < 0x34 {
-        return b;
-    }
-    b.text(
-        "Memory Technology",
-        lookup(names::MEMORY_TECHNOLOGY, byte(s, 0x28)),
-    );
-    b.text(
-        "Memory Operating Mode Capability",
-        bits_or_none(word(s, 0x29), 0xFFFE, 1, &OPERATING_MODES),
-    );
-    b.text("Firmware Version", string(s, 0x2B));
-    b.text("Module Manufacturer ID", manufacturer_id(word(s, 0x2C)));
-    b.text("Module Product ID", id_word(word(s, 0x2E)));
-    b.text(
-        "Memory Subsystem Controller Manufacturer ID",
-        manufacturer_id(word(s, 0x30)),
-    );
-    b.text(
-        "Memory Subsystem Controller Product ID",
-        id_word(word(s, 0x32)),
-    );
-    if len < 0x3C {
-        return b;
-    }
-    b.text("Non-Volatile Size", size_qword(qword(s, 0x34)));
-    if len < 0x44 {
-        return b;
-    }
-    b.text("Volatile Size", size_qword(qword(s, 0x3C)));
-    if len < 0x4C {
-        return b;
-    }
-    b.text("Cache Size", size_qword(qword(s, 0x44)));
-    if len < 0x54 {
-        return b;
-    }
-    b.text("Logical Size", size_qword(qword(s, 0x4C)));
-    b
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -820,10 +485,10 @@ mod tests {
 
     #[test]
     fn voltages() {
-        assert_eq!(voltage_mv(1200), "1.2 V");
-        assert_eq!(voltage_mv(1000), "1.0 V");
-        assert_eq!(voltage_mv(1350), "1.35 V");
-        assert_eq!(voltage_mv(0), "Unknown");
+        assert_eq!(memory::voltage_mv(1200), "1.2 V");
+        assert_eq!(memory::voltage_mv(1000), "1.0 V");
+        assert_eq!(memory::voltage_mv(1350), "1.35 V");
+        assert_eq!(memory::voltage_mv(0), "Unknown");
     }
 
     #[test]

@@ -61,7 +61,8 @@ BOOT_MODULES=(loop dm_mod md_mod raid0 raid1 raid10)
 DEMAND_MODULES=(
     raid456 efivarfs vfat nls_cp437 nls_ascii nls_iso8859_1 nls_utf8 isofs ext4 xfs
     crc32c_generic crc32c_intel
-    # bonds and VLANs of a virtual-media network_data.json (ira network-data)
+    # bonds and VLANs of a virtual-media network_data.json (ira network-data), and VLAN
+    # interfaces (enable_vlan_interfaces)
     bonding 8021q
 )
 # Without these the test VM (virtio NIC, virtio/NVMe/AHCI disks) cannot work.

@@ -29,6 +29,7 @@ pub mod agent;
 pub mod api;
 pub mod blockdev;
 pub mod bytes;
+pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod deploy;

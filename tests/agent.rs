@@ -47,6 +47,7 @@ fn fast_policy(config: &Config) -> RunPolicy {
             min_wait: Duration::from_millis(5),
             max_wait: Duration::from_millis(10),
         },
+        dhcp_poll: Duration::from_millis(10),
         shutdown_grace: Duration::from_secs(5),
     }
 }

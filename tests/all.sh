@@ -4,7 +4,8 @@
 #   3. the static musl release binary (static, size, --help/--version)
 #   4. ira against the real Ironic on 127.0.0.1 (tests/ironic/run.sh)
 #   5. LLDP from a real lldpd across network namespaces (tests/lldp/run.sh)
-#   6. ira's ramdisk in QEMU driven by the real Ironic (tests/e2e/run.sh)
+#   6. ira's ramdisk in QEMU driven by the real Ironic (tests/e2e/run.sh), and its
+#      inspection collectors and VLAN interfaces (tests/e2e/collectors.sh)
 # Ends with one line "all: N passed, M failed" (tests and checks added up).
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -64,6 +65,7 @@ counted() {
 counted tests/ironic/run.sh ironic-e2e
 counted tests/lldp/run.sh lldp
 counted tests/e2e/run.sh vm-e2e
+counted tests/e2e/collectors.sh collectors
 
 echo
 echo "all: $passed passed, $failed failed"

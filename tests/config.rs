@@ -211,6 +211,12 @@ const WIRING: &[Wiring] = &[
         "5",
         |c| c.inspection_dhcp_wait_timeout == Duration::from_secs(5),
     ),
+    (
+        "ipa-inspection-dhcp-all-interfaces",
+        Some("inspection_dhcp_all_interfaces"),
+        "yes",
+        |c| c.inspection_dhcp_all_interfaces,
+    ),
     ("ipa-listen-host", Some("listen_host"), "127.0.0.1", |c| {
         c.listen_host == Some(IpAddr::from([127, 0, 0, 1]))
     }),
@@ -663,6 +669,12 @@ const BAD_VALUES: &[(&str, &str, Option<&str>, &str)] = &[
         "inspection_dhcp_wait_timeout",
         None,
         "soon",
+    ),
+    (
+        "ipa-inspection-dhcp-all-interfaces",
+        "inspection_dhcp_all_interfaces",
+        None,
+        "maybe",
     ),
     (
         "ipa-listen-host",

@@ -26,6 +26,7 @@ TOOLS=(
     timeout:coreutils sha256sum:coreutils truncate:coreutils chroot:coreutils cmp:diffutils
     lldpd:lldpd ipmi_sim:openipmi
     readelf:binutils sshpass:sshpass ssh:openssh-client ssh-keygen:openssh-client
+    /usr/sbin/dmidecode:dmidecode strace:strace
 )
 TOOLS+=("$@")
 # The Redfish BMC of the VM suite: libvirt's daemons and client, its Python binding (for
@@ -107,10 +108,25 @@ for check in "qemu-img --version" "qemu-system-x86_64 --version" "sfdisk --versi
     "sgdisk --version" "mkfs.fat --help" "mcopy --version" "genisoimage --version" \
     "zstd --version" "debugfs -V" "losetup --version" "hyperfine --version" "lldpd -v" \
     "virsh --version" "libvirtd --version" "xorriso -version" \
-    "ip -j link show lo" "ip netns list" "sshpass -V" "ssh -V" "readelf --version"; do
+    "ip -j link show lo" "ip netns list" "sshpass -V" "ssh -V" "readelf --version" \
+    "/usr/sbin/dmidecode --version"; do
     $check >/dev/null 2>&1 || { echo "setup: '$check' does not run" >&2; exit 1; }
 done
 /usr/bin/python3 -c 'import libvirt, venv, ensurepip' || { echo "setup: Debian's python3 cannot import libvirt (python3-libvirt) or make venvs" >&2; exit 1; }
+
+# chronyd (the real NTP server tests/ntp.rs asks) comes unpacked from Debian's package, not
+# installed: an installed chrony starts a service that would steer this machine's clock.
+CHRONY_DIR=${IRA_CHRONY_DIR:-/var/cache/ira-tests/chrony}
+if ! "$CHRONY_DIR/usr/sbin/chronyd" --version >/dev/null 2>&1; then
+    [ "$(id -u)" = 0 ] || { echo "setup: run as root to fetch chrony" >&2; exit 1; }
+    tmp=$(mktemp -d)
+    (cd "$tmp" && apt-get download -qq chrony 2>/dev/null)
+    mkdir -p "$CHRONY_DIR"
+    dpkg-deb -x "$tmp"/chrony_*.deb "$CHRONY_DIR"
+    rm -rf "$tmp"
+fi
+"$CHRONY_DIR/usr/sbin/chronyd" --version >/dev/null 2>&1 ||
+    { echo "setup: chronyd from Debian's chrony package does not run" >&2; exit 1; }
 
 if ! command -v cargo >/dev/null; then
     echo "setup: cargo not found; install Rust with rustup first" >&2

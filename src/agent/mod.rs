@@ -6,6 +6,10 @@
 //! this module only orders them, logs one line per phase with its duration, and decides
 //! what is fatal. Every wait comes from a [`RunPolicy`] so tests run in milliseconds.
 
+mod inspect;
+pub mod vlans;
+pub mod waits;
+
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -25,11 +29,9 @@ use crate::inventory::InventoryOptions;
 use crate::ironic::advertise::{self, AdvertiseOptions};
 use crate::ironic::Secret;
 use crate::ironic::{
-    inspection, lookup, ApiVersion, HeartbeatPolicy, Heartbeater, InspectionPolicy, IronicClient,
+    lookup, ApiVersion, HeartbeatPolicy, Heartbeater, InspectionPolicy, IronicClient,
     LookupOutcome, LookupPolicy,
 };
-use crate::logs::ring::LogRing;
-use crate::logs::{build_archive, LogLimits};
 use crate::state::AgentState;
 use ira_hw::Inventory;
 
@@ -60,6 +62,8 @@ pub struct RunPolicy {
     pub heartbeat: HeartbeatPolicy,
     /// Inspection callback retries.
     pub inspection: InspectionPolicy,
+    /// How often the DHCP wait before inspection looks at the addresses (IPA: 2 s).
+    pub dhcp_poll: Duration,
     /// How long a stop waits for the server and heartbeat tasks to finish.
     pub shutdown_grace: Duration,
 }
@@ -73,6 +77,7 @@ impl RunPolicy {
             lookup: LookupPolicy::from_config(config),
             heartbeat: HeartbeatPolicy::default(),
             inspection: InspectionPolicy::default(),
+            dhcp_poll: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -101,6 +106,14 @@ where
         return Ok(());
     }
 
+    // Before anything talks TLS: a clock far off makes valid certificates look invalid.
+    if let Some(server) = config.ntp_server.clone().filter(|s| !s.is_empty()) {
+        let _ = tokio::task::spawn_blocking(move || {
+            crate::clock::sync_ignoring_errors(Some(&server), &crate::clock::SystemClock)
+        })
+        .await;
+    }
+
     if !config.hardware_initialization_delay.is_zero() {
         tracing::info!(
             delay_ms = config.hardware_initialization_delay.as_millis(),
@@ -109,8 +122,38 @@ where
         tokio::time::sleep(config.hardware_initialization_delay).await;
     }
 
+    // IPA waits for a root disk while loading the hardware managers: slow HBAs.
     let phase = Instant::now();
-    let inventory = wait_for_interfaces(&config, &policy).await?;
+    let found = waits::wait_for_disks(
+        config.root(),
+        &AllowList::new(config.device_allowlist.clone()),
+        config.disk_wait_attempts,
+        config.disk_wait_delay,
+    )
+    .await;
+    tracing::debug!(
+        found,
+        elapsed_ms = phase.elapsed().as_millis(),
+        "disk wait done"
+    );
+
+    let phase = Instant::now();
+    let mut inventory = wait_for_interfaces(&config, &policy).await?;
+    if !config.enable_vlan_interfaces.is_empty() {
+        let plan = vlans::plan(
+            &config.enable_vlan_interfaces,
+            &inventory.interfaces,
+            config.collect_lldp,
+        );
+        let nics = inventory.interfaces.clone();
+        let added = tokio::task::spawn_blocking(move || vlans::bring_up(&plan, &nics))
+            .await
+            .unwrap_or_default();
+        if !added.is_empty() {
+            let fresh = collect_inventory(&config).await?;
+            inventory = keep_lldp(fresh, &inventory);
+        }
+    }
     tracing::info!(
         interfaces = inventory.interfaces.len(),
         disks = inventory.disks.len(),
@@ -132,7 +175,12 @@ where
     let mut client = IronicClient::from_config(&config)
         .map_err(|e| AgentError::Startup(format!("Ironic client: {e}")))?;
 
-    let node_uuid = inspect(&client, &config, &inventory, &registry, &policy).await;
+    let (node_uuid, refreshed) =
+        inspect::inspect(&client, &config, &inventory, &registry, &policy).await;
+    if let Some(fresh) = refreshed {
+        *state.inventory.write().expect("inventory lock poisoned") = fresh.clone();
+        inventory = fresh;
+    }
 
     let use_api = !config.api_urls.is_empty() && !config.standalone;
     let mut api_version = None;
@@ -332,21 +380,9 @@ async fn wait_for_interfaces(
     config: &Arc<Config>,
     policy: &RunPolicy,
 ) -> Result<Inventory, AgentError> {
-    let opts = InventoryOptions {
-        root: config.sysroot.clone(),
-        allowlist: AllowList::new(config.device_allowlist.clone()),
-        bootif: config.bootif.clone(),
-        skip_bmc_detect: false,
-        // Heard once below, after the interfaces are there, not on every poll.
-        lldp_timeout: None,
-    };
     let start = Instant::now();
     let mut inventory = loop {
-        let o = opts.clone();
-        let inventory = tokio::task::spawn_blocking(move || crate::inventory::collect(&o))
-            .await
-            .map_err(|e| AgentError::Startup(format!("inventory task: {e}")))?
-            .map_err(|e| AgentError::Startup(format!("inventory: {e}")))?;
+        let inventory = collect_inventory(config).await?;
         if inventory
             .interfaces
             .iter()
@@ -380,54 +416,32 @@ async fn wait_for_interfaces(
     Ok(inventory)
 }
 
-/// Runs the inspection callback when configured; returns the node UUID Ironic gave.
-/// Failures are logged, never fatal.
-async fn inspect(
-    client: &IronicClient,
-    config: &Config,
-    inventory: &Inventory,
-    registry: &Registry,
-    policy: &RunPolicy,
-) -> Option<String> {
-    let urls = inspection::callback_urls(config);
-    if urls.is_empty() {
-        return None;
-    }
-    let phase = Instant::now();
-    let collectors = inspection::collectors(config);
-    let mut payload = inspection::payload(inventory, &collectors, &registry.manager_versions());
-    if collectors.iter().any(|c| c == "logs") {
-        let root = config.sysroot.clone();
-        let inventory_json = serde_json::to_vec_pretty(inventory).unwrap_or_default();
-        let built = tokio::task::spawn_blocking(move || {
-            build_archive(
-                &root,
-                &inventory_json,
-                LogRing::global(),
-                &LogLimits::inspection(),
-            )
-        })
-        .await;
-        match built {
-            Ok(Ok(archive)) => inspection::add_logs(&mut payload, &archive),
-            Ok(Err(e)) => tracing::warn!(error = %e, "inspection logs not collected"),
-            Err(e) => tracing::warn!(error = %e, "inspection logs not collected"),
+/// `fresh` with the LLDP frames each interface of `earlier` heard (a re-read does not
+/// listen again).
+pub(crate) fn keep_lldp(mut fresh: Inventory, earlier: &Inventory) -> Inventory {
+    for iface in &mut fresh.interfaces {
+        if let Some(old) = earlier.interfaces.iter().find(|o| o.name == iface.name) {
+            iface.lldp = old.lldp.clone();
         }
     }
-    match inspection::send(client, &urls, &payload, &policy.inspection).await {
-        Ok(uuid) => {
-            tracing::info!(
-                node = uuid.as_deref().unwrap_or("unknown"),
-                elapsed_ms = phase.elapsed().as_millis(),
-                "inspection data sent"
-            );
-            uuid
-        }
-        Err(e) => {
-            tracing::error!(error = %e, elapsed_ms = phase.elapsed().as_millis(), "inspection failed");
-            None
-        }
-    }
+    fresh
+}
+
+/// A fresh inventory of the system under `config.sysroot`.
+pub(crate) async fn collect_inventory(config: &Config) -> Result<Inventory, AgentError> {
+    let opts = InventoryOptions {
+        root: config.sysroot.clone(),
+        allowlist: AllowList::new(config.device_allowlist.clone()),
+        bootif: config.bootif.clone(),
+        skip_bmc_detect: false,
+        // LLDP is heard once at start (wait_for_interfaces) and carried over by
+        // `keep_lldp`, not listened for again on every re-read.
+        lldp_timeout: None,
+    };
+    tokio::task::spawn_blocking(move || crate::inventory::collect(&opts))
+        .await
+        .map_err(|e| AgentError::Startup(format!("inventory task: {e}")))?
+        .map_err(|e| AgentError::Startup(format!("inventory: {e}")))
 }
 
 /// The server TLS configuration, the PEM to send as `agent_verify_ca`, and the protocol

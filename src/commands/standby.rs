@@ -125,8 +125,11 @@ async fn power(ctx: Context, mode: RebootMode) -> Result<Value, CommandError> {
         tracing::info!("{what} requested (--no-power-off): {skipped}");
         return Ok(Value::Null);
     }
-    tracing::info!("{what} requested: flushing filesystems");
+    // IPA's standby._sync_clock: the instance starts from a clock set just now.
+    let ntp = ctx.state.config.ntp_server.clone();
     let failed = blocking(move || {
+        crate::clock::sync_ignoring_errors(ntp.as_deref(), &crate::clock::SystemClock);
+        tracing::info!("{what} requested: flushing filesystems");
         nix::unistd::sync();
         // Only returns on failure.
         nix::sys::reboot::reboot(mode).map(|never| match never {})

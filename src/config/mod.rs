@@ -43,6 +43,9 @@ pub struct Config {
     pub inspection_collectors: Vec<String>,
     /// Seconds to wait for DHCP before inspecting (`ipa-inspection-dhcp-wait-timeout`).
     pub inspection_dhcp_wait_timeout: Duration,
+    /// Wait for DHCP on every interface, not only the PXE one
+    /// (`ipa-inspection-dhcp-all-interfaces`).
+    pub inspection_dhcp_all_interfaces: bool,
     /// Address the API binds (`ipa-listen-host`); None = wildcard.
     pub listen_host: Option<IpAddr>,
     /// Port the API binds (`ipa-listen-port`).
@@ -161,6 +164,7 @@ impl Default for Config {
             inspection_callback_url: None,
             inspection_collectors: Vec::new(),
             inspection_dhcp_wait_timeout: Duration::from_secs(60),
+            inspection_dhcp_all_interfaces: false,
             listen_host: None,
             listen_port: 9999,
             advertise_host: None,

@@ -199,6 +199,15 @@ static OPTIONS: &[Opt] = &[
             Ok(())
         },
     ),
+    opt(
+        "inspection_dhcp_all_interfaces",
+        Some("ipa-inspection-dhcp-all-interfaces"),
+        true,
+        |c, v| {
+            c.inspection_dhcp_all_interfaces = value::boolean(v)?;
+            Ok(())
+        },
+    ),
     opt("listen_host", Some("ipa-listen-host"), true, |c, v| {
         c.listen_host = value::ip_addr(v)?;
         Ok(())

@@ -66,8 +66,7 @@ impl Smbios {
 
 /// Reads the raw SMBIOS table under `root`; `None` when absent or unusable.
 pub fn read_smbios_table(root: &Path) -> Option<Smbios> {
-    let path = under(root, "sys/firmware/dmi/tables/DMI");
-    match read_bounded(&path, DMI_TABLE_CAP) {
+    match read_raw_table(root) {
         Ok(table) => Some(parse_smbios(&table)),
         Err(super::InventoryError::Read { source, .. })
             if source.kind() == std::io::ErrorKind::NotFound =>
@@ -79,6 +78,11 @@ pub fn read_smbios_table(root: &Path) -> Option<Smbios> {
             None
         }
     }
+}
+
+/// The raw SMBIOS structure table under `root`, size-bounded.
+pub fn read_raw_table(root: &Path) -> Result<Vec<u8>, super::InventoryError> {
+    read_bounded(&under(root, "sys/firmware/dmi/tables/DMI"), DMI_TABLE_CAP)
 }
 
 /// Reads the kernel's decoded copy in `sys/class/dmi/id`; `None` when the directory is
@@ -101,12 +105,30 @@ pub fn read_dmi_id(root: &Path) -> Option<Smbios> {
     })
 }
 
-/// Parses a raw SMBIOS structure table. Malformed or truncated input ends the walk at
-/// the last complete structure; it never panics.
-pub fn parse_smbios(table: &[u8]) -> Smbios {
-    let mut out = Smbios::default();
-    let (mut seen_bios, mut seen_system) = (false, false);
-    let mut memory: Option<u64> = None;
+/// One SMBIOS structure: its header fields, formatted area and string set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Structure<'a> {
+    /// Structure type.
+    pub kind: u8,
+    /// Structure handle.
+    pub handle: u16,
+    /// The formatted area, header included (offsets as in the specification).
+    pub formatted: &'a [u8],
+    /// The strings, in order (string number N is `strings[N - 1]`), trimmed.
+    pub strings: Vec<String>,
+}
+
+impl Structure<'_> {
+    /// The string whose number is the byte at `offset`; `""` for none (see [`string_at`]).
+    pub fn string(&self, offset: usize) -> String {
+        string_at(self.formatted, offset, &self.strings)
+    }
+}
+
+/// Splits a raw SMBIOS table into its structures, up to the end-of-table structure.
+/// Malformed or truncated input ends the walk at the last complete structure.
+pub fn structures(table: &[u8]) -> Vec<Structure<'_>> {
+    let mut out = Vec::new();
     let mut off = 0usize;
     while off + 4 <= table.len() {
         let kind = table[off];
@@ -115,31 +137,50 @@ pub fn parse_smbios(table: &[u8]) -> Smbios {
             break;
         };
         let (strings, next) = string_set(table, off + len);
-        match kind {
+        if next.is_none() {
+            break;
+        }
+        out.push(Structure {
+            kind,
+            handle: try_le16(formatted, 2).unwrap_or_default(),
+            formatted,
+            strings,
+        });
+        if kind == TYPE_END {
+            break;
+        }
+        off = next.unwrap_or(table.len());
+    }
+    out
+}
+
+/// Parses a raw SMBIOS structure table. Malformed or truncated input ends the walk at
+/// the last complete structure; it never panics.
+pub fn parse_smbios(table: &[u8]) -> Smbios {
+    let mut out = Smbios::default();
+    let (mut seen_bios, mut seen_system) = (false, false);
+    let mut memory: Option<u64> = None;
+    for s in structures(table) {
+        match s.kind {
             TYPE_BIOS if !seen_bios => {
                 seen_bios = true;
-                out.bios_vendor = string_at(formatted, 0x04, &strings);
-                out.bios_version = string_at(formatted, 0x05, &strings);
-                out.bios_date = string_at(formatted, 0x08, &strings);
+                out.bios_vendor = s.string(0x04);
+                out.bios_version = s.string(0x05);
+                out.bios_date = s.string(0x08);
             }
             TYPE_SYSTEM if !seen_system => {
                 seen_system = true;
-                out.manufacturer = string_at(formatted, 0x04, &strings);
-                out.product = string_at(formatted, 0x05, &strings);
-                out.serial = string_at(formatted, 0x07, &strings);
-                out.sku = string_at(formatted, 0x19, &strings);
+                out.manufacturer = s.string(0x04);
+                out.product = s.string(0x05);
+                out.serial = s.string(0x07);
+                out.sku = s.string(0x19);
             }
             TYPE_MEMORY_DEVICE => {
-                if let Some(bytes) = memory_device_bytes(formatted) {
+                if let Some(bytes) = memory_device_bytes(s.formatted) {
                     memory = Some(memory.unwrap_or(0).saturating_add(bytes));
                 }
             }
-            TYPE_END => break,
             _ => {}
-        }
-        match next {
-            Some(n) => off = n,
-            None => break,
         }
     }
     out.memory_bytes = memory;

@@ -20,11 +20,15 @@ pub mod boot;
 pub mod cpu;
 pub mod disks;
 pub mod dmi;
+pub mod dmidecode;
 pub mod lldp;
 pub mod memory;
 pub mod net;
+pub mod numa;
+pub mod pci;
 pub mod read;
 pub mod udev;
+pub mod usb;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

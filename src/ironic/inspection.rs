@@ -3,8 +3,10 @@
 //!
 //! Collectors: `default` (inventory, root disk, boot interface, configuration) is built
 //! here; `logs` adds the base64 tar.gz that `log.collect_system_logs` also returns (the
-//! agent builds it, [`add_logs`] puts it in). Other collectors are skipped with a
-//! warning and not listed in `configuration.collectors`. Failure never stops the agent.
+//! agent builds it, [`add_logs`] puts it in); the optional ones (`pci-devices`,
+//! `numa-topology`, `dmi-decode`, `usb-devices`, `lldp`) run in `collectors` through
+//! [`add_optional`]. Unknown collectors are skipped with a warning and not listed in
+//! `configuration.collectors`. Failure never stops the agent.
 
 use serde_json::{json, Value};
 
@@ -18,8 +20,8 @@ use ira_hw::{BlockDevice, Inventory, ManagerVersion};
 const MIN_ROOT_DISK: u64 = 4 << 30;
 /// Collectors used when `inspection_collectors` is empty.
 const DEFAULT_COLLECTORS: &[&str] = &["default", "logs"];
-/// Collectors this agent can run.
-const SUPPORTED_COLLECTORS: &[&str] = &["default", "logs"];
+/// Collectors built here or by the agent; the optional ones are in `collectors::OPTIONAL`.
+const BUILTIN_COLLECTORS: &[&str] = &["default", "logs"];
 
 /// The inspection callback was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +84,8 @@ pub fn collectors(config: &Config) -> Vec<String> {
     requested
         .into_iter()
         .filter(|c| {
-            let ok = SUPPORTED_COLLECTORS.contains(&c.as_str());
+            let ok = BUILTIN_COLLECTORS.contains(&c.as_str())
+                || super::collectors::OPTIONAL.contains(&c.as_str());
             if !ok {
                 tracing::warn!(collector = %c, "inspection collector not supported, skipped");
             }
@@ -116,6 +119,32 @@ pub fn payload(inventory: &Inventory, collectors: &[String], managers: &[Manager
         },
         "error": null,
     })
+}
+
+/// Runs the optional collectors among `collectors` in order, adding their keys to
+/// `payload` and their failures to its `error`.
+pub fn add_optional(
+    payload: &mut Value,
+    collectors: &[String],
+    ctx: &super::collectors::Context<'_>,
+) {
+    let Some(map) = payload.as_object_mut() else {
+        return;
+    };
+    let mut failures = Vec::new();
+    for name in collectors {
+        if BUILTIN_COLLECTORS.contains(&name.as_str()) {
+            continue;
+        }
+        let phase = std::time::Instant::now();
+        if super::collectors::run(name, ctx, map, &mut failures) {
+            tracing::info!(collector = %name, elapsed_ms = phase.elapsed().as_millis(), "inspection collector ran");
+        }
+    }
+    for f in &failures {
+        tracing::error!(failure = %f, "inspection collector failed");
+    }
+    map.insert("error".into(), super::collectors::error_text(&failures));
 }
 
 /// Collector `logs`: the system-log archive (gzip-compressed tar), base64-encoded.
@@ -220,8 +249,13 @@ mod tests {
     fn collectors_skip_unsupported() {
         let mut c = Config::default();
         assert_eq!(collectors(&c), ["default", "logs"]);
-        c.inspection_collectors = vec!["default".into(), "pci-devices".into()];
-        assert_eq!(collectors(&c), ["default"]);
+        c.inspection_collectors = vec![
+            "default".into(),
+            "pci-devices".into(),
+            "extra-hardware".into(),
+            "lldp".into(),
+        ];
+        assert_eq!(collectors(&c), ["default", "pci-devices", "lldp"]);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 pub mod advertise;
 pub mod backoff;
 pub mod client;
+pub mod collectors;
 pub mod heartbeat;
 pub mod inspection;
 pub mod lookup;

@@ -10,6 +10,7 @@
 //! - `nvme`: the NVMe admin passthrough (Identify, Get Log Page, Format NVM, Sanitize).
 //! - `sg_io`: SCSI generic I/O (`SG_IO`) for ATA PASS-THROUGH(16), and the ATA registers
 //!   in its sense data.
+//! - `vlan`: VLAN interfaces over rtnetlink (no `unsafe`).
 
 pub mod block;
 pub mod ethtool;
@@ -18,3 +19,4 @@ pub mod ipmi;
 pub mod nvme;
 pub mod packet;
 pub mod sg_io;
+pub mod vlan;

@@ -11,6 +11,7 @@ pub mod fake_conductor;
 pub mod fixtures;
 pub mod loopdev;
 pub mod misbehaving_http;
+pub mod netns;
 pub mod tls;
 pub mod whole_disk;
 
@@ -40,6 +41,9 @@ pub fn test_config(api_urls: Vec<String>) -> Config {
         ip_lookup_sleep: Duration::from_millis(10),
         device_allowlist: vec!["/dev/ira-test-none".to_owned()],
         no_power_off: true,
+        // One look for a root disk, no sleep: the host's disks are outside the allow-list.
+        disk_wait_attempts: 1,
+        inspection_dhcp_wait_timeout: Duration::ZERO,
         ..Config::default()
     }
 }

@@ -44,7 +44,7 @@ impl Drop for NsSysfs {
 
 fn listed(root: &Path) -> Vec<NetworkInterface> {
     let addrs = SystemAddrs.addresses().unwrap();
-    net::list_interfaces(root, &addrs).unwrap()
+    net::list_interfaces(root, &addrs, &net::SystemNics, None).unwrap()
 }
 
 /// Route attributes as sorted `type=hex` strings, the nested IFLA_LINKINFO (18) and

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::read::{list_dir, read_bounded, read_opt, under, ATTR_CAP};
+use super::read::{list_dir, list_dir_opt, read_bounded, read_opt, under, ATTR_CAP};
 use super::InventoryError;
 
 /// The NUMA layout IPA reports.
@@ -123,11 +123,11 @@ pub fn read_numa_topology(root: &Path) -> Result<Option<NumaTopology>, Inventory
     }))
 }
 
-/// Interfaces whose device has a `numa_node` file.
+/// Interfaces whose device has a `numa_node` file (none without `sys/class/net`).
 fn read_nic_nodes(root: &Path) -> Result<Vec<NodeNic>, InventoryError> {
     let net = under(root, "sys/class/net");
     let mut nics = Vec::new();
-    for name in list_dir(&net)? {
+    for name in list_dir_opt(&net) {
         let path = net.join(&name).join("device/numa_node");
         if !path.is_file() {
             continue;

@@ -24,6 +24,7 @@ TOOLS=(
     partx:util-linux wipefs:util-linux mkswap:util-linux flock:util-linux
     setsid:util-linux ip:iproute2 /usr/bin/time:time hyperfine:hyperfine
     timeout:coreutils sha256sum:coreutils truncate:coreutils chroot:coreutils cmp:diffutils
+    shred:coreutils dd:coreutils blkdiscard:util-linux
 )
 TOOLS+=("$@")
 # Files (not commands) the VM suite needs: OVMF firmware for the UEFI scenarios.
@@ -77,7 +78,8 @@ fi
 # Present is not enough: a tool that cannot run (a library removed under it) fails here.
 for check in "qemu-img --version" "qemu-system-x86_64 --version" "sfdisk --version" \
     "sgdisk --version" "mkfs.fat --help" "mcopy --version" "genisoimage --version" \
-    "zstd --version" "debugfs -V" "losetup --version" "hyperfine --version"; do
+    "zstd --version" "debugfs -V" "losetup --version" "hyperfine --version" \
+    "shred --version" "blkdiscard --version"; do
     $check >/dev/null 2>&1 || { echo "setup: '$check' does not run" >&2; exit 1; }
 done
 

@@ -302,13 +302,19 @@ fn written_zeros(a: &Args, allow: &AllowList, node: &Value) -> Result<Value, Str
                     caps.write_zeroes_max_bytes = 0;
                     let r = overwrite_verified(&file, size, &plan, &caps, &abort, &mut |_| {})
                         .map_err(|e| e.to_string())?;
-                    Ok(ira::erase::report::DiskEraseReport::from_overwrite(dev, None, &r).to_json())
+                    Ok(
+                        ira::erase::report::DiskEraseReport::from_overwrite(dev, None, &r)
+                            .to_json(),
+                    )
                 })();
                 match erased {
                     Ok(v) => {
                         out.lock().expect("no panics").insert(dev.clone(), v);
                     }
-                    Err(e) => failed.lock().expect("no panics").push(format!("{dev}: {e}")),
+                    Err(e) => failed
+                        .lock()
+                        .expect("no panics")
+                        .push(format!("{dev}: {e}")),
                 }
             });
         }

@@ -15,6 +15,9 @@
 #       GenericHardwareManager._shred_block_device (bench/ipa_erase_driver.py, IPA=1);
 #     ira_express: erase_devices_express (discard on a loop device) beside blkdiscard DEV;
 #     ira_metadata: erase_devices_metadata;
+#     dd_2x_shm / ira_overwrite_written_shm: the same pair on a device over tmpfs ($SHM), where
+#       the "disk" is memory and a slow generator would show;
+#     dd and ira alternate which goes first from round to round;
 #   two devices, one after the other (serial) and both at once (parallel), for dd (the
 #     floor: one dd per device) and ira (erase_devices with disk_erasure_concurrency 1 and
 #     2), on three pairs of backing files: "same" (both under $WORK, one host disk),
@@ -142,10 +145,19 @@ echo "== $SIZE_MIB MiB per device, $ROUNDS rounds, nice $NICE; $(shred --version
 echo "== $LA over $WORK/erase-a.img, $LB over $WORK/erase-b.img ($(df --output=source "$WORK" | tail -n1)); $LS1, $LS2 over $SHM (tmpfs); all --direct-io=on"
 for r in $(seq "$ROUNDS"); do
     echo "== round $r: $(date -u '+%T') UTC, load $(cut -d' ' -f1-3 /proc/loadavg)"
-    erase "$LA" "$r" dd_1x dd if=/dev/zero of="$LA" bs=4M count="$COUNT" oflag=direct conv=fsync
-    erase "$LA" "$r" dd_2x "${DD_2X[@]}" "$LA"
-    erase "$LA" "$r" ira_overwrite "$BIN" erase_devices "$LA"
-    erase "$LA" "$r" ira_overwrite_written "$BIN" erase_devices "$LA" --no-write-zeroes
+    # The floor and ira alternate which goes first, so a drift within a round (the host
+    # disk's cache filling, another tenant's burst) does not always land on the same side.
+    floor_runs() {
+        erase "$LA" "$r" dd_1x dd if=/dev/zero of="$LA" bs=4M count="$COUNT" oflag=direct conv=fsync
+        erase "$LA" "$r" dd_2x "${DD_2X[@]}" "$LA"
+        erase "$LS1" "$r" dd_2x_shm "${DD_2X[@]}" "$LS1"
+    }
+    ira_runs() {
+        erase "$LA" "$r" ira_overwrite "$BIN" erase_devices "$LA"
+        erase "$LA" "$r" ira_overwrite_written "$BIN" erase_devices "$LA" --no-write-zeroes
+        erase "$LS1" "$r" ira_overwrite_written_shm "$BIN" erase_devices "$LS1" --no-write-zeroes
+    }
+    if [ $((r % 2)) = 1 ]; then floor_runs; ira_runs; else ira_runs; floor_runs; fi
     erase "$LA" "$r" shred shred -n 1 -z "$LA"
     [ "$IPA" != 1 ] || erase "$LA" "$r" ipa_shred "${IPA_CMD[@]}" "$LA"
     erase "$LA" "$r" ira_express "$BIN" express "$LA"
@@ -174,7 +186,7 @@ for line in open(sys.argv[1]):
 
 # Bytes each run writes as data (WRITE ZEROES and discard are not data writes).
 data = {"dd_1x": size, "dd_2x": 2 * size, "ira_overwrite": size, "ira_overwrite_written": 2 * size,
-        "shred": 2 * size, "ipa_shred": 2 * size}
+        "dd_2x_shm": 2 * size, "ira_overwrite_written_shm": 2 * size, "shred": 2 * size, "ipa_shred": 2 * size}
 for p in ("same", "mixed", "shm"):
     data.update({f"dd_serial_{p}": 2 * size, f"dd_parallel_{p}": 2 * size,
                  f"ira_serial_{p}": 2 * size, f"ira_parallel_{p}": 2 * size})
@@ -200,12 +212,13 @@ for name, runs in by.items():
     js = next(iter(runs.values()))[2]
     how = ",".join(sorted(set(js["methods"]))) if js and "methods" in js else ""
     if js and js.get("passes"):
-        how += " (" + "+".join(p["kind"] for p in js["passes"][:2]) + ")"
+        how += " (" + "+".join(sorted({p["kind"] for p in js["passes"]})) + ")"
     print(f"{name:22} {med:8.2f} {min(secs):5.2f}-{max(secs):<5.2f} {rate} {rss:7.1f} {statistics.median(cpu[name]):5.2f}  {how}")
 
 print("\nratios per round, median (min-max):")
 rows = [
     ("ira_overwrite_written", "dd_2x", "overwrite, both passes written, / dd writing the same bytes (aim <= 1.05x)"),
+    ("ira_overwrite_written_shm", "dd_2x_shm", "the same on tmpfs (memory: here the generator would show if it were the floor)"),
     ("ira_overwrite", "dd_1x", "overwrite as the agent runs it (zero pass by WRITE ZEROES) / dd of one pass"),
     ("shred", "ira_overwrite_written", "shred -n 1 -z / ira, both passes written"),
     ("ipa_shred", "ira_overwrite_written", "IPA's _shred_block_device / ira, both passes written"),

@@ -289,32 +289,35 @@ fn written_zeros(a: &Args, allow: &AllowList, node: &Value) -> Result<Value, Str
         .min(a.devices.len());
     std::thread::scope(|s| {
         for _ in 0..workers {
-            s.spawn(|| loop {
-                let Some(dev) = queue.lock().ok().and_then(|mut q| q.next()) else {
-                    break;
-                };
-                let erased = (|| -> Result<Value, String> {
-                    let file = open_for_write(Path::new(dev), allow).map_err(|e| e.to_string())?;
-                    let size = ira::sys::block::device_size(&file).map_err(|e| e.to_string())?;
-                    let kname = dev.trim_start_matches("/dev/");
-                    let mut caps =
-                        Caps::probe(Path::new("/"), kname, &file).map_err(|e| e.to_string())?;
-                    caps.write_zeroes_max_bytes = 0;
-                    let r = overwrite_verified(&file, size, &plan, &caps, &abort, &mut |_| {})
-                        .map_err(|e| e.to_string())?;
-                    Ok(
-                        ira::erase::report::DiskEraseReport::from_overwrite(dev, None, &r)
-                            .to_json(),
-                    )
-                })();
-                match erased {
-                    Ok(v) => {
-                        out.lock().expect("no panics").insert(dev.clone(), v);
+            s.spawn(|| {
+                // The guard is dropped inside: the next worker may take a disk at once.
+                let next = || queue.lock().ok().and_then(|mut q| q.next());
+                while let Some(dev) = next() {
+                    let erased = (|| -> Result<Value, String> {
+                        let file =
+                            open_for_write(Path::new(dev), allow).map_err(|e| e.to_string())?;
+                        let size =
+                            ira::sys::block::device_size(&file).map_err(|e| e.to_string())?;
+                        let kname = dev.trim_start_matches("/dev/");
+                        let mut caps =
+                            Caps::probe(Path::new("/"), kname, &file).map_err(|e| e.to_string())?;
+                        caps.write_zeroes_max_bytes = 0;
+                        let r = overwrite_verified(&file, size, &plan, &caps, &abort, &mut |_| {})
+                            .map_err(|e| e.to_string())?;
+                        Ok(
+                            ira::erase::report::DiskEraseReport::from_overwrite(dev, None, &r)
+                                .to_json(),
+                        )
+                    })();
+                    match erased {
+                        Ok(v) => {
+                            out.lock().expect("no panics").insert(dev.clone(), v);
+                        }
+                        Err(e) => failed
+                            .lock()
+                            .expect("no panics")
+                            .push(format!("{dev}: {e}")),
                     }
-                    Err(e) => failed
-                        .lock()
-                        .expect("no panics")
-                        .push(format!("{dev}: {e}")),
                 }
             });
         }

@@ -10,13 +10,9 @@ RUNS=${RUNS:-15}
 bash tests/setup.sh
 cargo build --release --target x86_64-unknown-linux-musl
 IRA=$REPO/target/x86_64-unknown-linux-musl/release/ira
-if [ ! -x "$IRA_CACHE/ipa-venv/bin/python" ] ||
-    ! "$IRA_CACHE/ipa-venv/bin/python" -c 'import ironic_python_agent' 2>/dev/null; then
-    python3 -m venv "$IRA_CACHE/ipa-venv"
-    "$IRA_CACHE/ipa-venv/bin/pip" install -q ironic-python-agent
-fi
+IPA_PY=$(IRA_CACHE=$IRA_CACHE bash bench/ipa-venv.sh)
 echo "== binary: $(stat -c %s "$IRA") bytes; $(file -b "$IRA" | cut -d, -f1-2)"
-python3 bench/startup.py "$IRA" "$IRA_CACHE/ipa-venv/bin/python" "$RUNS"
+python3 bench/startup.py "$IRA" "$IPA_PY" "$RUNS"
 echo "== inventory, whole process (hyperfine), beside lsblk on the same machine"
 hyperfine -N -w 3 -r 30 "$IRA inventory --device-allowlist /dev/ira-bench-no-such-disk" \
     "$IRA inventory" "lsblk -J -b -O" 2>&1 | grep -E 'Benchmark|Time|±' || true

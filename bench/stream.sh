@@ -54,11 +54,8 @@ if [ -z "${BIN:-}" ]; then
 fi
 [ "$MIMALLOC" = 1 ] && [ -z "${BIN_MI:-}" ] && { echo "set BIN_MI or MIMALLOC=0" >&2; exit 1; }
 [ "$API" = 1 ] && [ -z "${IRA_BIN:-}" ] && { echo "set IRA_BIN or API=0" >&2; exit 1; }
-if [ "$IPA" = 1 ] && { [ ! -x "$IRA_CACHE/ipa-venv/bin/python" ] ||
-    ! "$IRA_CACHE/ipa-venv/bin/python" -c 'import ironic_python_agent' 2>/dev/null; }; then
-    python3 -m venv "$IRA_CACHE/ipa-venv"
-    "$IRA_CACHE/ipa-venv/bin/pip" install -q ironic-python-agent
-fi
+IPA_PY=$IRA_CACHE/ipa-venv/bin/python
+if [ "$IPA" = 1 ]; then IPA_PY=$(IRA_CACHE=$IRA_CACHE bash bench/ipa-venv.sh); fi
 mkdir -p "$WORK"
 # An MBR with one partition over the data: the whole write_image step refuses a disk image
 # without a partition table, and an MBR (unlike a GPT, whose backup header the step moves
@@ -157,7 +154,7 @@ write() { # round name command...: a measured write between scramble and verify
     verify "$2"
 }
 # Commands run under nice and time, so no shell functions: arrays.
-IPA_CMD=(env IPA_BENCH_SAFE_ROOT="$WORK/" "$IRA_CACHE/ipa-venv/bin/python" "$DRIVER")
+IPA_CMD=(env IPA_BENCH_SAFE_ROOT="$WORK/" "$IPA_PY" "$DRIVER")
 MI=(env MIMALLOC_ARENA_EAGER_COMMIT=0 "${BIN_MI:-}")
 # The local qcow2 onto the device as fast as qemu-img goes (-t none -W), then durable.
 # shellcheck disable=SC2016

@@ -27,6 +27,7 @@ TOOLS=(
     lldpd:lldpd ipmi_sim:openipmi
     readelf:binutils sshpass:sshpass ssh:openssh-client ssh-keygen:openssh-client
     /usr/sbin/dmidecode:dmidecode strace:strace
+    shred:coreutils dd:coreutils blkdiscard:util-linux
 )
 TOOLS+=("$@")
 # The Redfish BMC of the VM suite: libvirt's daemons and client, its Python binding (for
@@ -109,7 +110,7 @@ for check in "qemu-img --version" "qemu-system-x86_64 --version" "sfdisk --versi
     "zstd --version" "debugfs -V" "losetup --version" "hyperfine --version" "lldpd -v" \
     "virsh --version" "libvirtd --version" "xorriso -version" \
     "ip -j link show lo" "ip netns list" "sshpass -V" "ssh -V" "readelf --version" \
-    "/usr/sbin/dmidecode --version"; do
+    "/usr/sbin/dmidecode --version" "shred --version" "blkdiscard --version"; do
     $check >/dev/null 2>&1 || { echo "setup: '$check' does not run" >&2; exit 1; }
 done
 /usr/bin/python3 -c 'import libvirt, venv, ensurepip' || { echo "setup: Debian's python3 cannot import libvirt (python3-libvirt) or make venvs" >&2; exit 1; }

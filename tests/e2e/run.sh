@@ -37,9 +37,9 @@
 #               Redfish emulator; Ironic's redfish driver powers it on with the ISO it
 #               built from the ramdisk inserted as virtual media, deploys it to `active`
 #               (disk checked), ejects the CD, boots the disk, and powers it off
-#   redfish_dhcpless  (not in the default list: needs network_data.json support in the
-#               ramdisk) the same with the node's network_data (static 10.0.2.42): the
-#               ISO is a config drive carrying it, and no DHCP request may leave the VM
+#   redfish_dhcpless  the same with the node's network_data (static 10.0.2.42): the
+#               ISO is a config drive carrying it, the ramdisk configures the NIC from
+#               it, the deploy reaches `active`, and no DHCP request may leave the VM
 #
 # Every process started here (Ironic, the image server, QEMU, libvirtd, the Redfish
 # emulator) is stopped by its PID, and the scratch directory is removed, also on failure
@@ -1087,7 +1087,7 @@ rescue_interface() {
 # The inspection VM's disks keep vm.sh's default size.
 VM_DISK_BYTES=$((1 << 30))
 # E2E_SCENARIOS picks scenarios (default: all, in this order).
-for sc in ${E2E_SCENARIOS:-inspection lifecycle lifecycle_ro deploy_raw deploy_formats deploy_refused deploy_uefi deploy_partition redfish_vmedia vmedia_network_data rescue}; do
+for sc in ${E2E_SCENARIOS:-inspection lifecycle lifecycle_ro deploy_raw deploy_formats deploy_refused deploy_uefi deploy_partition redfish_vmedia redfish_dhcpless vmedia_network_data rescue}; do
     "scenario_$sc"
 done
 echo "vm-e2e: $passed passed, $failed failed"

@@ -137,12 +137,21 @@ EOF
 # bmc_define_vm NAME: defines a powered-off domain NAME (files in $VM_SCRATCH/NAME).
 # BMC_MAC: NIC MAC (required); BMC_HOSTPORT: host port forwarded to :9999 (required);
 # BMC_MEM (default 256 MiB), VM_DISK_SIZE, BMC_GUEST_IP (the guest address the port is
-# forwarded to; default QEMU's first DHCP address, 10.0.2.15). Every frame on the NIC
+# forwarded to; default QEMU's first DHCP address, 10.0.2.15), BMC_SSHPORT (optional: a
+# host port forwarded to the guest's :22, rescue mode's SSH server), BMC_SERIAL_SOCK
+# (optional: a second serial port, the guest's ttyS1, on this UNIX socket, where QEMU
+# listens; for a login on a serial console). Every frame on the NIC
 # (both directions, all power cycles) is captured to $VM_DIR/net.pcap (QEMU's
 # filter-dump, through a FIFO and a reader stopped by bmc_down). Sets BMC_SYSTEM_ID (Redfish system path), VM_DIR, BMC_DOMAIN_UUID.
 bmc_define_vm() {
     local name=${1:?bmc_define_vm NAME} mac=${BMC_MAC:?} hostport=${BMC_HOSTPORT:?}
     local dir=$VM_SCRATCH/$name size=${VM_DISK_SIZE:-1G} d
+    local fwd="hostfwd=tcp:127.0.0.1:$hostport-${BMC_GUEST_IP:-}:9999" ttys1=""
+    [ -z "${BMC_SSHPORT:-}" ] || fwd+=",hostfwd=tcp:127.0.0.1:$BMC_SSHPORT-${BMC_GUEST_IP:-}:22"
+    [ -z "${BMC_SERIAL_SOCK:-}" ] || ttys1="<serial type='unix'>
+      <source mode='bind' path='$BMC_SERIAL_SOCK'/>
+      <target port='1'/>
+    </serial>"
     mkdir -p "$dir"
     for d in vd0 nvme0 sata0; do
         [ -f "$dir/$d.img" ] || truncate -s "$size" "$dir/$d.img"
@@ -199,6 +208,7 @@ with open(sys.argv[2], "ab", buffering=0) as out:
       <source path='$dir/console.log' append='on'/>
       <target port='0'/>
     </serial>
+    $ttys1
     <console type='file'>
       <source path='$dir/console.log' append='on'/>
       <target type='serial' port='0'/>
@@ -211,7 +221,7 @@ with open(sys.argv[2], "ab", buffering=0) as out:
     <qemu:arg value='-device'/>
     <qemu:arg value='nvme,drive=nvme0,serial=ira-nvme0,bus=pcie.0,addr=0x1a'/>
     <qemu:arg value='-netdev'/>
-    <qemu:arg value='user,id=net0,hostfwd=tcp:127.0.0.1:$hostport-${BMC_GUEST_IP:-}:9999'/>
+    <qemu:arg value='user,id=net0,$fwd'/>
     <qemu:arg value='-device'/>
     <qemu:arg value='virtio-net-pci,netdev=net0,mac=$mac,bus=pcie.0,addr=0x1b'/>
     <qemu:arg value='-object'/>
@@ -225,7 +235,7 @@ EOF
     BMC_SYSTEM_ID=/redfish/v1/Systems/$BMC_DOMAIN_UUID
     # shellcheck disable=SC2034 # for the caller
     VM_DIR=$dir
-    _bmc_log "defined ira-$name ($BMC_DOMAIN_UUID): mac $mac, 127.0.0.1:$hostport -> ${BMC_GUEST_IP:-}:9999, console $dir/console.log"
+    _bmc_log "defined ira-$name ($BMC_DOMAIN_UUID): mac $mac, ${fwd//hostfwd=tcp:/}, console $dir/console.log${BMC_SERIAL_SOCK:+, ttyS1 on $BMC_SERIAL_SOCK}"
 }
 
 # bmc_dhcp_requests NAME: prints how many DHCPv4 requests (UDP to port 67) the VM sent,

@@ -719,7 +719,8 @@ scenario_lifecycle_ro() {
 # redfish_deploy LABEL [NETWORK_DATA]: starts the BMC (once), defines a domain, enrols it
 # as a redfish node (network_data: JSON, optional), deploys a 64 MiB raw image and checks
 # the virtual media path, the deploy, the power-off. Leaves NODE_UUID, VM_DIR, RF_ISO.
-# BMC_GUEST_IP: the static guest address the agent's port is forwarded to.
+# BMC_GUEST_IP: the static guest address the agent's port is forwarded to; BMC_SSHPORT,
+# BMC_SERIAL_SOCK: see bmc_define_vm; RF_RESCUE=1: the node rescues through the agent.
 redfish_deploy() {
     local label=$1 netdata=${2:-} t0=$SECONDS mac port uuid con fields
     RF_ISO=
@@ -734,9 +735,9 @@ redfish_deploy() {
     port=$(vm_free_port)
     VM_DISK_SIZE=2G BMC_MAC=$mac BMC_HOSTPORT=$port bmc_define_vm "$label" || { fail "$label: domain defined"; return 1; }
     con=$VM_DIR/console.log
-    fields=$(python3 - "$BMC_URL" "$BMC_SYSTEM_ID" "$HTTP_PORT" "$IRONIC_API_PORT" "$port" "$mac" "$netdata" <<'EOF2'
+    fields=$(python3 - "$BMC_URL" "$BMC_SYSTEM_ID" "$HTTP_PORT" "$IRONIC_API_PORT" "$port" "$mac" "$netdata" "${RF_RESCUE:-0}" <<'EOF2'
 import json, sys
-bmc, system, http, api, port, mac, netdata = sys.argv[1:]
+bmc, system, http, api, port, mac, netdata, rescue = sys.argv[1:]
 node = {
     "driver": "redfish", "boot_interface": "redfish-virtual-media",
     "management_interface": "redfish", "power_interface": "redfish",
@@ -756,6 +757,14 @@ node = {
     }}
 if netdata:
     node["network_data"] = json.loads(netdata.replace("@MAC@", mac))
+if rescue == "1":
+    # The agent rescue interface; the rescue ISO is built from ira's own ramdisk (the
+    # same kernel and initramfs as for deploying), whose rescue mode also starts a login
+    # prompt on ttyS1 (ira.getty).
+    node["rescue_interface"] = "agent"
+    node["driver_info"]["rescue_kernel"] = node["driver_info"]["deploy_kernel"]
+    node["driver_info"]["rescue_ramdisk"] = node["driver_info"]["deploy_ramdisk"]
+    node["driver_info"]["kernel_append_params"] += " ira.getty=ttyS1"
 print(json.dumps(node))
 EOF2
 )
@@ -1077,6 +1086,101 @@ scenario_rescue() {
     vm_stop rescue
     ironic_reconfigure "" || fail "rescue: Ironic restarted with its first configuration"
     rm -f "$HTTP_ROOT/rescue.raw"
+}
+
+# Rescue on the Redfish BMC: a redfish node deployed to `active` (redfish_deploy, which
+# leaves it powered off) is rescued with Ironic's agent rescue interface. Ironic's
+# redfish-virtual-media boot builds the rescue ISO from driver_info rescue_kernel and
+# rescue_ramdisk (ira's own kernel and initramfs) and the emulator boots the domain from
+# it; no restart of Ironic and no QEMU started by this script. The domain forwards a host
+# port to its :22 and has a second serial port (ttyS1) on a UNIX socket.
+scenario_redfish_rescue() {
+    echo "== scenario: Redfish virtual media rescue: deploy, rescue, log in as 'rescue' over SSH and on ttyS1, unrescue"
+    local label=redfish-rescue pass="ira-Rescue-$RANDOM" sshport t0 t1 uuid con off out new
+    local ssh_opts=(-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=20
+        -o PreferredAuthentications=password -o PubkeyAuthentication=no -o LogLevel=ERROR)
+    sshport=$(vm_free_port)
+    ssh_opts+=(-p "$sshport")
+    local sock=$VM_SCRATCH/$label/ttyS1.sock
+    t0=$SECONDS
+    RF_RESCUE=1 BMC_SSHPORT=$sshport BMC_SERIAL_SOCK=$sock redfish_deploy "$label" || return
+    uuid=$NODE_UUID
+    con=$VM_DIR/console.log
+    # Ironic's redfish-virtual-media boot powers the node off (and ejects the CD) when it
+    # cleans up the ramdisk's boot, which the agent rescue interface does right after
+    # finalize_rescue: the rescued node would be off. Unless the node is fast-track-able
+    # then (powered on, the agent's heartbeat recent): fast_track in the node's driver_info
+    # (this node only) keeps the rescue ramdisk running. Unrescue powers off first, so the
+    # CD is ejected then.
+    baremetal node set "$uuid" --driver-info fast_track=true ||
+        { fail "$label: driver_info fast_track set"; return 1; }
+    # The console log is appended to across power cycles: the rescue boot's part starts here.
+    off=$(stat -c %s "$con")
+    t1=$SECONDS
+    if ! baremetal node rescue "$uuid" --rescue-password "$pass"; then
+        fail "$label: baremetal node rescue accepted"
+        return 1
+    fi
+    if api wait "$uuid" rescue 300; then
+        pass "$label: node reaches 'rescue' after the agent's finalize_rescue"
+        echo "     rescue requested -> rescue: $((SECONDS - t1)) s"
+    else
+        fail "$label: node reaches 'rescue' after the agent's finalize_rescue"
+        echo "     last_error: $(api field "$uuid" last_error)"
+        return 1
+    fi
+    new=$SCRATCH/$label-rescue-console.log
+    tail -c +"$((off + 1))" "$con" > "$new"
+    check "$label: the domain booted the rescue ISO from virtual media (boot_method=vmedia)" \
+        grep -aq 'booted from virtual media' "$new"
+    check "$label: the conductor sent finalize_rescue; the agent exited and was not restarted" \
+        bash -c "grep -aq 'command=rescue.finalize_rescue' '$new' && grep -aq 'after finalizing rescue; not restarting it' '$new'"
+    check "$label: the conductor removed the rescue password from the node" \
+        test "$(api field "$uuid" instance_info.rescue_password)" = null
+    check "$label: the rescued domain runs (Ironic's power state: on), the rescue ISO in its CD drive" \
+        bash -c "[ \"\$(virsh -q -c '$BMC_LIBVIRT_URI' domstate 'ira-$label' | head -n 1)\" = running ] &&
+            [ '$(api field "$uuid" power_state)' = '\"power on\"' ] &&
+            virsh -q -c '$BMC_LIBVIRT_URI' domblklist 'ira-$label' --details | grep -q cdrom"
+    local i
+    for i in $(seq 1 120); do
+        tail -c +"$((off + 1))" "$con" | grep -aq 'rescue: started dropbear' && break
+        sleep 0.5
+    done
+    if tail -c +"$((off + 1))" "$con" | grep -aq 'rescue: started dropbear'; then
+        t1=$SECONDS
+        out=$(timeout 120 sshpass -p "$pass" ssh "${ssh_opts[@]}" rescue@127.0.0.1 \
+            'id -u; cat /etc/os-release; ls /sys/block' 2>&1)
+        echo "$out" | sed -n 's/^PRETTY_NAME=/     logged in over SSH: /p'
+        echo "     SSH login and command: $((SECONDS - t1)) s"
+        grep -q "ira ramdisk" <<<"$out" || echo "$out" | tail -n 5 | sed 's/^/     ssh: /'
+        check "$label: 'rescue' logs in over SSH (forwarded port to the domain's :22) and runs a command" \
+            bash -c 'grep -qx 0 <<<"$1" && grep -q "ira ramdisk" <<<"$1" && grep -qx vda <<<"$1"' _ "$out"
+        check "$label: a wrong password is refused over SSH" \
+            bash -c '! timeout 60 sshpass -p wrong ssh "$@" rescue@127.0.0.1 true 2>/dev/null' _ "${ssh_opts[@]}"
+    else
+        fail "$label: the SSH server started in the rescue ramdisk"
+    fi
+    t1=$SECONDS
+    if serial_login "$sock" rescue "$pass"; then
+        pass "$label: 'rescue' logs in on the serial console (ttyS1) and runs a command ($((SECONDS - t1)) s)"
+    else
+        fail "$label: 'rescue' logs in on the serial console (ttyS1) and runs a command"
+        tail -c 600 "$sock.log" | sed 's/^/     | /'
+    fi
+    t1=$SECONDS
+    baremetal node unrescue "$uuid" || fail "$label: baremetal node unrescue accepted"
+    if api wait "$uuid" active 180; then
+        pass "$label: unrescue brings the node back to 'active' ($((SECONDS - t1)) s)"
+    else
+        fail "$label: unrescue brings the node back to 'active'"
+        echo "     last_error: $(api field "$uuid" last_error)"
+    fi
+    check "$label: after unrescue the domain runs with no CD, booting the disk (Hdd)" \
+        bash -c "[ \"\$(virsh -q -c '$BMC_LIBVIRT_URI' domstate 'ira-$label' | head -n 1)\" = running ] &&
+            ! virsh -q -c '$BMC_LIBVIRT_URI' domblklist 'ira-$label' --details | grep -q cdrom &&
+            curl -sf '$BMC_URL$BMC_SYSTEM_ID' | grep -q '\"BootSourceOverrideTarget\": \"Hdd\"'"
+    api power "$uuid" "power off"
+    echo "     $label scenario total: $((SECONDS - t0)) s"
 }
 
 # rescue_interface UUID: the node rescues through the agent (deploy_node hook).

@@ -40,6 +40,17 @@
 #   redfish_dhcpless  the same with the node's network_data (static 10.0.2.42): the
 #               ISO is a config drive carrying it, the ramdisk configures the NIC from
 #               it, the deploy reaches `active`, and no DHCP request may leave the VM
+#   redfish_rescue  a redfish node deployed the same way (agent rescue interface), then
+#               `baremetal node rescue --rescue-password`: the emulator boots the rescue
+#               ISO Ironic built from rescue_kernel/rescue_ramdisk (ira's ramdisk) ->
+#               `rescue`; the test logs in as `rescue` over SSH (a host port forwarded to
+#               the domain's :22) and on its second serial port (ttyS1, a UNIX socket),
+#               then `unrescue` -> `active`, booting the disk with the CD ejected
+#   vmedia_network_data  (no BMC: the suite boots QEMU with a config-2 CD and an
+#               ir-vfd-dev stick it made) static bond + VLAN from network_data.json,
+#               parameters.txt, no DHCP
+#   rescue      (not in the default list) the same rescue with the suite booting QEMU and
+#               fake hardware; Ironic restarted with [agent]manage_agent_boot = false
 #
 # Every process started here (Ironic, the image server, QEMU, libvirtd, the Redfish
 # emulator) is stopped by its PID, and the scratch directory is removed, also on failure
@@ -47,7 +58,7 @@
 # log) and of the conductor log are printed. Ends with `vm-e2e: N passed, M failed`.
 #
 #   VM_MEM (default 256)  guest RAM in MiB
-#   E2E_SCENARIOS         the scenarios to run, in order (default: all)
+#   E2E_SCENARIOS         the scenarios to run, in order (default: all but `rescue`)
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
@@ -1015,11 +1026,11 @@ EOF
 
 scenario_rescue() {
     echo "== scenario: rescue a deployed node; log in as 'rescue' over SSH and on the serial console; unrescue"
-    local pass="ira-Rescue-$RANDOM" sshport port t0 t mac uuid con out
+    local pass="ira-Rescue-$RANDOM" sshport port t0 t00 t mac uuid con out
     local ssh_opts=(-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=20
         -o PreferredAuthentications=password -o PubkeyAuthentication=no -o LogLevel=ERROR)
     make_gpt_image "$HTTP_ROOT/rescue.raw" 16
-    t0=$SECONDS
+    t0=$SECONDS t00=$SECONDS
     DEPLOY_PREPARE=rescue_interface deploy_node rescue rescue.raw raw active || return
     uuid=$NODE_UUID
     echo "     deploy: $((SECONDS - t0)) s"
@@ -1086,6 +1097,7 @@ scenario_rescue() {
     vm_stop rescue
     ironic_reconfigure "" || fail "rescue: Ironic restarted with its first configuration"
     rm -f "$HTTP_ROOT/rescue.raw"
+    echo "     rescue scenario total: $((SECONDS - t00)) s"
 }
 
 # Rescue on the Redfish BMC: a redfish node deployed to `active` (redfish_deploy, which
@@ -1180,7 +1192,7 @@ scenario_redfish_rescue() {
             ! virsh -q -c '$BMC_LIBVIRT_URI' domblklist 'ira-$label' --details | grep -q cdrom &&
             curl -sf '$BMC_URL$BMC_SYSTEM_ID' | grep -q '\"BootSourceOverrideTarget\": \"Hdd\"'"
     api power "$uuid" "power off"
-    echo "     $label scenario total: $((SECONDS - t0)) s"
+    echo "     $label scenario total (deploy, rescue, logins, unrescue): $((SECONDS - t0)) s"
 }
 
 # rescue_interface UUID: the node rescues through the agent (deploy_node hook).
@@ -1190,8 +1202,9 @@ rescue_interface() {
 
 # The inspection VM's disks keep vm.sh's default size.
 VM_DISK_BYTES=$((1 << 30))
-# E2E_SCENARIOS picks scenarios (default: all, in this order).
-for sc in ${E2E_SCENARIOS:-inspection lifecycle lifecycle_ro deploy_raw deploy_formats deploy_refused deploy_uefi deploy_partition redfish_vmedia redfish_dhcpless vmedia_network_data rescue}; do
+# E2E_SCENARIOS picks scenarios (default: all but `rescue`, whose flow redfish_rescue
+# runs on the Redfish BMC, in this order).
+for sc in ${E2E_SCENARIOS:-inspection lifecycle lifecycle_ro deploy_raw deploy_formats deploy_refused deploy_uefi deploy_partition redfish_vmedia redfish_dhcpless redfish_rescue vmedia_network_data}; do
     "scenario_$sc"
 done
 echo "vm-e2e: $passed passed, $failed failed"

@@ -311,6 +311,52 @@ fn finds_media_by_label_mounts_read_only_and_reads_them() {
 }
 
 #[test]
+fn a_usb_stick_whose_disk_shows_late_is_waited_for() {
+    let fd = floppy("ir-vfd-dev", "ipa-api-url=http://10.0.2.2:6385\n");
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path().to_path_buf();
+    // The stick's interface is bound to usb-storage, its disk not scanned yet.
+    std::fs::create_dir_all(r.join("sys/bus/usb/drivers/usb-storage/2-1:1.0")).unwrap();
+    assert!(ira::vmedia::usb_storage_bound(&r));
+    let late = {
+        let (r, dev) = (r.clone(), fd.file.path().to_path_buf());
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(400));
+            add_block(&r, "sdb", USB, 2880, "0", false, Some(&dev));
+        })
+    };
+    let m = Unpacking {
+        trees: vec![(r.join("dev/sdb"), fd.tree.path().to_path_buf())],
+        calls: Mutex::default(),
+    };
+    let params =
+        ira::vmedia::read_parameters_within(&r, &m, std::time::Duration::from_secs(20)).unwrap();
+    late.join().unwrap();
+    assert_eq!(
+        params.as_deref(),
+        Some("ipa-api-url=http://10.0.2.2:6385\n")
+    );
+}
+
+#[test]
+fn without_a_usb_stick_nothing_is_waited_for() {
+    let root = tempfile::tempdir().unwrap();
+    assert!(!ira::vmedia::usb_storage_bound(root.path()));
+    let started = std::time::Instant::now();
+    let got = ira::vmedia::read_parameters_within(
+        root.path(),
+        &SysMounter,
+        std::time::Duration::from_secs(30),
+    )
+    .unwrap();
+    assert!(got.is_none());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "waited without a stick"
+    );
+}
+
+#[test]
 fn no_media_means_nothing_read() {
     let root = tempfile::tempdir().unwrap();
     let m = SysMounter;

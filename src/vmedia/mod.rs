@@ -256,8 +256,28 @@ fn read_small(path: &Path, limit: u64) -> Result<Option<String>, VmediaError> {
 /// The text of `parameters.txt` from the `ir-vfd-dev` device (or a "virtual media"
 /// model), `Ok(None)` when there is no such device or file (IPA: `_get_vmedia_params`).
 pub fn read_parameters(root: &Path, mounter: &dyn Mounter) -> Result<Option<String>, VmediaError> {
-    let Some(dev) = find_by_labels(root, &[PARAMETERS_LABEL]).or_else(|| find_by_model(root))
-    else {
+    read_parameters_within(root, mounter, USB_SCAN_WAIT)
+}
+
+/// How long a USB stick may take to show its disk: usb-storage waits `delay_use`
+/// (1 s by default) before it scans, longer on a slow or emulated machine.
+const USB_SCAN_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// [`read_parameters`], waiting up to `wait` for the labelled device while a USB
+/// mass-storage interface is bound (its disk may not be scanned yet). Without one,
+/// nothing is waited for: Ironic's boot ISO alone carries no `parameters.txt`.
+pub fn read_parameters_within(
+    root: &Path,
+    mounter: &dyn Mounter,
+    wait: std::time::Duration,
+) -> Result<Option<String>, VmediaError> {
+    let deadline = std::time::Instant::now() + wait;
+    let mut found = find_by_labels(root, &[PARAMETERS_LABEL]);
+    while found.is_none() && usb_storage_bound(root) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        found = find_by_labels(root, &[PARAMETERS_LABEL]);
+    }
+    let Some(dev) = found.or_else(|| find_by_model(root)) else {
         tracing::info!("no virtual media device with {PARAMETERS_FILE}");
         return Ok(None);
     };
@@ -265,6 +285,13 @@ pub fn read_parameters(root: &Path, mounter: &dyn Mounter) -> Result<Option<Stri
     with_mounted(root, mounter, &dev, |dir| {
         read_small(&dir.join(PARAMETERS_FILE), READ_LIMIT)
     })
+}
+
+/// Whether a USB interface is bound to the usb-storage driver.
+pub fn usb_storage_bound(root: &Path) -> bool {
+    list_dir_opt(&under(root, "sys/bus/usb/drivers/usb-storage"))
+        .iter()
+        .any(|name| name.contains(':'))
 }
 
 /// Files copied by [`copy_config`], as paths under the root.

@@ -762,7 +762,9 @@ node = {
         "deploy_ramdisk": f"http://127.0.0.1:{http}/ira.initramfs",
         "image_http_proxy": f"http://10.0.2.2:{http}",
         # Ironic appends ipa-api-url, boot_method=vmedia (and more) to these.
+        # ipa-disk-wait-attempts=1: the test disks are under 4 GiB (see vm.sh).
         "kernel_append_params": f"console=ttyS0 panic=-1 quiet ira.fwd={api} "
+                                "ipa-disk-wait-attempts=1 "
                                 f"ipa-advertise-host=127.0.0.1 ipa-advertise-port={port} "
                                 "ipa-image-download-connection-retry-interval=1",
     }}

@@ -23,6 +23,9 @@
 //! bytes, seconds (the whole step, in process), each overwrite pass with its seconds, and
 //! peak RSS (VmHWM).
 
+#[path = "support/report.rs"]
+mod report;
+
 use std::fs::File;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
@@ -58,16 +61,7 @@ fn main() -> ExitCode {
         .with(passes.clone())
         .with(fmt);
     tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
-    match run(&passes) {
-        Ok(line) => {
-            println!("{line}");
-            ExitCode::SUCCESS
-        }
-        Err(msg) => {
-            eprintln!("erase_device: {msg}");
-            ExitCode::FAILURE
-        }
-    }
+    report::finish("erase_device: ", run(&passes))
 }
 
 struct Args {
@@ -202,7 +196,7 @@ fn run(passes: &Passes) -> Result<String, String> {
         "seconds": (seconds * 1000.0).round() / 1000.0,
         "passes": passes.take(),
         "verified_samples": samples,
-        "maxrss_kib": peak_rss_kib(),
+        "maxrss_kib": report::peak_rss_kib(),
     })
     .to_string())
 }
@@ -382,16 +376,4 @@ impl<S: tracing::Subscriber> Layer<S> for Passes {
             }));
         }
     }
-}
-
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
 }

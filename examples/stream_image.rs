@@ -6,6 +6,8 @@
 //! TARGET is opened through the allow-listed write door with an allow-list naming only
 //! TARGET. Prints one JSON line: seconds, MB/s, bytes, peak RSS (VmHWM) and the report.
 
+#[path = "support/report.rs"]
+mod report;
 #[path = "support/stream_run.rs"]
 mod stream_run;
 

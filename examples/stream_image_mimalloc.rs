@@ -4,6 +4,8 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[path = "support/report.rs"]
+mod report;
 #[path = "support/stream_run.rs"]
 mod stream_run;
 

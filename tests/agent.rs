@@ -361,6 +361,26 @@ fn rescue_root() -> tempfile::TempDir {
     root
 }
 
+/// An agent of plain HTTP on a [`rescue_root`] copy (after `prepare` ran on it); returns
+/// the root, the agent's port, its stop channel and its task.
+fn start_on_rescue_root(
+    fake: &FakeConductor,
+    prepare: impl FnOnce(&std::path::Path),
+) -> (
+    tempfile::TempDir,
+    u16,
+    oneshot::Sender<()>,
+    JoinHandle<Result<(), AgentError>>,
+) {
+    let root = rescue_root();
+    prepare(root.path());
+    let (mut config, port) = agent_config(fake);
+    config.enable_auto_tls = false;
+    config.sysroot = root.path().to_owned();
+    let (tx, task) = start(config);
+    (root, port, tx, task)
+}
+
 async fn finalize_rescue(port: u16, params: Value) -> reqwest::Response {
     plain_client()
         .post(format!(
@@ -376,11 +396,7 @@ async fn finalize_rescue(port: u16, params: Value) -> reqwest::Response {
 async fn finalize_rescue_writes_the_hash_then_the_agent_stops_and_exits() {
     use std::os::unix::fs::PermissionsExt;
     let fake = FakeConductor::start().await;
-    let root = rescue_root();
-    let (mut config, port) = agent_config(&fake);
-    config.enable_auto_tls = false;
-    config.sysroot = root.path().to_owned();
-    let (_tx, task) = start(config);
+    let (root, port, _tx, task) = start_on_rescue_root(&fake, |_| {});
     fake.wait_for(Route::Heartbeat, 1, WAIT).await;
 
     // Plain password (the conductor's fallback when hashed ones are not required).
@@ -427,11 +443,7 @@ async fn finalize_rescue_writes_the_hash_then_the_agent_stops_and_exits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finalize_rescue_refuses_a_bad_hash_and_keeps_a_good_one_as_is() {
     let fake = FakeConductor::start().await;
-    let root = rescue_root();
-    let (mut config, port) = agent_config(&fake);
-    config.enable_auto_tls = false;
-    config.sysroot = root.path().to_owned();
-    let (_tx, task) = start(config);
+    let (root, port, _tx, task) = start_on_rescue_root(&fake, |_| {});
     fake.wait_for(Route::Heartbeat, 1, WAIT).await;
 
     for bad in [
@@ -486,13 +498,10 @@ async fn finalize_rescue_refuses_a_bad_hash_and_keeps_a_good_one_as_is() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rescue_marker_at_start_means_no_lookup_and_no_api() {
     let fake = FakeConductor::start().await;
-    let root = rescue_root();
-    std::fs::create_dir_all(root.path().join("etc")).unwrap();
-    std::fs::write(root.path().join("etc/.rescued"), b"").unwrap();
-    let (mut config, port) = agent_config(&fake);
-    config.enable_auto_tls = false;
-    config.sysroot = root.path().to_owned();
-    let (tx, task) = start(config);
+    let (_root, port, tx, task) = start_on_rescue_root(&fake, |root| {
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(root.join("etc/.rescued"), b"").unwrap();
+    });
 
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!task.is_finished(), "the agent idles instead of exiting");

@@ -155,32 +155,21 @@ fn collectors_root() -> tempfile::TempDir {
     dir
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn inspection_carries_every_optional_collector() {
-    let fake = FakeConductor::start().await;
-    fake.set_default(
-        Route::Inspection,
-        Reply::Json(202, json!({"uuid": "1be26c0b-03f2-4d2e-ae87-c02d7f33c123"})),
-    );
-    let root = collectors_root();
-    let port = common::free_port();
+type AgentTask = tokio::task::JoinHandle<Result<(), ira::agent::AgentError>>;
+
+/// An agent on `root` whose inspection runs `collectors` and posts to `fake`.
+fn start_inspection(
+    fake: &FakeConductor,
+    root: &tempfile::TempDir,
+    collectors: &[&str],
+) -> (tokio::sync::oneshot::Sender<()>, AgentTask) {
     let mut config = common::test_config(Vec::new());
     config.sysroot = root.path().to_path_buf();
     config.listen_host = Some([127, 0, 0, 1].into());
-    config.listen_port = port;
+    config.listen_port = common::free_port();
     config.enable_auto_tls = false;
     config.inspection_callback_url = Some(format!("{}/v1/continue_inspection", fake.url()));
-    config.inspection_collectors = [
-        "default",
-        "pci-devices",
-        "numa-topology",
-        "dmi-decode",
-        "usb-devices",
-        "lldp",
-        "extra-hardware",
-    ]
-    .map(String::from)
-    .to_vec();
+    config.inspection_collectors = collectors.iter().map(|c| c.to_string()).collect();
     let policy = ira::agent::RunPolicy {
         nic_wait: Duration::ZERO,
         dhcp_poll: Duration::from_millis(10),
@@ -190,6 +179,40 @@ async fn inspection_carries_every_optional_collector() {
     let task = tokio::spawn(ira::agent::run_with(config, policy, async {
         let _ = rx.await;
     }));
+    (tx, task)
+}
+
+/// Stops the agent and waits for its clean end.
+async fn stop(tx: tokio::sync::oneshot::Sender<()>, task: AgentTask) {
+    let _ = tx.send(());
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspection_carries_every_optional_collector() {
+    let fake = FakeConductor::start().await;
+    fake.set_default(
+        Route::Inspection,
+        Reply::Json(202, json!({"uuid": "1be26c0b-03f2-4d2e-ae87-c02d7f33c123"})),
+    );
+    let root = collectors_root();
+    let (tx, task) = start_inspection(
+        &fake,
+        &root,
+        &[
+            "default",
+            "pci-devices",
+            "numa-topology",
+            "dmi-decode",
+            "usb-devices",
+            "lldp",
+            "extra-hardware",
+        ],
+    );
     let req = fake
         .wait_for(Route::Inspection, 1, Duration::from_secs(30))
         .await
@@ -222,12 +245,7 @@ async fn inspection_carries_every_optional_collector() {
         json!([{"product": "QEMU USB Tablet", "vendor": "QEMU", "handle": "USB:1:2"}])
     );
     assert_eq!(body["lldp_raw"], json!({}));
-    let _ = tx.send(());
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    stop(tx, task).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,22 +258,7 @@ async fn a_failing_collector_fills_error() {
     let root = collectors_root();
     // No PCI bus directory: IPA reports "Failed to get list of PCI devices".
     std::fs::remove_dir_all(root.path().join("sys/bus/pci")).unwrap();
-    let port = common::free_port();
-    let mut config = common::test_config(Vec::new());
-    config.sysroot = root.path().to_path_buf();
-    config.listen_host = Some([127, 0, 0, 1].into());
-    config.listen_port = port;
-    config.enable_auto_tls = false;
-    config.inspection_callback_url = Some(format!("{}/v1/continue_inspection", fake.url()));
-    config.inspection_collectors = vec!["default".into(), "pci-devices".into()];
-    let policy = ira::agent::RunPolicy {
-        nic_wait: Duration::ZERO,
-        ..ira::agent::RunPolicy::from_config(&config)
-    };
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(ira::agent::run_with(config, policy, async {
-        let _ = rx.await;
-    }));
+    let (tx, task) = start_inspection(&fake, &root, &["default", "pci-devices"]);
     let body = fake
         .wait_for(Route::Inspection, 1, Duration::from_secs(30))
         .await
@@ -270,10 +273,5 @@ async fn a_failing_collector_fills_error() {
         "{error}"
     );
     assert!(body.get("pci_devices").is_none());
-    let _ = tx.send(());
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    stop(tx, task).await;
 }

@@ -28,6 +28,12 @@ impl Netns {
         all.extend_from_slice(args);
         common::cmd::run("ip", &all)
     }
+    /// Adds the veth pair NAME (with MAC) and PEER.
+    fn veth(&self, name: &str, mac: &str, peer: &str) {
+        self.ip(&[
+            "link", "add", name, "address", mac, "type", "veth", "peer", "name", peer,
+        ]);
+    }
     fn json(&self, args: &[&str]) -> Value {
         serde_json::from_str(&self.ip(args)).unwrap()
     }
@@ -95,30 +101,8 @@ fn routes(ns: &Netns, family: &str) -> Vec<String> {
 fn static_network_data_applied_in_a_namespace() {
     let ns = Netns::new("nd");
     // The NIC the file names by MAC, and one it does not know.
-    ns.ip(&[
-        "link",
-        "add",
-        "e0",
-        "address",
-        "52:54:00:12:34:56",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "p0",
-    ]);
-    ns.ip(&[
-        "link",
-        "add",
-        "e1",
-        "address",
-        "52:54:00:00:00:01",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "p1",
-    ]);
+    ns.veth("e0", "52:54:00:12:34:56", "p0");
+    ns.veth("e1", "52:54:00:00:00:01", "p1");
     ns.ip(&["link", "set", "p0", "up"]);
     let root = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink("/sys", root.path().join("sys")).unwrap();
@@ -170,18 +154,7 @@ fn static_network_data_applied_in_a_namespace() {
 #[test]
 fn bad_or_foreign_network_data_changes_nothing() {
     let ns = Netns::new("ndbad");
-    ns.ip(&[
-        "link",
-        "add",
-        "e0",
-        "address",
-        "52:54:00:12:34:56",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "p0",
-    ]);
+    ns.veth("e0", "52:54:00:12:34:56", "p0");
     let root = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink("/sys", root.path().join("sys")).unwrap();
     let dir = tempfile::tempdir().unwrap();

@@ -13,18 +13,6 @@ use ira::image::progress::Progress;
 use ira::image::source::SourceOptions;
 use ira::ironic::LookupSettings;
 
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 const USAGE: &str = "usage: stream_image URL TARGET (sha256|sha512|md5) HEX [--writers N] [--buffers N] [--chunk-kib N] [--buffered] [--no-decompress] [--disk-format F]";
 
 /// Runs the benchmark client; the allocator is chosen by the example that includes this.
@@ -36,16 +24,7 @@ pub async fn main() -> ExitCode {
             .with_writer(std::io::stderr)
             .init();
     }
-    match run().await {
-        Ok(line) => {
-            println!("{line}");
-            ExitCode::SUCCESS
-        }
-        Err(msg) => {
-            eprintln!("{msg}");
-            ExitCode::FAILURE
-        }
-    }
+    crate::report::finish("", run().await)
 }
 
 async fn run() -> Result<String, String> {
@@ -103,7 +82,7 @@ async fn run() -> Result<String, String> {
         "{{\"seconds\": {s:.3}, \"mb_s\": {:.0}, \"bytes\": {}, \"maxrss_kib\": {}, \"stream_bytes\": {}, \"direct_io\": {}, \"requests\": {}}}",
         r.image_size as f64 / s / 1e6,
         r.image_size,
-        peak_rss_kib(),
+        crate::report::peak_rss_kib(),
         r.stream_size,
         r.direct_io,
         r.requests

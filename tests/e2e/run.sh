@@ -747,7 +747,7 @@ redfish_deploy() {
     VM_DISK_SIZE=2G BMC_MAC=$mac BMC_HOSTPORT=$port bmc_define_vm "$label" || { fail "$label: domain defined"; return 1; }
     con=$VM_DIR/console.log
     fields=$(python3 - "$BMC_URL" "$BMC_SYSTEM_ID" "$HTTP_PORT" "$IRONIC_API_PORT" "$port" "$mac" "$netdata" "${RF_RESCUE:-0}" <<'EOF2'
-import json, sys
+import json, os, sys
 bmc, system, http, api, port, mac, netdata, rescue = sys.argv[1:]
 node = {
     "driver": "redfish", "boot_interface": "redfish-virtual-media",
@@ -762,9 +762,8 @@ node = {
         "deploy_ramdisk": f"http://127.0.0.1:{http}/ira.initramfs",
         "image_http_proxy": f"http://10.0.2.2:{http}",
         # Ironic appends ipa-api-url, boot_method=vmedia (and more) to these.
-        # ipa-disk-wait-attempts=1: the test disks are under 4 GiB (see vm.sh).
         "kernel_append_params": f"console=ttyS0 panic=-1 quiet ira.fwd={api} "
-                                "ipa-disk-wait-attempts=1 "
+                                f"{os.environ['IRA_TEST_CMDLINE']} "
                                 f"ipa-advertise-host=127.0.0.1 ipa-advertise-port={port} "
                                 "ipa-image-download-connection-retry-interval=1",
     }}
@@ -1026,11 +1025,40 @@ sys.exit(0 if ok else 1)
 EOF
 }
 
+# rescue_ssh_checks LABEL PASS SSHPORT: the rescue ramdisk's SSH server (a host port
+# forwarded to its :22) lets 'rescue' in with PASS and runs a command (uid 0, the
+# ramdisk's os-release, the deployed disk visible), and refuses a wrong password.
+rescue_ssh_checks() {
+    local label=$1 pass=$2 t1 out
+    local ssh_opts=(-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=20
+        -o PreferredAuthentications=password -o PubkeyAuthentication=no -o LogLevel=ERROR -p "$3")
+    t1=$SECONDS
+    out=$(timeout 120 sshpass -p "$pass" ssh "${ssh_opts[@]}" rescue@127.0.0.1 \
+        'id -u; cat /etc/os-release; ls /sys/block' 2>&1)
+    echo "$out" | sed -n 's/^PRETTY_NAME=/     logged in over SSH: /p'
+    echo "     SSH login and command: $((SECONDS - t1)) s"
+    grep -q "ira ramdisk" <<<"$out" || echo "$out" | tail -n 5 | sed 's/^/     ssh: /'
+    check "$label: 'rescue' logs in over SSH and runs a command" \
+        bash -c 'grep -qx 0 <<<"$1" && grep -q "ira ramdisk" <<<"$1" && grep -qx vda <<<"$1"' _ "$out"
+    check "$label: a wrong password is refused over SSH" \
+        bash -c '! timeout 60 sshpass -p wrong ssh "$@" rescue@127.0.0.1 true 2>/dev/null' _ "${ssh_opts[@]}"
+}
+
+# rescue_serial_check LABEL PASS SOCK: 'rescue' logs in with PASS on the serial console
+# behind the UNIX socket SOCK (the ramdisk's getty on ttyS1) and runs a command.
+rescue_serial_check() {
+    local label=$1 t1=$SECONDS
+    if serial_login "$3" rescue "$2"; then
+        pass "$label: 'rescue' logs in on the serial console (ttyS1) and runs a command ($((SECONDS - t1)) s)"
+    else
+        fail "$label: 'rescue' logs in on the serial console (ttyS1) and runs a command"
+        tail -c 600 "$3.log" | sed 's/^/     | /'
+    fi
+}
+
 scenario_rescue() {
     echo "== scenario: rescue a deployed node; log in as 'rescue' over SSH and on the serial console; unrescue"
     local pass="ira-Rescue-$RANDOM" sshport port t0 t00 t mac uuid con out
-    local ssh_opts=(-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=20
-        -o PreferredAuthentications=password -o PubkeyAuthentication=no -o LogLevel=ERROR)
     make_gpt_image "$HTTP_ROOT/rescue.raw" 16
     t0=$SECONDS t00=$SECONDS
     DEPLOY_PREPARE=rescue_interface deploy_node rescue rescue.raw raw active || return
@@ -1050,7 +1078,6 @@ scenario_rescue() {
     check "rescue: node waits in 'rescue wait'" api wait "$uuid" "rescue wait" 60
     port=$(vm_free_port)
     sshport=$(vm_free_port)
-    ssh_opts+=(-p "$sshport")
     VM_DISK_SIZE=2G VM_MAC=$mac VM_HOSTPORT=$port VM_NIC_OPTS=",hostfwd=tcp:127.0.0.1:$sshport-:22" \
         VM_QEMU_ARGS="-chardev socket,id=ser1,path=$VM_SCRATCH/rescue/ttyS1.sock,server=on,wait=off -device isa-serial,chardev=ser1" \
         VM_APPEND="ipa-api-url=$IRONIC_URL ira.fwd=$IRONIC_API_PORT ipa-advertise-host=127.0.0.1 ipa-advertise-port=$port ira.getty=ttyS1" \
@@ -1069,26 +1096,11 @@ scenario_rescue() {
         test "$(api field "$uuid" instance_info.rescue_password)" = null
     if t=$(vm_wait_console 'rescue: started dropbear' 60 rescue); then
         echo "     QEMU start -> SSH server up: $t s"
-        t0=$SECONDS
-        out=$(timeout 120 sshpass -p "$pass" ssh "${ssh_opts[@]}" rescue@127.0.0.1 \
-            'id -u; cat /etc/os-release; ls /sys/block' 2>&1)
-        echo "$out" | sed -n 's/^PRETTY_NAME=/     logged in over SSH: /p'
-        echo "     SSH login and command: $((SECONDS - t0)) s"
-        # (uid 0, the ramdisk's os-release, the deployed disk visible)
-        check "rescue: 'rescue' logs in over SSH with the rescue password and runs a command" \
-            bash -c 'grep -qx 0 <<<"$1" && grep -q "ira ramdisk" <<<"$1" && grep -qx vda <<<"$1"' _ "$out"
-        check "rescue: a wrong password is refused over SSH" \
-            bash -c '! timeout 60 sshpass -p wrong ssh "$@" rescue@127.0.0.1 true 2>/dev/null' _ "${ssh_opts[@]}"
+        rescue_ssh_checks rescue "$pass" "$sshport"
     else
         fail "rescue: the SSH server started in the ramdisk"
     fi
-    t0=$SECONDS
-    if serial_login "$VM_SCRATCH/rescue/ttyS1.sock" rescue "$pass"; then
-        pass "rescue: 'rescue' logs in on the serial console and runs a command ($((SECONDS - t0)) s)"
-    else
-        fail "rescue: 'rescue' logs in on the serial console and runs a command"
-        tail -c 600 "$VM_SCRATCH/rescue/ttyS1.sock.log" | sed 's/^/     | /'
-    fi
+    rescue_serial_check rescue "$pass" "$VM_SCRATCH/rescue/ttyS1.sock"
     t0=$SECONDS
     baremetal node unrescue "$uuid" || fail "rescue: baremetal node unrescue accepted"
     if api wait "$uuid" active 120; then
@@ -1111,10 +1123,7 @@ scenario_rescue() {
 scenario_redfish_rescue() {
     echo "== scenario: Redfish virtual media rescue: deploy, rescue, log in as 'rescue' over SSH and on ttyS1, unrescue"
     local label=redfish-rescue pass="ira-Rescue-$RANDOM" sshport t0 t1 uuid con off out new
-    local ssh_opts=(-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=20
-        -o PreferredAuthentications=password -o PubkeyAuthentication=no -o LogLevel=ERROR)
     sshport=$(vm_free_port)
-    ssh_opts+=(-p "$sshport")
     local sock=$VM_SCRATCH/$label/ttyS1.sock
     t0=$SECONDS
     RF_RESCUE=1 BMC_SSHPORT=$sshport BMC_SERIAL_SOCK=$sock redfish_deploy "$label" || return
@@ -1161,26 +1170,11 @@ scenario_redfish_rescue() {
         sleep 0.5
     done
     if tail -c +"$((off + 1))" "$con" | grep -aq 'rescue: started dropbear'; then
-        t1=$SECONDS
-        out=$(timeout 120 sshpass -p "$pass" ssh "${ssh_opts[@]}" rescue@127.0.0.1 \
-            'id -u; cat /etc/os-release; ls /sys/block' 2>&1)
-        echo "$out" | sed -n 's/^PRETTY_NAME=/     logged in over SSH: /p'
-        echo "     SSH login and command: $((SECONDS - t1)) s"
-        grep -q "ira ramdisk" <<<"$out" || echo "$out" | tail -n 5 | sed 's/^/     ssh: /'
-        check "$label: 'rescue' logs in over SSH (forwarded port to the domain's :22) and runs a command" \
-            bash -c 'grep -qx 0 <<<"$1" && grep -q "ira ramdisk" <<<"$1" && grep -qx vda <<<"$1"' _ "$out"
-        check "$label: a wrong password is refused over SSH" \
-            bash -c '! timeout 60 sshpass -p wrong ssh "$@" rescue@127.0.0.1 true 2>/dev/null' _ "${ssh_opts[@]}"
+        rescue_ssh_checks "$label" "$pass" "$sshport"
     else
         fail "$label: the SSH server started in the rescue ramdisk"
     fi
-    t1=$SECONDS
-    if serial_login "$sock" rescue "$pass"; then
-        pass "$label: 'rescue' logs in on the serial console (ttyS1) and runs a command ($((SECONDS - t1)) s)"
-    else
-        fail "$label: 'rescue' logs in on the serial console (ttyS1) and runs a command"
-        tail -c 600 "$sock.log" | sed 's/^/     | /'
-    fi
+    rescue_serial_check "$label" "$pass" "$sock"
     t1=$SECONDS
     baremetal node unrescue "$uuid" || fail "$label: baremetal node unrescue accepted"
     if api wait "$uuid" active 180; then

@@ -53,6 +53,9 @@
 # controller (serial ira-sata0), serial console to $VM_DIR/console.log.
 
 VM_REPO=${VM_REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+# IRA_TEST_CMDLINE (appended to every test VM's kernel command line) and the Ironic helpers.
+# shellcheck source=tests/ironic/lib.sh
+. "$VM_REPO/tests/ironic/lib.sh"
 VM_STARTED=()
 declare -A VM_PIDS=() # name -> QEMU PID, kept in memory too: cleanup must not depend on files
 
@@ -144,10 +147,7 @@ vm_boot() {
     esac
     local hostport=${VM_HOSTPORT:-}
     [ -n "$hostport" ] || hostport=$(vm_free_port)
-    # The test disks are smaller than the 4 GiB an install device needs, so the agent's
-    # start-up wait for one (disk_wait_attempts, 10 x 3 s by default, as IPA) would only
-    # cost 27 s per boot: one look is enough here.
-    append="console=ttyS0 panic=-1 ipa-disk-wait-attempts=1"
+    append="console=ttyS0 panic=-1 $IRA_TEST_CMDLINE"
     [ "${VM_QUIET:-1}" = 1 ] && append="$append quiet"
     append="$append ${VM_APPEND:-}"
     local d

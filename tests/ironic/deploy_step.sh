@@ -118,7 +118,7 @@ check "deploy-step: the agent sees 'Example Corp' and only the loop device" \
     test "$VENDOR $DISKS" = "Example_Corp $LOOP"
 
 PORT=$(free_port)
-printf '%s\n' "ipa-api-url=$IRONIC_URL ipa-advertise-host=127.0.0.1 ipa-advertise-port=$PORT ipa-lookup-interval=0.2 ipa-debug=1 ipa-disk-wait-attempts=1" \
+printf '%s\n' "ipa-api-url=$IRONIC_URL ipa-advertise-host=127.0.0.1 ipa-advertise-port=$PORT ipa-lookup-interval=0.2 ipa-debug=1 $IRA_TEST_CMDLINE" \
     > "$STATE/cmdline"
 NODE=$(api create-node "ira-deploy-step-$$" "$MAC") || { rc=1; exit 1; }
 api patch "$NODE" /properties/root_device "{\"name\": \"$LOOP\"}"

@@ -91,9 +91,7 @@ agent_boot() {  # agent_boot NAME CMDLINE...: a fresh ira, as a ramdisk boot wou
     local name=$1; shift
     BOOTS=$((BOOTS + 1))
     AGENT_LOG=$STATE/ira-$BOOTS-$name.log
-    # The loop devices are under the 4 GiB an install device needs: one look for one at
-    # start, not IPA's default 10 x 3 s wait.
-    printf '%s\n' "$* ipa-debug=1 ipa-disk-wait-attempts=1" > "$STATE/cmdline-$BOOTS"
+    printf '%s\n' "$* ipa-debug=1 $IRA_TEST_CMDLINE" > "$STATE/cmdline-$BOOTS"
     "$IRA_BIN" --cmdline-file "$STATE/cmdline-$BOOTS" --sysroot "$SYSROOT" \
         --device-allowlist "$ALLOW" --no-power-off --listen-host 127.0.0.1 \
         --listen-port "$AGENT_PORT" --debug > "$AGENT_LOG" 2>&1 &

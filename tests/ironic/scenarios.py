@@ -46,9 +46,8 @@ class Agent:
     def __init__(self, ira, cmdline, state, name, port):
         self.log_path = os.path.join(state, f"ira-{name}.log")
         self.cmdline_path = os.path.join(state, f"cmdline-{name}")
-        # Test disks are under the 4 GiB an install device needs: look once at start.
         with open(self.cmdline_path, "w") as f:
-            f.write(cmdline + " ipa-disk-wait-attempts=1\n")
+            f.write(f"{cmdline} {os.environ['IRA_TEST_CMDLINE']}\n")
         self.port = port
         argv = [ira, "--cmdline-file", self.cmdline_path, "--device-allowlist", NO_DISK,
                 "--no-power-off", "--listen-host", "127.0.0.1", "--listen-port", str(port),

@@ -626,6 +626,7 @@ fn run_script(m: &Managers, body: &str, timeout: Duration) -> (run::Outcome, Vec
         timeout,
         kill_grace: Duration::from_millis(500),
         abort: None,
+        running: None,
     };
     let mut events = Vec::new();
     let outcome = run::run(&spec, &mut |e| events.push(e)).unwrap();
@@ -697,11 +698,18 @@ fn the_agent_stopping_ends_a_running_step() {
     let m = Managers::new();
     let path = m.script("direct", "sleep 1000");
     let abort = Arc::new(AtomicBool::new(false));
+    let running = Arc::new(run::Running::default());
+    // The agent's side: raise the flag while the step runs, then wait for it to end.
     let raise = {
-        let abort = abort.clone();
+        let (abort, running) = (abort.clone(), running.clone());
         std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(300));
+            let t = Instant::now();
+            while running.count() == 0 && t.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            assert_eq!(running.count(), 1, "the run is listed while it runs");
             abort.store(true, std::sync::atomic::Ordering::Relaxed);
+            assert_eq!(running.wait_idle(Duration::from_secs(3)), 0);
         })
     };
     let spec = RunSpec {
@@ -712,12 +720,14 @@ fn the_agent_stopping_ends_a_running_step() {
         timeout: Duration::from_secs(60),
         kill_grace: Duration::from_millis(500),
         abort: Some(&abort),
+        running: Some(&running),
     };
     let t = Instant::now();
     let outcome = run::run(&spec, &mut |_| {}).unwrap();
     raise.join().unwrap();
     assert_eq!(outcome.end, End::Stopped);
     assert!(t.elapsed() < Duration::from_secs(3));
+    assert_eq!(running.count(), 0);
 }
 
 #[test]

@@ -613,6 +613,17 @@ fn a_result_over_one_mib_fails_the_step() {
         "Error performing deploy step big: m: big output exceeds 1 MiB on stdout"
     );
     assert!(t.elapsed() < Duration::from_secs(5));
+
+    // Printed in a hurry and gone with exit 0 before the runner looked: still too much.
+    for _ in 0..3 {
+        let (outcome, _) = run_script(
+            &m,
+            "head -c 1100000 /dev/zero | tr '\\0' x\nexit 0",
+            Duration::from_secs(10),
+        );
+        assert_eq!(outcome.end, End::OutputTooLarge(Stream::Stdout));
+        assert_eq!(outcome.stdout, "");
+    }
 }
 
 /// Runs a script directly through the runner, collecting its events.

@@ -240,10 +240,13 @@ pub fn run(spec: &RunSpec<'_>, on_event: &mut dyn FnMut(Event)) -> Result<Outcom
         match msg {
             Ok(Msg::Event(e)) => on_event(e),
             Ok(Msg::Overflow(stream)) => {
-                if killed.is_none() && exited.is_none() {
+                // Also after a quick exit: the output was too large all the same.
+                if killed.is_none() {
                     killed = Some(End::OutputTooLarge(stream));
-                    signal_group(pgid, Signal::SIGKILL);
-                    kill_sent = true;
+                    if exited.is_none() {
+                        signal_group(pgid, Signal::SIGKILL);
+                        kill_sent = true;
+                    }
                 }
             }
             Ok(Msg::StdoutDone(bytes)) => stdout = Some(bytes),

@@ -1013,3 +1013,42 @@ async fn an_exec_installer_writes_the_loop_device_and_get_partition_uuids_follow
     assert_eq!(disk.read(1 << 20, 4 << 20), image[mib..5 * mib]);
     assert!(state.status_message.lock().unwrap().is_none());
 }
+
+/// The README's short example manager, as printed there.
+fn readme_example() -> String {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let after = readme
+        .split_once("A complete manager can be this short:")
+        .expect("the README shows an example manager")
+        .1;
+    let block = after.split_once("```sh\n").unwrap().1;
+    block.split_once("```").unwrap().0.to_owned()
+}
+
+#[test]
+fn the_readme_example_manager_works_as_documented() {
+    let m = Managers::new();
+    let body = readme_example();
+    let body = body.strip_prefix("#!/bin/sh\n").expect("a shell script");
+    m.script("site-check", body);
+    let found = discover(&m.options(), &inv(), &Default::default());
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].name(), "site_check");
+    let disk = LoopDev::builder(64 << 20).attach();
+    let reg = m.registry(&inv());
+    let host = TestHost {
+        device: Some(disk.path_str().to_owned()),
+        allow: vec![disk.path_str().to_owned()],
+        ..TestHost::default()
+    };
+    let e = exec(&reg, &host, StepKind::Deploy, "site_check", json!({}), None).unwrap_err();
+    assert_eq!(
+        failure(&e),
+        "Error performing deploy step site_check: site_check: site_check failed (exit 2): install disk under 100 GB"
+    );
+    assert_eq!(
+        *host.status.lock().unwrap(),
+        [Some(format!("checking {}", disk.path_str())), None]
+    );
+}

@@ -24,7 +24,8 @@ use tokio::time::Instant;
 use crate::blockdev::AllowList;
 use crate::commands::Commands;
 use crate::config::Config;
-use crate::hardware::{BuiltinOptions, Registry};
+use crate::hardware::exec::ExecOptions;
+use crate::hardware::{all_managers, BuiltinOptions, Registry};
 use crate::inventory::InventoryOptions;
 use crate::ironic::advertise::{self, AdvertiseOptions};
 use crate::ironic::Secret;
@@ -163,7 +164,18 @@ where
 
     let builtin = BuiltinOptions::from_config(&config);
     let erase_abort = builtin.erase_abort.clone();
-    let registry = Arc::new(Registry::with_options(&inventory, &builtin));
+    let exec = ExecOptions {
+        abort: erase_abort.clone(),
+        ..ExecOptions::new(config.hardware_managers_dir.clone())
+    };
+    let exec_running = exec.running.clone();
+    let inv = inventory.clone();
+    let managers = tokio::task::spawn_blocking(move || all_managers(&builtin, &exec, &inv))
+        .await
+        .map_err(|e| AgentError::Startup(format!("hardware managers: {e}")))?;
+    let registry = Arc::new(
+        Registry::new(managers, &inventory).expect("the generic manager supports every machine"),
+    );
     let mut state = AgentState::new(config.clone(), registry.clone(), inventory.clone());
     state.started_at = started_at;
     if let Some(token) = config.agent_token.as_deref().filter(|t| !t.is_empty()) {
@@ -317,6 +329,21 @@ where
     // so its command records the disk as partly erased.
     erase_abort.store(true, std::sync::atomic::Ordering::Relaxed);
     state.stop_serving.send_replace(true);
+    // The same flag ends running executable managers (SIGTERM, SIGKILL after the grace);
+    // they are in process groups of their own, so wait for that rather than orphan them.
+    if exec_running.count() > 0 {
+        tracing::info!(
+            running = exec_running.count(),
+            "ending running executable hardware managers"
+        );
+        let limit = crate::hardware::exec::run::KILL_GRACE + Duration::from_secs(1);
+        let left = tokio::task::spawn_blocking(move || exec_running.wait_idle(limit))
+            .await
+            .unwrap_or_default();
+        if left > 0 {
+            tracing::warn!(left, "executable hardware managers killed at exit");
+        }
+    }
     let grace = policy.shutdown_grace;
     let result = match server {
         Some(task) => match tokio::time::timeout(grace, task).await {

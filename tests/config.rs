@@ -108,6 +108,13 @@ const PRECEDENCE: &[Precedence] = &[
         get: |c| c.inspection_collectors.join("+"),
         want: ["a+b", "c", "d+e", ""],
     },
+    Precedence {
+        flag: &["--hardware-managers-dir", "/f"],
+        kernel: "ipa-hardware-managers-dir=/k",
+        file: "hardware_managers_dir = /c",
+        get: |c| c.hardware_managers_dir.display().to_string(),
+        want: ["/f", "/k", "/c", "/usr/lib/ira/hardware-managers.d"],
+    },
 ];
 
 #[test]
@@ -371,6 +378,12 @@ const WIRING: &[Wiring] = &[
         Some("nvme_erase_method"),
         "sanitize_crypto",
         |c| c.nvme_erase_method == "sanitize_crypto",
+    ),
+    (
+        "ipa-hardware-managers-dir",
+        Some("hardware_managers_dir"),
+        "/opt/managers",
+        |c| c.hardware_managers_dir == std::path::Path::new("/opt/managers"),
     ),
     ("BOOTIF", None, "01-52-54-00-12-34-56", |c| {
         c.bootif.as_deref() == Some("01-52-54-00-12-34-56")
@@ -801,6 +814,12 @@ const BAD_VALUES: &[(&str, &str, Option<&str>, &str)] = &[
         "nah",
     ),
     ("ipa-nvme-erase-method", "nvme_erase_method", None, "shred"),
+    (
+        "ipa-hardware-managers-dir",
+        "hardware_managers_dir",
+        Some("--hardware-managers-dir"),
+        "managers.d",
+    ),
 ];
 
 /// Asserts `err` is an `Invalid` for `option` from `origin` with `value`, on one line.

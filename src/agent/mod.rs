@@ -24,7 +24,8 @@ use tokio::time::Instant;
 use crate::blockdev::AllowList;
 use crate::commands::Commands;
 use crate::config::Config;
-use crate::hardware::{BuiltinOptions, Registry};
+use crate::hardware::exec::ExecOptions;
+use crate::hardware::{all_managers, BuiltinOptions, Registry};
 use crate::inventory::InventoryOptions;
 use crate::ironic::advertise::{self, AdvertiseOptions};
 use crate::ironic::Secret;
@@ -163,7 +164,17 @@ where
 
     let builtin = BuiltinOptions::from_config(&config);
     let erase_abort = builtin.erase_abort.clone();
-    let registry = Arc::new(Registry::with_options(&inventory, &builtin));
+    let exec = ExecOptions {
+        abort: erase_abort.clone(),
+        ..ExecOptions::new(config.hardware_managers_dir.clone())
+    };
+    let inv = inventory.clone();
+    let managers = tokio::task::spawn_blocking(move || all_managers(&builtin, &exec, &inv))
+        .await
+        .map_err(|e| AgentError::Startup(format!("hardware managers: {e}")))?;
+    let registry = Arc::new(
+        Registry::new(managers, &inventory).expect("the generic manager supports every machine"),
+    );
     let mut state = AgentState::new(config.clone(), registry.clone(), inventory.clone());
     state.started_at = started_at;
     if let Some(token) = config.agent_token.as_deref().filter(|t| !t.is_empty()) {

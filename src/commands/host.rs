@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use tokio::runtime::Handle;
 
-use crate::deploy::{instance_root, prepare, DeployEnv};
+use crate::deploy::{instance_root, prepare, target, DeployEnv};
 use crate::errors::CommandError;
 use crate::state::AgentState;
 use ira_hw::{AgentHost, HwError, HwResult};
@@ -79,5 +79,17 @@ impl AgentHost for Host {
                 details: e.to_string(),
             }
         })
+    }
+
+    fn install_device(&self) -> HwResult<String> {
+        target::install_device(&self.env)
+            .map(|p| p.display().to_string())
+            .map_err(|e| step_error(e.into()))
+    }
+
+    fn image_written(&self, device: &str) -> HwResult<Value> {
+        prepare::adopt_written_image(&self.env, Path::new(device))
+            .map(|uuids| uuids.to_json())
+            .map_err(|e| step_error(e.into()))
     }
 }

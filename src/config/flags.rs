@@ -55,6 +55,9 @@ pub struct Flags {
     /// Inspection collectors, comma-separated (kernel: ipa-inspection-collectors).
     #[arg(long, value_name = "NAME[,NAME...]")]
     pub inspection_collectors: Option<String>,
+    /// Directory of executable hardware managers (kernel: ipa-hardware-managers-dir).
+    #[arg(long, value_name = "DIR")]
+    pub hardware_managers_dir: Option<String>,
     /// Seconds to keep retrying lookup (kernel: ipa-lookup-timeout).
     #[arg(long, value_name = "SECONDS")]
     pub lookup_timeout: Option<String>,
@@ -128,6 +131,7 @@ impl Flags {
             ("advertise_protocol", &self.advertise_protocol),
             ("inspection_callback_url", &self.inspection_callback_url),
             ("inspection_collectors", &self.inspection_collectors),
+            ("hardware_managers_dir", &self.hardware_managers_dir),
             ("lookup_timeout", &self.lookup_timeout),
             ("lookup_interval", &self.lookup_interval),
             ("network_interface", &self.network_interface),
@@ -215,6 +219,7 @@ mod tests {
             "--advertise-protocol=1",
             "--inspection-callback-url=1",
             "--inspection-collectors=1",
+            "--hardware-managers-dir=1",
             "--lookup-timeout=1",
             "--lookup-interval=1",
             "--network-interface=1",

@@ -32,6 +32,9 @@ pub const NVME_ERASE_METHODS: [&str; 5] = [
     "sanitize_overwrite",
 ];
 
+/// Where executable hardware managers are looked for unless configured.
+pub const DEFAULT_HARDWARE_MANAGERS_DIR: &str = "/usr/lib/ira/hardware-managers.d";
+
 /// The fully resolved configuration the agent runs with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -125,6 +128,9 @@ pub struct Config {
     /// How NVMe disks are secure-erased (`ipa-nvme-erase-method`, ira only): `format`
     /// (IPA's Format NVM), `sanitize`, `sanitize_crypto`, `sanitize_block`, `sanitize_overwrite`.
     pub nvme_erase_method: String,
+    /// Directory of executable hardware managers (`ipa-hardware-managers-dir`, ira only);
+    /// a real path, not under `sysroot`; missing means none.
+    pub hardware_managers_dir: PathBuf,
     /// Raw `BOOTIF` kernel parameter.
     pub bootif: Option<String>,
     /// `boot_method` kernel parameter (`vmedia` enables parameters.txt).
@@ -204,6 +210,7 @@ impl Default for Config {
             inject_files_priority: 0,
             guard_special_filesystems: true,
             nvme_erase_method: NVME_ERASE_METHODS[0].to_owned(),
+            hardware_managers_dir: PathBuf::from(DEFAULT_HARDWARE_MANAGERS_DIR),
             bootif: None,
             boot_method: None,
             device_allowlist: Vec::new(),

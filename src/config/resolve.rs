@@ -491,6 +491,15 @@ static OPTIONS: &[Opt] = &[
             Ok(())
         },
     ),
+    opt(
+        "hardware_managers_dir",
+        Some("ipa-hardware-managers-dir"),
+        true,
+        |c, v| {
+            c.hardware_managers_dir = value::absolute_path(v)?;
+            Ok(())
+        },
+    ),
     opt("bootif", Some("BOOTIF"), false, |c, v| {
         c.bootif = value::opt_string(v);
         Ok(())
@@ -651,6 +660,7 @@ mod tests {
             advertise_protocol: Some(String::new()),
             inspection_callback_url: Some(String::new()),
             inspection_collectors: Some(String::new()),
+            hardware_managers_dir: Some(String::new()),
             lookup_timeout: Some(String::new()),
             lookup_interval: Some(String::new()),
             network_interface: Some(String::new()),

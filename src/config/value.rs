@@ -110,6 +110,16 @@ pub fn opt_string(v: &str) -> Option<String> {
     (!t.is_empty()).then(|| t.to_owned())
 }
 
+/// An absolute path.
+pub fn absolute_path(v: &str) -> ValueResult<std::path::PathBuf> {
+    let t = v.trim();
+    if t.starts_with('/') {
+        Ok(std::path::PathBuf::from(t))
+    } else {
+        Err(Invalid::Expected("an absolute path"))
+    }
+}
+
 /// A comma-separated list; items trimmed, empty items dropped.
 pub fn list(v: &str) -> Vec<String> {
     v.split(',')

@@ -43,12 +43,21 @@ pub use uuids::PartitionUuids;
 /// read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Written {
-    /// `image_info.id` of the image.
+    /// `image_info.id` of the image; empty when a step wrote the image itself (such a
+    /// record is never taken for a cached image).
     pub image_id: String,
     /// The install device it went to.
     pub device: PathBuf,
     /// The identifiers `get_partition_uuids` returns.
     pub uuids: PartitionUuids,
+}
+
+impl Written {
+    /// Whether this record is image `image_id` written to `device` by the agent itself,
+    /// so writing it again can be skipped.
+    pub fn holds(&self, image_id: &str, device: &std::path::Path) -> bool {
+        !self.image_id.is_empty() && self.image_id == image_id && self.device == device
+    }
 }
 
 /// Deploy state kept for the life of the agent process (IPA keeps it in the standby

@@ -34,12 +34,12 @@ pub async fn prepare_image(
     };
     let device = chosen_device(env).await?;
     let uuids = match env.cache.written() {
-        Some(w) if w.image_id == info.id && w.device == device && !info.is_partition_image() => {
+        Some(w) if w.holds(&info.id, &device) && !info.is_partition_image() => {
             tracing::info!(image = %info.id, device = %device.display(),
                 "image already written to this device by this agent; not downloading it again");
             refresh_whole_disk(env, &device, &node_uuid, drive).await?
         }
-        Some(w) if w.image_id == info.id && w.device == device => w.uuids,
+        Some(w) if w.holds(&info.id, &device) => w.uuids,
         _ => {
             env.cache.forget();
             write(env, &device, info, drive).await?
@@ -74,7 +74,7 @@ pub async fn cache_image(
     let cached = env
         .cache
         .written()
-        .is_some_and(|w| w.image_id == info.id && w.device == device);
+        .is_some_and(|w| w.holds(&info.id, &device));
     if force || !cached {
         env.cache.forget();
         let uuids = write(env, &device, info, None).await?;
@@ -91,6 +91,29 @@ pub async fn cache_image(
         info.id,
         device.display()
     ))
+}
+
+/// After a step wrote a whole-disk image to `device` itself (a custom installer): the
+/// agent's own post-write work (`whole_disk::finish_external`) and the record
+/// `get_partition_uuids` and `install_bootloader` read. Runs on a blocking thread.
+pub fn adopt_written_image(env: &DeployEnv, device: &Path) -> Result<PartitionUuids, DeployError> {
+    // Until the disk checks out, it holds nothing this agent vouches for.
+    env.cache.forget();
+    let node_uuid = env
+        .node
+        .as_ref()
+        .and_then(|n| n.get("uuid"))
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("local");
+    let uuids = super::whole_disk::finish_external(env, device, node_uuid)?;
+    tracing::info!(device = %device.display(), root_uuid = uuids.root_uuid(),
+        "image written by a step recorded");
+    env.cache.record(Written {
+        image_id: String::new(),
+        device: device.to_path_buf(),
+        uuids: uuids.clone(),
+    });
+    Ok(uuids)
 }
 
 async fn chosen_device(env: &DeployEnv) -> Result<std::path::PathBuf, DeployError> {

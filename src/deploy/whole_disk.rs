@@ -49,6 +49,17 @@ pub fn finish_cached(
     finish(env, device, node_uuid, configdrive)
 }
 
+/// The post-write work for a whole-disk image a step wrote itself (a custom installer):
+/// re-read, backup GPT, validation, partition nodes and the identifiers; no config drive
+/// (the installer places its own).
+pub fn finish_external(
+    env: &DeployEnv,
+    device: &Path,
+    node_uuid: &str,
+) -> Result<PartitionUuids, DeployError> {
+    finish(env, device, node_uuid, None)
+}
+
 /// The post-write work on the whole disk (runs on a blocking thread).
 fn finish(
     env: &DeployEnv,

@@ -407,6 +407,33 @@ impl AgentHost for StepHost<'_> {
     fn open_block_device(&self, device: &str) -> HwResult<std::fs::File> {
         self.inner.open_block_device(device)
     }
+
+    fn install_device(&self) -> HwResult<String> {
+        self.inner.install_device()
+    }
+
+    fn open_install_device(&self) -> HwResult<ira_hw::InstallDevice> {
+        self.inner.open_install_device()
+    }
+
+    fn image_written(&self, device: &str) -> HwResult<Value> {
+        self.inner.image_written(device)
+    }
+}
+
+/// The compiled-in managers plus the executable managers of `exec.dir` that describe
+/// themselves well (runs each `describe`: blocking, up to its time limit each).
+pub fn all_managers(
+    options: &BuiltinOptions,
+    exec: &super::exec::ExecOptions,
+    inventory: &Inventory,
+) -> Vec<Box<dyn HardwareManager>> {
+    let mut managers = builtin_managers(options);
+    let taken = super::exec::names_of(&managers);
+    for m in super::exec::discover(exec, inventory, &taken) {
+        managers.push(Box::new(m));
+    }
+    managers
 }
 
 /// The compiled-in managers, unordered and not yet evaluated.

@@ -1,7 +1,14 @@
 //! What the agent offers to steps besides their arguments: the image writer, the
-//! instance's root filesystem, the heartbeat status line, the per-device erase
-//! dispatch and the device write door. IPA's managers reach the standby extension and
-//! `dispatch_to_managers` through globals; here the agent hands itself to each call.
+//! install device as the agent chooses it and its guarded write handle, what the agent
+//! does after a whole-disk write, the instance's root filesystem, the heartbeat status
+//! line, the per-device erase dispatch and the device write door. IPA's managers reach
+//! the standby extension and `dispatch_to_managers` through globals; here the agent
+//! hands itself to each call.
+//!
+//! A custom installer step (one that replaces `write_image`) uses them in this order:
+//! [`AgentHost::open_install_device`] (or [`AgentHost::install_device`] when an external
+//! tool writes by path), writes, then [`AgentHost::image_written`], so that
+//! `get_partition_uuids` and `install_bootloader` follow as after the agent's own write.
 
 use std::fs::File;
 use std::path::Path;
@@ -22,6 +29,15 @@ pub struct EraseProgress {
 
 /// The progress sink of one device's erase.
 pub type EraseProgressFn<'a> = &'a (dyn Fn(&EraseProgress) + Sync);
+
+/// The install device opened for writing by [`AgentHost::open_install_device`].
+#[derive(Debug)]
+pub struct InstallDevice {
+    /// The device as `get_os_install_device` names it, e.g. `/dev/vda`.
+    pub path: String,
+    /// Read-write handle, opened after the allow-list and running-system checks.
+    pub file: File,
+}
 
 /// The agent services a step may use; passed in [`crate::StepCall::host`].
 pub trait AgentHost: Send + Sync + std::fmt::Debug {
@@ -63,6 +79,38 @@ pub trait AgentHost: Send + Sync + std::fmt::Debug {
     fn open_block_device(&self, device: &str) -> HwResult<File> {
         Err(HwError::Failed(format!(
             "no device access in this context: {device} not opened"
+        )))
+    }
+
+    /// The install device exactly as `standby.get_os_install_device` chooses it for the
+    /// node (its root device hints, the skip list, else the smallest disk of at least
+    /// 4 GiB), from a fresh disk listing; e.g. `/dev/vda`. No hint matching:
+    /// a `DeviceNotFound` service error. The default has no disks.
+    fn install_device(&self) -> HwResult<String> {
+        Err(HwError::Failed(
+            "no install device in this context".to_owned(),
+        ))
+    }
+
+    /// [`Self::install_device`] opened read-write through [`Self::open_block_device`]
+    /// (allow-list and running-system checks): the guarded handle a custom installer
+    /// writes its image through.
+    fn open_install_device(&self) -> HwResult<InstallDevice> {
+        let path = self.install_device()?;
+        let file = self.open_block_device(&path)?;
+        Ok(InstallDevice { path, file })
+    }
+
+    /// Tells the agent that the step wrote a whole-disk image to `device`, and does what
+    /// the agent does after its own whole-disk write: re-reads the partition table,
+    /// moves the backup GPT to the disk's end, validates the table as IPA does, waits
+    /// for the partition nodes and records the identifiers, so `get_partition_uuids`
+    /// and `install_bootloader` follow as after `write_image`. Returns what
+    /// `get_partition_uuids` now reports (`{"root uuid": "0x..."}`). The default
+    /// records nothing.
+    fn image_written(&self, device: &str) -> HwResult<Value> {
+        Err(HwError::Failed(format!(
+            "no image records in this context: {device} not checked"
         )))
     }
 }

@@ -503,3 +503,67 @@ async fn rescue_marker_at_start_means_no_lookup_and_no_api() {
         .is_err());
     stop(tx, task).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_registers_the_executable_managers_of_its_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, body: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    write(
+        "installer",
+        r#"cat >/dev/null; echo '{"protocol": 1, "name": "example_installer", "version": "1.0", "support": 3, "steps": [{"kind": "deploy", "step": "write_image", "interface": "deploy", "priority": 0, "install_device": true, "writes_image": true}]}'"#,
+    );
+    write("broken", "echo 'cannot describe' >&2; exit 1");
+
+    let fake = FakeConductor::start().await;
+    fake.set_default(
+        Route::Inspection,
+        Reply::Json(202, json!({"uuid": NODE_UUID})),
+    );
+    let (mut config, port) = agent_config(&fake);
+    config.enable_auto_tls = false;
+    config.inspection_callback_url = Some(format!("{}/v1/continue_inspection", fake.url()));
+    config.hardware_managers_dir = dir.path().to_path_buf();
+    let (tx, task) = start(config);
+
+    fake.wait_for(Route::Heartbeat, 1, WAIT).await;
+    let payload = fake.requests_to(Route::Inspection)[0].body.clone().unwrap();
+    let managers = payload["configuration"]["managers"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(
+        managers.contains(&json!({"name": "example_installer", "version": "1.0"})),
+        "{managers:?}"
+    );
+    assert!(managers.contains(&json!({"name": "generic_hardware_manager", "version": "1.2"})));
+
+    // Over the API: its write_image replaces the generic one.
+    let node = json!({"uuid": NODE_UUID, "properties": {}, "instance_info": {}});
+    let reply: Value = plain_client()
+        .post(format!(
+            "http://127.0.0.1:{port}/v1/commands/?wait=true&agent_token={TOKEN}"
+        ))
+        .json(&json!({"name": "deploy.get_deploy_steps", "params": {"node": node, "ports": []}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let steps = &reply["command_result"]["deploy_steps"];
+    assert_eq!(
+        steps["example_installer"][0]["step"], "write_image",
+        "{reply}"
+    );
+    assert!(steps["GenericHardwareManager"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["step"] != "write_image"));
+    stop(tx, task).await;
+}

@@ -234,7 +234,7 @@ mod tests {
             .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
             .collect();
         let values = f.option_values();
-        assert_eq!(values.len(), 15);
+        assert_eq!(values.len(), 16);
         for (name, _) in values {
             assert!(longs.contains(&flag_name(name)), "{name}");
         }

@@ -106,7 +106,9 @@ impl ExecManager {
         inventory: &Inventory,
     ) -> Result<Self, ExecError> {
         let inventory = serde_json::to_value(inventory).expect("the inventory serializes");
-        let input = protocol::describe_input(&inventory).to_string().into_bytes();
+        let input = protocol::describe_input(&inventory)
+            .to_string()
+            .into_bytes();
         let spec = RunSpec {
             program: path,
             verb: "describe",
@@ -186,9 +188,12 @@ impl ExecManager {
             other => log_event(self.name, call.step, other),
         });
         call.host.set_status(None);
-        let outcome = outcome.map_err(|e| HwError::Failed(format!("{}: {e}", call.step)))?;
+        // The registry drops the manager name from a step failure; the operator needs it.
+        let outcome =
+            outcome.map_err(|e| HwError::Failed(format!("{}: {}: {e}", self.name, call.step)))?;
         tracing::info!(manager = self.name, step = call.step, end = ?outcome.end, "manager exited");
-        protocol::step_result(call.step, decl.timeout, &outcome).map_err(HwError::Failed)
+        protocol::step_result(call.step, decl.timeout, &outcome)
+            .map_err(|m| HwError::Failed(format!("{}: {m}", self.name)))
     }
 }
 
@@ -374,7 +379,15 @@ mod tests {
 
     #[test]
     fn leftover_names_are_ignored() {
-        for name in [".hidden", "m~", "m.bak", "m.dpkg-new", "m.dpkg-old", "m.rpmsave", "m.rpmnew"] {
+        for name in [
+            ".hidden",
+            "m~",
+            "m.bak",
+            "m.dpkg-new",
+            "m.dpkg-old",
+            "m.rpmsave",
+            "m.rpmnew",
+        ] {
             assert!(ignored_name(OsStr::new(name)), "{name}");
         }
         for name in ["installer", "10-raid", "m.sh"] {

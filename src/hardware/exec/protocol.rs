@@ -236,7 +236,12 @@ pub fn arg_env(args: &Map<String, Value>) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut total = 0usize;
     for (key, value) in args {
-        flatten(&format!("IRA_ARG_{}", env_name(key)), value, &mut out, &mut total);
+        flatten(
+            &format!("IRA_ARG_{}", env_name(key)),
+            value,
+            &mut out,
+            &mut total,
+        );
     }
     out
 }
@@ -384,7 +389,11 @@ mod tests {
             .collect();
         let env = arg_env(&many);
         let total: usize = env.iter().map(|(n, v)| n.len() + v.len() + 2).sum();
-        assert!(total <= ARG_ENV_CAP && env.len() == 17, "{} vars", env.len());
+        assert!(
+            total <= ARG_ENV_CAP && env.len() == 17,
+            "{} vars",
+            env.len()
+        );
     }
 
     fn described(extra: Value) -> Result<Description, DescribeError> {
@@ -401,7 +410,12 @@ mod tests {
         let d = described(json!({"future_key": 1})).unwrap();
         let s = &d.steps[0];
         assert_eq!(
-            (s.timeout, s.install_device, s.writes_image, s.reboot_requested),
+            (
+                s.timeout,
+                s.install_device,
+                s.writes_image,
+                s.reboot_requested
+            ),
             (3600, false, false, false)
         );
         assert_eq!(
@@ -465,10 +479,16 @@ mod tests {
         let ok = |s: &str| step_result("w", 5, &outcome(End::Exited(0), s, None));
         assert_eq!(ok(""), Ok(Value::Null));
         assert_eq!(ok("{\"a\":\n 1}\n"), Ok(json!({"a": 1})));
-        assert!(ok("done").unwrap_err().starts_with("w returned invalid JSON: "));
+        assert!(ok("done")
+            .unwrap_err()
+            .starts_with("w returned invalid JSON: "));
         let fail = |o: Outcome| step_result("w", 5, &o).unwrap_err();
         assert_eq!(
-            fail(outcome(End::Exited(3), r#"{"error": "disk full"}"#, Some("x"))),
+            fail(outcome(
+                End::Exited(3),
+                r#"{"error": "disk full"}"#,
+                Some("x")
+            )),
             "w failed (exit 3): disk full"
         );
         assert_eq!(

@@ -149,7 +149,7 @@ pub fn run(spec: &RunSpec<'_>, on_event: &mut dyn FnMut(Event)) -> Result<Outcom
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    let mut child = cmd.spawn().map_err(|source| RunError::Spawn {
+    let mut child = spawn(&mut cmd).map_err(|source| RunError::Spawn {
         path: path.clone(),
         source,
     })?;
@@ -233,6 +233,22 @@ pub fn run(spec: &RunSpec<'_>, on_event: &mut dyn FnMut(Event)) -> Result<Outcom
     })
 }
 
+/// Spawns `cmd`, retrying briefly while the executable is still open for writing
+/// somewhere (ETXTBSY: a package tool finishing, or a fork elsewhere in this process
+/// that inherited the writer's descriptor for an instant).
+fn spawn(cmd: &mut Command) -> std::io::Result<Child> {
+    let mut tries = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ETXTBSY as i32) && tries < 10 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// When the child has exited: kills what is left of its group (the zombie leader still
 /// holds the group id), reaps it and returns how it ended; `None` while it runs.
 fn exit_of(child: &mut Child, pgid: Pid, path: &Path) -> Result<Option<End>, RunError> {
@@ -262,7 +278,9 @@ fn exit_of(child: &mut Child, pgid: Pid, path: &Path) -> Result<Option<End>, Run
 fn signal_group(pgid: Pid, signal: Signal) {
     match killpg(pgid, signal) {
         Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
-        Err(e) => tracing::warn!(pgid = pgid.as_raw(), %signal, error = %e, "cannot signal the manager's process group"),
+        Err(e) => {
+            tracing::warn!(pgid = pgid.as_raw(), %signal, error = %e, "cannot signal the manager's process group")
+        }
     }
 }
 

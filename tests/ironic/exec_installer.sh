@@ -180,8 +180,8 @@ api set-image "$NODE" "http://127.0.0.1:$HTTP_PORT/disk.img.gz" "$(printf 'not i
 deploy_to "deploy failed" 120
 ERR=$(api field "$NODE" last_error)
 echo "     last_error: $ERR"
-check "exec-installer: last_error carries the manager's own message and exit status" \
-    grep -qE 'write_image failed \(exit 1\): image disk\.img\.gz: checksum mismatch: expected sha256' <<<"$ERR"
+check "exec-installer: last_error carries the manager's name, exit status and own message" \
+    grep -qE 'example_installer: write_image failed \(exit 1\): image disk\.img\.gz: checksum mismatch: expected sha256' <<<"$ERR"
 check "exec-installer: nothing bootable is left: the first MiB of $LOOP is zero" \
     bash -c "dd if='$LOOP' bs=1M count=1 iflag=direct status=none | cmp -s -n 1048576 - /dev/zero"
 check "exec-installer: the agent keeps serving after the failed step" \

@@ -567,3 +567,64 @@ async fn run_registers_the_executable_managers_of_its_directory() {
         .all(|s| s["step"] != "write_image"));
     stop(tx, task).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_agent_ends_a_running_executable_manager() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let p = dir.path().join("slow");
+    std::fs::write(
+        &p,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = describe ]; then cat >/dev/null; echo '{{\"protocol\": 1, \"name\": \"slow\", \"version\": \"1\", \"support\": 2, \"steps\": [{{\"kind\": \"deploy\", \"step\": \"slow\", \"interface\": \"deploy\", \"priority\": 0}}]}}'; exit 0; fi\necho $$ > {}\nsleep 1000 &\nwait\n",
+            pidfile.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let fake = FakeConductor::start().await;
+    let (mut config, port) = agent_config(&fake);
+    config.enable_auto_tls = false;
+    config.hardware_managers_dir = dir.path().to_path_buf();
+    let (tx, task) = start(config);
+    fake.wait_for(Route::Heartbeat, 1, WAIT).await;
+
+    let node = json!({"uuid": NODE_UUID, "properties": {}, "instance_info": {}});
+    let step = json!({"step": "slow", "interface": "deploy", "priority": 0, "args": {}});
+    let reply = plain_client()
+        .post(format!(
+            "http://127.0.0.1:{port}/v1/commands/?agent_token={TOKEN}"
+        ))
+        .json(&json!({"name": "deploy.execute_deploy_step",
+                      "params": {"step": step, "node": node, "ports": []}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    let t = std::time::Instant::now();
+    while !pidfile.exists() && t.elapsed() < WAIT {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pgid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let t = std::time::Instant::now();
+    stop(tx, task).await;
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    // Nothing of the step's process group is alive (zombies of reparented children aside).
+    let alive: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| {
+            let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+            let f: Vec<&str> = rest.split(' ').collect();
+            f.len() > 2 && f[2] == pgid.to_string() && f[0] != "Z"
+        })
+        .collect();
+    assert!(alive.is_empty(), "{alive:?}");
+}

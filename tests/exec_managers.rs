@@ -613,6 +613,17 @@ fn a_result_over_one_mib_fails_the_step() {
         "Error performing deploy step big: m: big output exceeds 1 MiB on stdout"
     );
     assert!(t.elapsed() < Duration::from_secs(5));
+
+    // Printed in a hurry and gone with exit 0 before the runner looked: still too much.
+    for _ in 0..3 {
+        let (outcome, _) = run_script(
+            &m,
+            "head -c 1100000 /dev/zero | tr '\\0' x\nexit 0",
+            Duration::from_secs(10),
+        );
+        assert_eq!(outcome.end, End::OutputTooLarge(Stream::Stdout));
+        assert_eq!(outcome.stdout, "");
+    }
 }
 
 /// Runs a script directly through the runner, collecting its events.
@@ -626,6 +637,7 @@ fn run_script(m: &Managers, body: &str, timeout: Duration) -> (run::Outcome, Vec
         timeout,
         kill_grace: Duration::from_millis(500),
         abort: None,
+        running: None,
     };
     let mut events = Vec::new();
     let outcome = run::run(&spec, &mut |e| events.push(e)).unwrap();
@@ -697,11 +709,18 @@ fn the_agent_stopping_ends_a_running_step() {
     let m = Managers::new();
     let path = m.script("direct", "sleep 1000");
     let abort = Arc::new(AtomicBool::new(false));
+    let running = Arc::new(run::Running::default());
+    // The agent's side: raise the flag while the step runs, then wait for it to end.
     let raise = {
-        let abort = abort.clone();
+        let (abort, running) = (abort.clone(), running.clone());
         std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(300));
+            let t = Instant::now();
+            while running.count() == 0 && t.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            assert_eq!(running.count(), 1, "the run is listed while it runs");
             abort.store(true, std::sync::atomic::Ordering::Relaxed);
+            assert_eq!(running.wait_idle(Duration::from_secs(3)), 0);
         })
     };
     let spec = RunSpec {
@@ -712,12 +731,14 @@ fn the_agent_stopping_ends_a_running_step() {
         timeout: Duration::from_secs(60),
         kill_grace: Duration::from_millis(500),
         abort: Some(&abort),
+        running: Some(&running),
     };
     let t = Instant::now();
     let outcome = run::run(&spec, &mut |_| {}).unwrap();
     raise.join().unwrap();
     assert_eq!(outcome.end, End::Stopped);
     assert!(t.elapsed() < Duration::from_secs(3));
+    assert_eq!(running.count(), 0);
 }
 
 #[test]
@@ -991,4 +1012,43 @@ async fn an_exec_installer_writes_the_loop_device_and_get_partition_uuids_follow
     let mib = 1usize << 20;
     assert_eq!(disk.read(1 << 20, 4 << 20), image[mib..5 * mib]);
     assert!(state.status_message.lock().unwrap().is_none());
+}
+
+/// The README's short example manager, as printed there.
+fn readme_example() -> String {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let after = readme
+        .split_once("A complete manager can be this short:")
+        .expect("the README shows an example manager")
+        .1;
+    let block = after.split_once("```sh\n").unwrap().1;
+    block.split_once("```").unwrap().0.to_owned()
+}
+
+#[test]
+fn the_readme_example_manager_works_as_documented() {
+    let m = Managers::new();
+    let body = readme_example();
+    let body = body.strip_prefix("#!/bin/sh\n").expect("a shell script");
+    m.script("site-check", body);
+    let found = discover(&m.options(), &inv(), &Default::default());
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].name(), "site_check");
+    let disk = LoopDev::builder(64 << 20).attach();
+    let reg = m.registry(&inv());
+    let host = TestHost {
+        device: Some(disk.path_str().to_owned()),
+        allow: vec![disk.path_str().to_owned()],
+        ..TestHost::default()
+    };
+    let e = exec(&reg, &host, StepKind::Deploy, "site_check", json!({}), None).unwrap_err();
+    assert_eq!(
+        failure(&e),
+        "Error performing deploy step site_check: site_check: site_check failed (exit 2): install disk under 100 GB"
+    );
+    assert_eq!(
+        *host.status.lock().unwrap(),
+        [Some(format!("checking {}", disk.path_str())), None]
+    );
 }

@@ -168,6 +168,7 @@ where
         abort: erase_abort.clone(),
         ..ExecOptions::new(config.hardware_managers_dir.clone())
     };
+    let exec_running = exec.running.clone();
     let inv = inventory.clone();
     let managers = tokio::task::spawn_blocking(move || all_managers(&builtin, &exec, &inv))
         .await
@@ -328,6 +329,21 @@ where
     // so its command records the disk as partly erased.
     erase_abort.store(true, std::sync::atomic::Ordering::Relaxed);
     state.stop_serving.send_replace(true);
+    // The same flag ends running executable managers (SIGTERM, SIGKILL after the grace);
+    // they are in process groups of their own, so wait for that rather than orphan them.
+    if exec_running.count() > 0 {
+        tracing::info!(
+            running = exec_running.count(),
+            "ending running executable hardware managers"
+        );
+        let limit = crate::hardware::exec::run::KILL_GRACE + Duration::from_secs(1);
+        let left = tokio::task::spawn_blocking(move || exec_running.wait_idle(limit))
+            .await
+            .unwrap_or_default();
+        if left > 0 {
+            tracing::warn!(left, "executable hardware managers killed at exit");
+        }
+    }
     let grace = policy.shutdown_grace;
     let result = match server {
         Some(task) => match tokio::time::timeout(grace, task).await {

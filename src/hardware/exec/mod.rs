@@ -48,6 +48,8 @@ pub struct ExecOptions {
     pub kill_grace: Duration,
     /// Raised when the agent stops: running managers are ended.
     pub abort: Arc<AtomicBool>,
+    /// The runs in progress, for the agent to wait on when it stops.
+    pub running: Arc<run::Running>,
 }
 
 impl ExecOptions {
@@ -58,6 +60,7 @@ impl ExecOptions {
             describe_timeout: DESCRIBE_TIMEOUT,
             kill_grace: run::KILL_GRACE,
             abort: Arc::default(),
+            running: Arc::default(),
         }
     }
 }
@@ -95,6 +98,7 @@ pub struct ExecManager {
     steps: Vec<DeclaredStep>,
     kill_grace: Duration,
     abort: Arc<AtomicBool>,
+    running: Arc<run::Running>,
 }
 
 impl ExecManager {
@@ -117,6 +121,7 @@ impl ExecManager {
             timeout: options.describe_timeout,
             kill_grace: options.kill_grace,
             abort: None,
+            running: None,
         };
         let outcome = run::run(&spec, &mut |e| log_event(path_name(path), "describe", e))?;
         let status = match outcome.end {
@@ -149,6 +154,7 @@ impl ExecManager {
             steps: d.steps,
             kill_grace: options.kill_grace,
             abort: options.abort.clone(),
+            running: options.running.clone(),
         }
     }
 
@@ -179,6 +185,7 @@ impl ExecManager {
             timeout: Duration::from_secs(decl.timeout),
             kill_grace: self.kill_grace,
             abort: Some(&self.abort),
+            running: Some(&self.running),
         };
         let outcome = run::run(&spec, &mut |e| match e {
             Event::Progress(text) => {

@@ -7,12 +7,14 @@
 //! step outlives it. The exit is seen without reaping the child first (`waitid` with
 //! `WNOWAIT`), so the group id cannot have been reused when the group is signalled.
 
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{killpg, Signal};
@@ -54,6 +56,60 @@ pub struct RunSpec<'a> {
     pub kill_grace: Duration,
     /// Raised when the agent stops: the run is ended like a timeout.
     pub abort: Option<&'a AtomicBool>,
+    /// Where the run is listed while its process group exists.
+    pub running: Option<&'a Running>,
+}
+
+/// The process groups of runs in progress, so that the agent, when it stops, can wait
+/// until their runners have ended them instead of leaving them orphaned.
+#[derive(Debug, Default)]
+pub struct Running {
+    groups: Mutex<BTreeSet<i32>>,
+}
+
+impl Running {
+    /// Runs in progress.
+    pub fn count(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<i32>> {
+        self.groups.lock().expect("running groups lock poisoned")
+    }
+
+    /// Waits until no run is left, up to `limit` (their runners end them once the abort
+    /// flag is up), then SIGKILLs the groups still listed. Returns how many were left.
+    pub fn wait_idle(&self, limit: Duration) -> usize {
+        let until = Instant::now() + limit;
+        while self.count() > 0 && Instant::now() < until {
+            std::thread::sleep(TICK);
+        }
+        let left: Vec<i32> = self.lock().iter().copied().collect();
+        for pgid in &left {
+            signal_group(Pid::from_raw(*pgid), Signal::SIGKILL);
+        }
+        left.len()
+    }
+}
+
+/// A run's entry in [`Running`], removed when the group is gone (or the run fails).
+struct Listed<'a> {
+    running: Option<&'a Running>,
+    pgid: i32,
+}
+
+impl Listed<'_> {
+    fn release(&self) {
+        if let Some(r) = self.running {
+            r.lock().remove(&self.pgid);
+        }
+    }
+}
+
+impl Drop for Listed<'_> {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 /// Which output stream.
@@ -154,6 +210,13 @@ pub fn run(spec: &RunSpec<'_>, on_event: &mut dyn FnMut(Event)) -> Result<Outcom
         source,
     })?;
     let pgid = Pid::from_raw(i32::try_from(child.id()).expect("pids fit in pid_t"));
+    if let Some(r) = spec.running {
+        r.lock().insert(pgid.as_raw());
+    }
+    let listed = Listed {
+        running: spec.running,
+        pgid: pgid.as_raw(),
+    };
     let (tx, rx) = mpsc::sync_channel::<Msg>(256);
     start_pipes(&mut child, spec.stdin.clone(), &tx);
     drop(tx);
@@ -177,10 +240,13 @@ pub fn run(spec: &RunSpec<'_>, on_event: &mut dyn FnMut(Event)) -> Result<Outcom
         match msg {
             Ok(Msg::Event(e)) => on_event(e),
             Ok(Msg::Overflow(stream)) => {
-                if killed.is_none() && exited.is_none() {
+                // Also after a quick exit: the output was too large all the same.
+                if killed.is_none() {
                     killed = Some(End::OutputTooLarge(stream));
-                    signal_group(pgid, Signal::SIGKILL);
-                    kill_sent = true;
+                    if exited.is_none() {
+                        signal_group(pgid, Signal::SIGKILL);
+                        kill_sent = true;
+                    }
                 }
             }
             Ok(Msg::StdoutDone(bytes)) => stdout = Some(bytes),
@@ -190,7 +256,7 @@ pub fn run(spec: &RunSpec<'_>, on_event: &mut dyn FnMut(Event)) -> Result<Outcom
         }
         let now = Instant::now();
         if exited.is_none() {
-            if let Some(end) = exit_of(&mut child, pgid, &path)? {
+            if let Some(end) = exit_of(&mut child, pgid, &path, &listed)? {
                 exited = Some((end, now));
             }
         }
@@ -251,7 +317,12 @@ fn spawn(cmd: &mut Command) -> std::io::Result<Child> {
 
 /// When the child has exited: kills what is left of its group (the zombie leader still
 /// holds the group id), reaps it and returns how it ended; `None` while it runs.
-fn exit_of(child: &mut Child, pgid: Pid, path: &Path) -> Result<Option<End>, RunError> {
+fn exit_of(
+    child: &mut Child,
+    pgid: Pid,
+    path: &Path,
+    listed: &Listed<'_>,
+) -> Result<Option<End>, RunError> {
     let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
     match waitid(Id::Pid(pgid), flags) {
         Ok(WaitStatus::StillAlive) => return Ok(None),
@@ -264,6 +335,8 @@ fn exit_of(child: &mut Child, pgid: Pid, path: &Path) -> Result<Option<End>, Run
         }
     }
     signal_group(pgid, Signal::SIGKILL);
+    // Unlisted before the reap frees the group id for reuse.
+    listed.release();
     let status = child.wait().map_err(|source| RunError::Wait {
         path: path.to_path_buf(),
         source,

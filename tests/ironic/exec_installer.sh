@@ -42,6 +42,13 @@ pass() { echo "PASS $*"; PASSED=$((PASSED + 1)); }
 fail() { echo "FAIL $*"; FAILED=$((FAILED + 1)); }
 check() { local name=$1; shift; if "$@"; then pass "$name"; else fail "$name"; fi; }
 api() { "$IRONIC_VENV/bin/python" "$HERE/ironic_api.py" "$IRONIC_URL" "$@"; }
+# abort WHAT: a step the scenarios need failed; counted, summarised, and the run ends.
+abort() {
+    fail "exec-installer: $1"
+    echo "exec-installer: $PASSED passed, $FAILED failed"
+    rc=1
+    exit 1
+}
 
 ensure_ironic_venv || exit 1
 STATE=$(mktemp -d /var/tmp/ira-exec-installer.XXXXXX)
@@ -116,25 +123,25 @@ deploy_to() {
     echo "     agent start -> $1: $((SECONDS - t0)) s"
 }
 
-ironic_up "$STATE" false || { rc=1; exit 1; }
+ironic_up "$STATE" false || abort "Ironic started"
 SYSROOT=$STATE/sysroot
 make_sysroot "$SYSROOT"
 IMAGE=$STATE/disk.img
-make_image "$IMAGE" || { rc=1; exit 1; }
+make_image "$IMAGE" || abort "test image made"
 gzip -c -n "$IMAGE" > "$HTTP_ROOT/disk.img.gz"
 SHA=$(sha256sum "$HTTP_ROOT/disk.img.gz" | cut -d' ' -f1)
 truncate -s 128M "$STATE/target.img"
-LOOP=$(losetup --find --show "$STATE/target.img") || { rc=1; exit 1; }
+LOOP=$(losetup --find --show "$STATE/target.img") || abort "loop device attached"
 log "install device: $LOOP"
 
 echo "== scenario: the example installer (an executable hardware manager) replaces write_image"
 "$IRA_BIN" inventory --sysroot "$SYSROOT" --device-allowlist "$LOOP" > "$STATE/inventory.json" 2>"$STATE/inventory.log"
 MAC=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["interfaces"][0]["mac_address"])' "$STATE/inventory.json")
-NODE=$(api create-node "ira-exec-installer-$$" "$MAC") || { rc=1; exit 1; }
+NODE=$(api create-node "ira-exec-installer-$$" "$MAC") || abort "node enrolled"
 api patch "$NODE" /properties/root_device "{\"name\": \"$LOOP\"}"
 if ! { api provision "$NODE" manage && api wait "$NODE" manageable 60 &&
     api provision "$NODE" provide && api wait "$NODE" available 60; }; then
-    rc=1; exit 1
+    abort "node 'available'"
 fi
 api set-image "$NODE" "http://127.0.0.1:$HTTP_PORT/disk.img.gz" "$SHA" raw
 
@@ -175,7 +182,7 @@ check "exec-installer: no mount or loop device of the manager is left behind" \
 stop_pid_file "$STATE/ira.pid"
 
 echo "== scenario: a wrong checksum fails the manager's write_image"
-if ! { api provision "$NODE" deleted && api wait "$NODE" available 60; }; then rc=1; exit 1; fi
+if ! { api provision "$NODE" deleted && api wait "$NODE" available 60; }; then abort "node undeployed"; fi
 api set-image "$NODE" "http://127.0.0.1:$HTTP_PORT/disk.img.gz" "$(printf 'not it' | sha256sum | cut -d' ' -f1)" raw
 deploy_to "deploy failed" 120
 ERR=$(api field "$NODE" last_error)

@@ -20,6 +20,10 @@
 #   IRA_KO_COMPRESS xz | none: compress module files except PLAIN_MODULES (default xz).
 #                   The ramdisk's files stay in RAM (a tmpfs of at most half of it), so
 #                   this is what lets the ramdisk boot in 128 MiB.
+#   IRA_HWM_DIR     a directory of executable hardware managers (README "Extending ira"):
+#                   every executable regular file directly in it is installed, mode 0755,
+#                   into the ramdisk's managers directory /usr/lib/ira/hardware-managers.d
+#                   (e.g. IRA_HWM_DIR=hardware-managers/exec for the example installer)
 #   IRA_EXTRA_ROOT  a directory copied over the ramdisk root last (config files, CAs, tools)
 #   IRA_KERNEL_PKG  kernel package (default: what linux-image-amd64 depends on)
 #
@@ -34,6 +38,9 @@ OUT=${IRA_OUT:-$HERE/out}
 DEFAULT_BIN=$REPO/target/x86_64-unknown-linux-musl/release/ira
 IRA_BIN=${IRA_BIN:-}
 IRA_EXTRA_ROOT=${IRA_EXTRA_ROOT:-}
+IRA_HWM_DIR=${IRA_HWM_DIR:-}
+# Where the agent looks for executable hardware managers (its hardware_managers_dir default).
+HWM_TARGET=usr/lib/ira/hardware-managers.d
 if [ -z "${IRA_COMPRESS:-}" ]; then
     if command -v zstd >/dev/null; then IRA_COMPRESS=zstd; else IRA_COMPRESS=xz; fi
 fi
@@ -300,6 +307,21 @@ cp "$MODDIR"/modules.{order,builtin,builtin.modinfo} "$ROOT/lib/modules/$KVER/"
 depmod -b "$ROOT" "$KVER"
 printf '%s\n' "${BOOT_MODULES[@]}" > "$ROOT/etc/ira/modules.boot"
 
+# --- executable hardware managers ----------------------------------------------------------
+HWM_NAMES=()
+if [ -n "$IRA_HWM_DIR" ]; then
+    [ -d "$IRA_HWM_DIR" ] || die "IRA_HWM_DIR=$IRA_HWM_DIR is not a directory"
+    mkdir -p "$ROOT/$HWM_TARGET"
+    for f in "$IRA_HWM_DIR"/*; do
+        # Only what the agent would run: executable regular files (not README, not dirs).
+        if [ ! -f "$f" ] || [ ! -x "$f" ]; then continue; fi
+        install -m 0755 "$f" "$ROOT/$HWM_TARGET/${f##*/}"
+        HWM_NAMES+=("${f##*/}")
+    done
+    [ ${#HWM_NAMES[@]} -gt 0 ] || die "IRA_HWM_DIR=$IRA_HWM_DIR holds no executable file"
+    log "hardware managers in /$HWM_TARGET: ${HWM_NAMES[*]}"
+fi
+
 if [ -n "$IRA_EXTRA_ROOT" ]; then
     [ -d "$IRA_EXTRA_ROOT" ] || die "IRA_EXTRA_ROOT=$IRA_EXTRA_ROOT is not a directory"
     cp -a "$IRA_EXTRA_ROOT"/. "$ROOT"/
@@ -328,6 +350,7 @@ mib() { awk -v b="$1" 'BEGIN {printf "%.1f MiB", b / 1048576}'; }
     echo "  modules     ${#shipped[@]} requested, ${#FILES[@]} .ko files with dependencies, $(mib "$modsize")"
     echo "  ira         $IRA_BIN ($(mib "$binsize"))"
     echo "  busybox     $(basename "$BBDEB")"
+    [ ${#HWM_NAMES[@]} -eq 0 ] || echo "  managers    /$HWM_TARGET: ${HWM_NAMES[*]} (from $IRA_HWM_DIR)"
     echo "  ssh         $(basename "$(fetch_deb dropbear-bin)") + ${#LIBDONE[@]} libraries, $(mib "$(cat "$DROPBEAR" "$LIBDIR"/* | wc -c)") (rescue mode only)"
     echo "  git         $GITREV"
 } | tee "$OUT/ira.txt"

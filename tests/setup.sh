@@ -28,6 +28,7 @@ TOOLS=(
     readelf:binutils sshpass:sshpass ssh:openssh-client ssh-keygen:openssh-client
     /usr/sbin/dmidecode:dmidecode strace:strace
     shred:coreutils dd:coreutils blkdiscard:util-linux
+    mkfifo:coreutils od:coreutils sha512sum:coreutils xzcat:xz-utils
 )
 TOOLS+=("$@")
 # The Redfish BMC of the VM suite: libvirt's daemons and client, its Python binding (for

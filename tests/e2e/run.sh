@@ -33,6 +33,12 @@
 #               backing file -> `deploy failed` with the agent's error in last_error and
 #               nothing bootable (or nothing at all) on the disk. These nodes set their
 #               own automated_clean = false: they test the deploy, lifecycle tests cleaning
+#   deploy_exec_installer  a ramdisk built with IRA_HWM_DIR=hardware-managers/exec (its
+#               own IRA_OUT) carries the example executable hardware manager, which
+#               outranks the generic write_image: the node (direct deploy) reaches
+#               `active`, the disk file holds the gzip image's partition table and data
+#               partition byte for byte, and partition 1 (ext4, read with debugfs) holds
+#               ira-firstboot.json naming the node and the image
 #   redfish_vmedia  (tests/e2e/bmc.sh) the node is a libvirt domain behind sushy-tools'
 #               Redfish emulator; Ironic's redfish driver powers it on with the ISO it
 #               built from the ramdisk inserted as virtual media, deploys it to `active`
@@ -389,6 +395,58 @@ scenario_deploy_refused() {
         check "deploy-backing: not a byte reached the disk" \
             bash -c "! grep -qa . <(head -c 4194304 '$VM_SCRATCH/deploy-backing/vd0.img' | tr -d '\0')"
     fi
+}
+
+# The example executable hardware manager (hardware-managers/exec/example-installer)
+# baked into a ramdisk of its own (images/build.sh with IRA_HWM_DIR, a separate IRA_OUT:
+# the default ramdisk stays as it is) replaces write_image: it streams the gzip image
+# through the node's image proxy, verifies it, writes the disk the agent chose from the
+# root device hint, and writes ira-firstboot.json to the image's partition 1.
+scenario_deploy_exec_installer() {
+    echo "== scenario: an executable hardware manager (the example installer) replaces write_image"
+    local out=$SCRATCH/ramdisk-installer img=$SCRATCH/installer.raw stage=$SCRATCH/installer-boot
+    if ! IRA_HWM_DIR=$REPO/hardware-managers/exec IRA_OUT=$out bash "$REPO/images/build.sh" \
+        >"$SCRATCH/build-installer.log" 2>&1; then
+        fail "exec-installer: ramdisk with the example installer built"
+        tail -n 5 "$SCRATCH/build-installer.log"
+        return
+    fi
+    check "exec-installer: the build baked the example into the ramdisk's managers directory" \
+        bash -c "zstd -dc '$out/ira.initramfs' | cpio -t --quiet 2>/dev/null |
+            grep -qx usr/lib/ira/hardware-managers.d/example-installer"
+    # GPT: 1 = ext4 "boot" (16 MiB at 1 MiB), 2 = random (16 MiB at 17 MiB); served gzipped.
+    mkdir -p "$stage/loader"
+    printf 'image boot partition\n' >"$stage/loader/entry.conf"
+    rm -f "$img"
+    truncate -s 40M "$img"
+    sgdisk -n 1:2048:+16M -t 1:8300 -c 1:boot -n 2:0:+16M -t 2:8300 -c 2:data "$img" >/dev/null
+    mkfs.ext4 -q -F -L boot -d "$stage" "$SCRATCH/installer-boot.fs" 16M >/dev/null
+    dd if="$SCRATCH/installer-boot.fs" of="$img" bs=1M seek=1 conv=notrunc status=none
+    dd if=/dev/urandom of="$img" bs=1M seek=17 count=16 conv=notrunc status=none
+    gzip -c -n "$img" >"$HTTP_ROOT/installer.raw.gz"
+    VM_INITRD=$out/ira.initramfs deploy_node deploy-exec-installer installer.raw.gz raw active || return
+    local disk=$VM_SCRATCH/deploy-exec-installer/vd0.img con=$VM_SCRATCH/deploy-exec-installer/console.log fb
+    check "exec-installer: the agent found the example manager and ran its write_image" \
+        bash -c "grep -aq 'executable hardware manager found.*example_installer' '$con' &&
+            grep -aq 'manager exited manager=\"example_installer\" step=\"write_image\" end=Exited(0)' '$con' &&
+            ! grep -aq 'image written and verified' '$con'"
+    check "exec-installer: its progress lines are in the agent's log" \
+        grep -aq 'progress=writing image installer.raw.gz to /dev/vda' "$con"
+    check "exec-installer: the disk holds the image (partition entries, partition 2)" \
+        bash -c "cmp -s -i 1024 -n 16384 '$img' '$disk' && cmp -s -i 17825792 -n 16777216 '$img' '$disk'"
+    check "exec-installer: the disk's GPT is valid, backup header at the disk's end" \
+        bash -c "sgdisk -v '$disk' 2>&1 | grep -q 'No problems found'"
+    dd if="$disk" of="$SCRATCH/installer-check.fs" bs=1M skip=1 count=16 status=none
+    fb=$(debugfs -R "cat /ira-firstboot.json" "$SCRATCH/installer-check.fs" 2>/dev/null)
+    echo "     ira-firstboot.json: $fb"
+    check "exec-installer: partition 1 holds ira-firstboot.json for this node and image" \
+        python3 -c 'import json, sys
+f = json.loads(sys.argv[1])
+assert f["node_uuid"] == sys.argv[2] and f["image_id"] == "installer.raw.gz", f
+assert f["installed_by"] == "example_installer 1.0" and f["install_device"] == "/dev/vda", f' "$fb" "$NODE_UUID"
+    check "exec-installer: the image's own files on partition 1 are intact" \
+        test "$(debugfs -R "cat /loader/entry.conf" "$SCRATCH/installer-check.fs" 2>/dev/null)" = "image boot partition"
+    rm -rf "$out" "$HTTP_ROOT/installer.raw.gz"
 }
 
 # boot_written_disk LABEL LOADER_LABEL: powers the deployed VM on again without a kernel;
@@ -1200,7 +1258,7 @@ rescue_interface() {
 VM_DISK_BYTES=$((1 << 30))
 # E2E_SCENARIOS picks scenarios (default: all but `rescue`, whose flow redfish_rescue
 # runs on the Redfish BMC, in this order).
-for sc in ${E2E_SCENARIOS:-inspection lifecycle lifecycle_ro deploy_raw deploy_formats deploy_refused deploy_uefi deploy_partition redfish_vmedia redfish_dhcpless redfish_rescue vmedia_network_data}; do
+for sc in ${E2E_SCENARIOS:-inspection lifecycle lifecycle_ro deploy_raw deploy_formats deploy_refused deploy_exec_installer deploy_uefi deploy_partition redfish_vmedia redfish_dhcpless redfish_rescue vmedia_network_data}; do
     "scenario_$sc"
 done
 echo "vm-e2e: $passed passed, $failed failed"

@@ -23,3 +23,7 @@ export IRA_ARGS=${IRA_ARGS:-}
 # A host path to an IPA-style config file ([DEFAULT] section), installed as
 # /etc/ironic-python-agent.conf. Empty: none.
 export IRA_CONFIG=${IRA_CONFIG:-}
+# A host directory of executable hardware managers: each executable regular file in it
+# is installed into /usr/lib/ira/hardware-managers.d, where the agent runs them as
+# managers. Empty: none.
+export IRA_HWM_DIR=${IRA_HWM_DIR:-}

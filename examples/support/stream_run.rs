@@ -25,7 +25,7 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-const USAGE: &str = "usage: stream_image URL TARGET (sha256|sha512|md5) HEX [--writers N] [--buffers N] [--chunk-kib N] [--buffered] [--no-decompress] [--disk-format F]";
+const USAGE: &str = "usage: stream_image URL TARGET (sha256|sha512|md5) HEX [--writers N] [--buffers N] [--chunk-kib N] [--reader-buffers N] [--reader-chunk-kib N] [--buffered] [--no-decompress] [--disk-format F]";
 
 /// Runs the benchmark client; the allocator is chosen by the example that includes this.
 #[tokio::main]
@@ -78,6 +78,8 @@ async fn run() -> Result<String, String> {
             "--writers" => opts.writers = num()?,
             "--buffers" => opts.buffers = num()?,
             "--chunk-kib" => opts.chunk_size = num()? << 10,
+            "--reader-buffers" => opts.reader_buffers = num()?,
+            "--reader-chunk-kib" => opts.reader_chunk_size = num()? << 10,
             "--buffered" => opts.direct_io = false,
             "--no-decompress" => opts.decompress = false,
             "--disk-format" => disk_format = rest.next().ok_or_else(|| USAGE.to_owned())?.clone(),

@@ -17,6 +17,10 @@
 #   qcow2 (QCOW2=1): the image as `qemu-img convert -c -O qcow2` and as a plain qcow2,
 #     streamed by ira over HTTP (disk_format qcow2, sha256 of the qcow2 file), beside
 #     `qemu-img convert -f qcow2 -t none -W -O raw <local qcow2> <device>` + `sync <device>`.
+# The tables (bench/stream_summary.py, which also reprints a kept results file): per run,
+# wall time, peak RSS, CPU and ratios per round; then CPU-seconds per GiB of image for ira's
+# raw sha256, raw sha512 and qcow2 paths beside the sum of their stages alone (dd, curl,
+# openssl dgst; for qcow2 curl and openssl of the qcow2 file and qemu-img convert).
 # Before every write the device is filled with a 0xA5 pattern; after it, the device is read
 # back with O_DIRECT and compared with the raw image: a run that skips or garbles a range
 # stops the benchmark. Each figure is whole-process wall time and peak RSS (/usr/bin/time);
@@ -202,67 +206,11 @@ for r in $(seq "$ROUNDS"); do
         write "$r" qemu_img_qcow2c "${QEMU_IMG[@]}" "$QC" "$LOOP"
         # shellcheck disable=SC2086
         write "$r" ira_qcow2 "$BIN" "$QP_URL" "$LOOP" sha256 "$QP256" --disk-format qcow2 $IRA_ARGS
+        measure "$r" curl_qcow2 curl -sf -o /dev/null "$QP_URL"
+        measure "$r" openssl_sha256_qcow2 openssl dgst -sha256 "$QP"
         write "$r" qemu_img_qcow2 "${QEMU_IMG[@]}" "$QP" "$LOOP"
     fi
 done
 echo "== load after: $(cut -d' ' -f1-3 /proc/loadavg); $VERIFIED writes verified byte for byte against the image; runs in $RESULTS"
 
-python3 - "$RESULTS" "$SIZE_MIB" <<'PY'
-import collections, json, statistics, sys
-mb = (int(sys.argv[2]) << 20) / 1e6
-by = collections.defaultdict(dict)
-cpu = collections.defaultdict(list)
-for line in open(sys.argv[1]):
-    r, name, sec, rss, usr, sys_, js = line.split()
-    inner = None
-    if js != "-":
-        j = json.loads(js)
-        inner = j.get("seconds", j.get("stream_s", 0) + j.get("fsync_s", 0))
-    by[name][r] = (float(sec), int(rss), inner)
-    cpu[name].append(float(usr) + float(sys_))
-
-def t(name, r):
-    return by[name][r][0]
-
-def floor(r, algo):
-    return max(t(n, r) for n in ("dd_oflag_direct_fsync", f"openssl_{algo}", "curl"))
-
-def ratio(runs, other):  # per-round ratio: run time / other(round)
-    rs = sorted(s / other(r) for r, (s, _, _) in runs.items() if other(r))
-    return f"{statistics.median(rs):.2f}x ({rs[0]:.2f}-{rs[-1]:.2f})"
-
-def compare(name):
-    runs = by[name]
-    algo = "sha512" if name.endswith("sha512") else "sha256"
-    out = []
-    if name.startswith(("ira", "ipa")) and "qcow2" not in name:
-        out.append(f"{ratio(runs, lambda r: floor(r, algo))} of floor max(dd, openssl {algo}, curl)")
-    if name == "ira_api_write_image":
-        out.append(f"{ratio(runs, lambda r: t('ira_sha256', r))} of ira_sha256 (the pipeline alone)")
-    if name.startswith("ipa"):
-        out.append(f"ira is {ratio({r: (by['ira_' + algo][r][0], 0, 0) for r in runs}, lambda r: runs[r][0])} of IPA's time")
-    if name.startswith("ira_mimalloc"):
-        base = "ira_" + name[len("ira_mimalloc_"):]
-        out.append(f"{ratio(runs, lambda r: t(base, r))} of {base}")
-    if name.startswith("ira") and "qcow2" in name:
-        q = "qemu_img_" + name.split("_")[-1]
-        out.append(f"{ratio(runs, lambda r: t(q, r))} of {q}")
-    return "; ".join(out)
-
-print(f"\n{'run':22} {'median s':>8} {'min-max s':>11} {'MB/s':>5} {'RSS MiB':>7} {'in-proc s':>9} {'CPU s':>5}  ratios per round: median (min-max)")
-for name, runs in by.items():
-    secs = [s for s, _, _ in runs.values()]
-    rss = statistics.median(m for _, m, _ in runs.values()) / 1024
-    inner = [i for _, _, i in runs.values() if i is not None]
-    med = statistics.median(secs)
-    ins = f"{statistics.median(inner):9.2f}" if inner else f"{'':9}"
-    rate = f"{'':5}" if name.endswith("_qcow2c") and not name.startswith(("ira", "qemu")) else f"{mb / med:5.0f}"
-    print(f"{name:22} {med:8.2f} {min(secs):5.2f}-{max(secs):<5.2f} {rate} {rss:7.1f} {ins} {statistics.median(cpu[name]):5.2f}  {compare(name)}")
-print(f"\nfloor per round (slowest stage alone): sha256 "
-      + ", ".join(f"{floor(r, 'sha256'):.2f}" for r in sorted(by['curl']))
-      + " s; sha512 " + ", ".join(f"{floor(r, 'sha512'):.2f}" for r in sorted(by['curl'])) + " s")
-print("MB/s = image bytes (raw size, also for qcow2) / median wall time; RSS = median of the runs' peaks; "
-      "in-proc = the write timed inside the process (ira: pipeline; ira_api_write_image: the step, "
-      "first POST to last poll; IPA: method + fsync); "
-      "CPU s = median user + system time of the process")
-PY
+python3 "$REPO/bench/stream_summary.py" "$RESULTS" "$SIZE_MIB"

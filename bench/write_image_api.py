@@ -49,7 +49,9 @@ def main():
     port = free_port()
     cmdline = os.path.join(work, "write-image-api.cmdline")
     with open(cmdline, "w") as f:
-        f.write(f"ipa-agent-token={TOKEN}\n")
+        # The loop device is under IPA's 4 GiB root-disk minimum: one look for an install
+        # disk at start, not the default ten 3 s apart.
+        f.write(f"ipa-agent-token={TOKEN} ipa-disk-wait-attempts=1\n")
     log = open(os.path.join(work, "write-image-api.log"), "w")
     agent = subprocess.Popen(
         [ira, "--standalone", "--cmdline-file", cmdline, "--device-allowlist", device,

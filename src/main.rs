@@ -20,6 +20,10 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::EnvFilter;
 
+/// musl's malloc with freed large blocks kept for reuse (see `ira::sys::alloc`).
+#[global_allocator]
+static GLOBAL: ira::sys::alloc::LargeBlockCache = ira::sys::alloc::LargeBlockCache;
+
 /// The kernel command line when `--cmdline-file` is not given.
 const PROC_CMDLINE: &str = "/proc/cmdline";
 /// Config files tried, first found wins, when `--config-file` is not given

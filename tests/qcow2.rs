@@ -516,7 +516,12 @@ fn stream_helper_reads_a_file() {
     let raw = source(d.path());
     let img = convert(d.path(), &raw, "s.qcow2", &["-c"]);
     let mut sink = TestSink::default();
-    let s = stream(File::open(&img).unwrap(), &mut sink, Limits::default()).unwrap();
+    let s = stream(
+        std::io::BufReader::new(File::open(&img).unwrap()),
+        &mut sink,
+        Limits::default(),
+    )
+    .unwrap();
     sink.disk
         .resize(usize::try_from(s.virtual_size).unwrap(), POISON);
     assert_same(&sink.disk, &reference(&img), "stream()");

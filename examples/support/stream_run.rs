@@ -13,7 +13,7 @@ use ira::image::progress::Progress;
 use ira::image::source::SourceOptions;
 use ira::ironic::LookupSettings;
 
-const USAGE: &str = "usage: stream_image URL TARGET (sha256|sha512|md5) HEX [--writers N] [--buffers N] [--chunk-kib N] [--buffered] [--no-decompress] [--disk-format F]";
+const USAGE: &str = "usage: stream_image URL TARGET (sha256|sha512|md5) HEX [--writers N] [--buffers N] [--chunk-kib N] [--reader-buffers N] [--reader-chunk-kib N] [--buffered] [--no-decompress] [--disk-format F]";
 
 /// Runs the benchmark client; the allocator is chosen by the example that includes this.
 #[tokio::main]
@@ -57,6 +57,8 @@ async fn run() -> Result<String, String> {
             "--writers" => opts.writers = num()?,
             "--buffers" => opts.buffers = num()?,
             "--chunk-kib" => opts.chunk_size = num()? << 10,
+            "--reader-buffers" => opts.reader_buffers = num()?,
+            "--reader-chunk-kib" => opts.reader_chunk_size = num()? << 10,
             "--buffered" => opts.direct_io = false,
             "--no-decompress" => opts.decompress = false,
             "--disk-format" => disk_format = rest.next().ok_or_else(|| USAGE.to_owned())?.clone(),

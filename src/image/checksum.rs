@@ -204,38 +204,57 @@ pub fn parse_checksum_file(text: &str, file_name: &str) -> Result<String, String
     Err(format!("Checksum file does not contain name {file_name}"))
 }
 
-/// SHA-512 implementation: ring by default; OpenSSL's AVX2 code with the
-/// `openssl-sha512` feature (about 1.4x faster on CPUs without SHA-512 instructions, at
-/// the cost of a vendored static OpenSSL: see the bench notes in `bench/stream.sh`).
-#[cfg(not(feature = "openssl-sha512"))]
-type Sha512Ctx = ring::digest::Context;
-#[cfg(feature = "openssl-sha512")]
-type Sha512Ctx = openssl::sha::Sha512;
+/// The SHA-2 code: ring by default; with the `openssl-sha` feature, OpenSSL's
+/// (`SHA256_*`/`SHA512_*` from a vendored static build). Both pick SHA-NI for SHA-256
+/// where the CPU has it; without it OpenSSL has AVX2 code where ring has only AVX/SSSE3,
+/// and for SHA-512 (no CPU instructions on the x86 servers in use) OpenSSL's AVX2 code is
+/// about 1.4x ring's speed. See `bench/README.md` and `examples/hash_speed.rs`.
+#[cfg(not(feature = "openssl-sha"))]
+mod sha2_impl {
+    pub type Sha256 = ring::digest::Context;
+    pub type Sha512 = ring::digest::Context;
 
-#[cfg(not(feature = "openssl-sha512"))]
-fn sha512_new() -> Sha512Ctx {
-    ring::digest::Context::new(&ring::digest::SHA512)
-}
-#[cfg(feature = "openssl-sha512")]
-fn sha512_new() -> Sha512Ctx {
-    openssl::sha::Sha512::new()
+    pub fn sha256() -> Sha256 {
+        ring::digest::Context::new(&ring::digest::SHA256)
+    }
+    pub fn sha512() -> Sha512 {
+        ring::digest::Context::new(&ring::digest::SHA512)
+    }
+    pub fn finish256(c: Sha256) -> Vec<u8> {
+        c.finish().as_ref().to_vec()
+    }
+    pub fn finish512(c: Sha512) -> Vec<u8> {
+        c.finish().as_ref().to_vec()
+    }
 }
 
-#[cfg(not(feature = "openssl-sha512"))]
-fn sha512_finish(c: Sha512Ctx) -> Vec<u8> {
-    c.finish().as_ref().to_vec()
+#[cfg(feature = "openssl-sha")]
+mod sha2_impl {
+    pub type Sha256 = openssl::sha::Sha256;
+    pub type Sha512 = openssl::sha::Sha512;
+
+    pub fn sha256() -> Sha256 {
+        Sha256::new()
+    }
+    pub fn sha512() -> Sha512 {
+        Sha512::new()
+    }
+    pub fn finish256(c: Sha256) -> Vec<u8> {
+        c.finish().to_vec()
+    }
+    pub fn finish512(c: Sha512) -> Vec<u8> {
+        c.finish().to_vec()
+    }
 }
-#[cfg(feature = "openssl-sha512")]
-fn sha512_finish(c: Sha512Ctx) -> Vec<u8> {
-    c.finish().to_vec()
-}
+
+use sha2_impl::{finish256, finish512};
 
 /// A running digest over the bytes of an image.
 pub enum Hasher {
-    /// SHA-256 (ring, SHA-NI when the CPU has it).
-    Sha256(ring::digest::Context),
+    /// SHA-256 (SHA-NI when the CPU has it).
+    Sha256(sha2_impl::Sha256),
     /// SHA-512.
-    Sha512(Sha512Ctx),
+    Sha512(sha2_impl::Sha512),
     /// MD5 (md-5).
     Md5(md5::Md5),
 }
@@ -244,8 +263,8 @@ impl Hasher {
     /// A fresh digest for `algo`.
     pub fn new(algo: HashAlgo) -> Self {
         match algo {
-            HashAlgo::Sha256 => Self::Sha256(ring::digest::Context::new(&ring::digest::SHA256)),
-            HashAlgo::Sha512 => Self::Sha512(sha512_new()),
+            HashAlgo::Sha256 => Self::Sha256(sha2_impl::sha256()),
+            HashAlgo::Sha512 => Self::Sha512(sha2_impl::sha512()),
             HashAlgo::Md5 => Self::Md5(md5::Md5::new()),
         }
     }
@@ -262,8 +281,8 @@ impl Hasher {
     /// The lower-case hex digest.
     pub fn finish_hex(self) -> String {
         let bytes: Vec<u8> = match self {
-            Self::Sha256(c) => c.finish().as_ref().to_vec(),
-            Self::Sha512(c) => sha512_finish(c),
+            Self::Sha256(c) => finish256(c),
+            Self::Sha512(c) => finish512(c),
             Self::Md5(m) => m.finalize().to_vec(),
         };
         bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -1,6 +1,8 @@
 //! Safe wrappers around the kernel interfaces nothing in std or nix wraps, one module per
 //! ioctl family; with `image::aligned`, the only `unsafe` in the crate.
 //!
+//! - `alloc`: the agent's global allocator (the system's, with a cache of freed large
+//!   blocks: musl maps and unmaps each one).
 //! - `block`: block-device ioctls (size, sector size, partition table re-read, BLKPG,
 //!   discard, secure discard, write zeroes).
 //! - `ethtool`: `SIOCETHTOOL` (permanent MAC address, supported link modes).
@@ -12,6 +14,7 @@
 //!   in its sense data.
 //! - `vlan`: VLAN interfaces over rtnetlink (no `unsafe`).
 
+pub mod alloc;
 pub mod block;
 pub mod ethtool;
 pub mod fs_flags;

@@ -1,7 +1,7 @@
 //! The streaming engine: a map of wanted host ranges, fed by the stream in file order.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::io::{self, Read};
+use std::io::{self, BufRead};
 use std::ops::Bound::{Excluded, Unbounded};
 
 use super::decompress::ClusterDecoder;
@@ -21,8 +21,6 @@ const SECTOR: u64 = 512;
 /// First allocation for a table buffer; it grows with the bytes that actually arrive, so a
 /// header that promises a huge L1 costs nothing until the data is there.
 const FIRST_ALLOC: u64 = 1 << 20;
-/// Read size of `stream`.
-const READ_CHUNK: usize = 1 << 20;
 
 /// What a pending range is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -550,22 +548,24 @@ fn feed_want(
     }
 }
 
-/// Streams a whole qcow2 image from `reader` into `sink`.
-pub fn stream<R: Read, S: GuestSink>(
+/// Streams a whole qcow2 image from `reader` into `sink`, feeding the reader's own
+/// buffers (no copy, no buffer of its own: the pipeline's pool buffers pass straight in).
+pub fn stream<R: BufRead, S: GuestSink>(
     mut reader: R,
     sink: &mut S,
     limits: Limits,
 ) -> Result<Summary, Qcow2Error> {
     let mut q = Qcow2Stream::new(limits);
-    let mut buf = vec![0u8; READ_CHUNK];
     loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
+        let buf = match reader.fill_buf() {
+            Ok([]) => break,
+            Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(Qcow2Error::Read(e)),
         };
-        q.feed(&buf[..n], sink)?;
+        let n = buf.len();
+        q.feed(buf, sink)?;
+        reader.consume(n);
     }
     q.finish(sink)
 }

@@ -100,19 +100,8 @@ zeroed() { # device: all SIZE_MIB MiB read back past any cache are zero
     dd if="$1" bs=4M count="$COUNT" iflag=direct status=none |
         cmp -s -n $((SIZE_MIB << 20)) - /dev/zero
 }
-measure() { # round name command...: wall s, peak RSS KiB, CPU s, and the JSON line it printed
-    local round=$1 name=$2
-    shift 2
-    if /usr/bin/time -f '%e %M %U %S' -o "$RESULTS.t" nice -n "$NICE" "$@" >"$RESULTS.o" 2>"$RESULTS.e"; then
-        local json
-        json=$(grep '^{' "$RESULTS.o" | tail -n1 | tr -d ' ' || true)
-        echo "$round $name $(cat "$RESULTS.t") ${json:--}" >>"$RESULTS"
-    else
-        echo "== $name failed:" >&2
-        cat "$RESULTS.e" >&2
-        exit 1
-    fi
-}
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
 VERIFIED=0
 erase() { # "devices" round name command...: fill, measure, then every device must read zero
     local devs=$1 d

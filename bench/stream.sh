@@ -139,19 +139,8 @@ verify() { # name
     fi
     VERIFIED=$((VERIFIED + 1))
 }
-measure() { # round name command...: wall s, peak RSS KiB, CPU s, and the JSON line it printed
-    local round=$1 name=$2
-    shift 2
-    if /usr/bin/time -f '%e %M %U %S' -o "$RESULTS.t" nice -n "$NICE" "$@" >"$RESULTS.o" 2>"$RESULTS.e"; then
-        local json
-        json=$(grep '^{' "$RESULTS.o" | tail -n1 | tr -d ' ' || true)
-        echo "$round $name $(cat "$RESULTS.t") ${json:--}" >>"$RESULTS"
-    else
-        echo "== $name failed:" >&2
-        cat "$RESULTS.e" >&2
-        exit 1
-    fi
-}
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
 write() { # round name command...: a measured write between scramble and verify
     scramble
     measure "$@"

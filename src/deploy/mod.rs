@@ -44,7 +44,7 @@ pub use uuids::PartitionUuids;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Written {
     /// `image_info.id` of the image.
-    pub image_id: String,
+    pub image_id: crate::image::info::ImageId,
     /// The install device it went to.
     pub device: PathBuf,
     /// The identifiers `get_partition_uuids` returns.

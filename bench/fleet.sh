@@ -115,6 +115,9 @@ if erase == "metadata":
     text = text.replace("[deploy]\n", "[deploy]\nerase_devices_priority = 0\n", 1)
 # A fleet's conductor: the API answers many agents at once.
 text = text.replace("[database]\n", "[database]\nmax_pool_size = 20\nmax_overflow = 40\n", 1)
+# Ironic refuses (503) more than 50 cleanings at once by default; the fleet cleans all.
+text = text.replace("[conductor]\n", "[conductor]\nmax_concurrent_clean = 1000\n"
+                    "max_concurrent_deploy = 1000\n", 1)
 open(path, "w").write(text)
 PY
 }

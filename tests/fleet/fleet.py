@@ -323,21 +323,27 @@ class Fleet:
             with self.lock:
                 self.states = states
                 self.polled_at = polled
-            for uuid, st in states.items():
-                m = self.by_uuid.get(uuid)
-                if m is None:
-                    continue
-                if st in WAIT_STATES and not m.running():
-                    if m.proc is not None:
-                        m.crashes += 1
-                        log(f"{m.name}: agent exited with {m.proc.returncode} in {st}")
-                    m.boot(self, "inspect" if st == "inspect wait" else "lookup")
-                elif st in OFF_STATES and m.proc is not None and not self.keep.is_set():
-                    m.off()
+                self.act(states)
             rss = sum(rss_kib(m.proc.pid) for m in self.machines if m.running())
             self.rss_peak_kib = max(self.rss_peak_kib, rss)
             self.agents_peak = max(self.agents_peak, sum(m.running() for m in self.machines))
             time.sleep(0.5)
+
+    def act(self, states):
+        """Boots or stops agents for the node states just read (under the lock)."""
+        for uuid, st in states.items():
+            m = self.by_uuid.get(uuid)
+            if m is None:
+                continue
+            if self.stop.is_set():
+                break
+            if st in WAIT_STATES and not m.running():
+                if m.proc is not None:
+                    m.crashes += 1
+                    log(f"{m.name}: agent exited with {m.proc.returncode} in {st}")
+                m.boot(self, "inspect" if st == "inspect wait" else "lookup")
+            elif st in OFF_STATES and m.proc is not None and not self.keep.is_set():
+                m.off()
 
     def wait_all(self, target, timeout, t0):
         """Waits until every node is in target (or failed); returns {uuid: seconds}."""
@@ -359,8 +365,15 @@ class Fleet:
         return done
 
     def all_off(self):
-        for m in self.machines:
-            m.off()
+        """Every agent stopped (the player goes on)."""
+        with self.lock:
+            for m in self.machines:
+                m.off()
+
+    def shutdown(self):
+        """The player first, so it boots nothing after this, then every agent."""
+        self.stop.set()
+        self.all_off()
 
 
 def parallel(fn, items, workers=8):
@@ -420,7 +433,7 @@ def main():
 
     fleet = Fleet(args)
     # Whatever happens, no agent outlives the run (each is stopped by its PID).
-    atexit.register(fleet.all_off)
+    atexit.register(fleet.shutdown)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ironic = IronicProcess(args.state, args.venv)
     api_log = os.path.join(args.state, "ironic.log")

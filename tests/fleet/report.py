@@ -8,6 +8,9 @@ import sys
 
 def main(path):
     res = json.load(open(path))
+    if "n" not in res:
+        print("fleet: the run stopped before its result was written")
+        return
     n = res["n"]
     print(f"fleet of {n} nodes")
     print("| flow | reached | wall s | Ironic CPU s/node | agent requests/node (lookup, heartbeat, "

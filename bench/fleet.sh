@@ -18,7 +18,8 @@
 #             only) or full (Ironic's default erase_devices: 1 random pass + zeros)
 #   DISK_MB   each node's loop device (default 24, sparse)
 #   CHECK=1   exit 1 unless every node reached every target, the origin sent the image
-#             once and no log holds a URL signature (tests/fleet/run.sh sets it)
+#             once, node 0's cut download resumed with Range through the proxy and no
+#             log holds a URL signature (tests/fleet/run.sh sets it)
 #   AGENT_DEBUG=1  agents log at debug level (ipa-debug=1)
 #   KEEP=1    keep the scratch dir; OUT=file also writes the JSON result there
 # Run as root (loop devices). Nothing but the loop devices made here is written to.
@@ -68,6 +69,8 @@ sgdisk -n 1:2048:+8M -t 1:8300 -c 1:root "$IMG" >/dev/null 2>&1 || exit 1
 mkfs.ext4 -q -F -L fleet-root -d "$STATE/stage" "$STATE/root.fs" 8M >/dev/null || exit 1
 dd if="$STATE/root.fs" of="$IMG" bs=1M seek=1 conv=notrunc status=none
 SHA=$(sha256sum "$IMG" | cut -d' ' -f1)
+# The same bytes under another name for node 0: the origin cuts its first download short.
+cp "$IMG" "$STATE/images/resume.img"
 
 # --- loop devices, one per node -------------------------------------------------------------
 for i in $(seq 0 $((N - 1))); do
@@ -83,16 +86,20 @@ mariadb_up "$STATE" || exit 1
 ORIGIN_PORT=$(free_port)
 SECRET=$(head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')
 python3 "$REPO/tests/fleet/origin.py" "$ORIGIN_PORT" "$STATE/images" "$STATE/origin.jsonl" \
-    "$SECRET" > "$STATE/origin.stdout" 2>&1 &
+    "$SECRET" --cut resume.img 6000000 > "$STATE/origin.stdout" 2>&1 &
 echo $! > "$STATE/origin.pid"
 squid_up "$STATE" "$ORIGIN_PORT" || exit 1
 IMAGE_URL=$(python3 -c "
 import sys; sys.path.insert(0, '$REPO/tests/fleet'); import origin
 print(origin.swift_url('http://127.0.0.1:$ORIGIN_PORT', '$SECRET', 'fleet.img'))")
-# The secrets a log must never show: both signatures.
+RESUME_URL=$(python3 -c "
+import sys; sys.path.insert(0, '$REPO/tests/fleet'); import origin
+print(origin.swift_url('http://127.0.0.1:$ORIGIN_PORT', '$SECRET', 'resume.img'))")
+# The secrets a log must never show: every signature.
 python3 -c "
 import sys; sys.path.insert(0, '$REPO/tests/fleet'); import origin
-print(origin.signature('$SECRET', 'swift', 'fleet.img')); print(origin.signature('$SECRET', 's3', 'fleet.img'))" \
+for name in ('fleet.img', 'resume.img'):
+    print(origin.signature('$SECRET', 'swift', name)); print(origin.signature('$SECRET', 's3', name))" \
     > "$STATE/signatures"
 
 ironic_conf() {  # the tests' Ironic config, on MariaDB, with the fleet's erase setting
@@ -139,7 +146,7 @@ log "ironic ready on $IRONIC_URL (MariaDB); setup took $((SECONDS - T_START)) s"
 RESULT=$STATE/result.json
 "$IRONIC_VENV/bin/python" "$REPO/tests/fleet/fleet.py" --ironic-url "$IRONIC_URL" \
     --state "$STATE" --venv "$IRONIC_VENV" --ira "$IRA_BIN" --n "$N" --loops "$STATE/loops" \
-    --image-url "$IMAGE_URL" --sha256 "$SHA" --proxy "$PROXY_URL" --idle "$IDLE" \
+    --image-url "$IMAGE_URL" --resume-url "$RESUME_URL" --sha256 "$SHA" --proxy "$PROXY_URL" --idle "$IDLE" \
     --outage "$OUTAGE" --after "$AFTER" --out "$RESULT" ${AGENT_DEBUG:+--debug}
 fleet_rc=$?
 
@@ -149,9 +156,9 @@ fleet_rc=$?
 S3_URL=$(python3 -c "
 import sys; sys.path.insert(0, '$REPO/tests/fleet'); import origin
 print('http://127.0.0.1:$ORIGIN_PORT' + origin.S3 + 'fleet.img?' + origin.s3_query('$SECRET', 'fleet.img'))")
-gets_before=$(grep -cE '"method": "GET", "path": "/s3/[^"]*", "status": 20[06]' "$STATE/origin.jsonl")
+gets_before=$(grep -cE '"method": "GET", "path": "/s3/images/fleet.img", "status": 20[06]' "$STATE/origin.jsonl")
 RANGE_CODE=$(curl -s -o "$STATE/range.part" -w '%{http_code}' -x "$PROXY_URL" -r 5000000- "$S3_URL")
-gets_after=$(grep -cE '"method": "GET", "path": "/s3/[^"]*", "status": 20[06]' "$STATE/origin.jsonl")
+gets_after=$(grep -cE '"method": "GET", "path": "/s3/images/fleet.img", "status": 20[06]' "$STATE/origin.jsonl")
 if [ "$RANGE_CODE" = 206 ] && cmp -s "$STATE/range.part" <(tail -c +5000001 "$IMG") &&
     [ "$gets_after" = "$gets_before" ]; then RANGE_OK=1; else RANGE_OK=0; fi
 log "Range 5000000- through the proxy: HTTP $RANGE_CODE, origin GETs $gets_before -> $gets_after, ok: $RANGE_OK"
@@ -164,7 +171,12 @@ import json, os, sys
 state, result_path, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 res = json.load(open(result_path)) if os.path.exists(result_path) else {"flows": {}}
 origin = [json.loads(l) for l in open(f"{state}/origin.jsonl")]
-img = [r for r in origin if r["path"].startswith("/s3/")]
+img = [r for r in origin if r["path"] == "/s3/images/fleet.img"]
+resume = [r for r in origin if r["path"] == "/s3/images/resume.img" and r["method"] == "GET"]
+# Node 0's image: the first download was cut; ira asked for the rest with Range.
+res["resume"] = {"gets": [(r["status"], r["bytes"], r["range"]) for r in resume],
+                 "resumed": any(r["status"] == 206 and (r["range"] or "").startswith("bytes=")
+                                for r in resume)}
 res["origin"] = {
     "image_gets": sum(1 for r in img if r["method"] == "GET" and r["status"] in (200, 206)),
     "image_bytes": sum(r["bytes"] for r in img),
@@ -175,7 +187,7 @@ res["origin"] = {
 squid = [l.split() for l in open(f"{state}/squid/access.log")]
 codes = {}
 for f in squid:
-    if len(f) > 6 and "/s3/" in f[6]:
+    if len(f) > 6 and "/s3/images/fleet.img" in f[6]:
         codes[f[3]] = codes.get(f[3], 0) + 1
 res["proxy"] = {"image_requests": codes,
                 "temp_url_redirects": sum(1 for f in squid if len(f) > 6 and "/swift/" in f[6]
@@ -226,6 +238,9 @@ bad += ["origin"] if o != 1 else []
 r = res["proxy"]["temp_url_redirects"]
 print(("PASS" if r >= n else "FAIL") + f" fleet: the agents followed the temp URL's redirect ({r} for {n} nodes)")
 bad += ["redirects"] if r < n else []
+rs = res["resume"]
+print(("PASS" if rs["resumed"] else "FAIL") + f" fleet: a download cut short resumed with Range through the proxy {rs['gets']}")
+bad += ["resume"] if not rs["resumed"] else []
 rc_ = res["range_from_cache"]
 print(("PASS" if rc_["ok"] else "FAIL") + f" fleet: a Range request through the proxy is served from its cache ({rc_['code']})")
 bad += ["range"] if not rc_["ok"] else []

@@ -421,6 +421,7 @@ def main():
     ap.add_argument("--n", type=int, required=True)
     ap.add_argument("--loops", required=True, help="file listing one loop device per node")
     ap.add_argument("--image-url", required=True)
+    ap.add_argument("--resume-url", help="node 0's image (same bytes; its first download is cut)")
     ap.add_argument("--sha256", required=True)
     ap.add_argument("--proxy", required=True)
     ap.add_argument("--idle", type=float, default=0, help="seconds of held idle heartbeats")
@@ -582,7 +583,8 @@ def main():
     flow("provide", lambda m: fleet.api.provision(m.uuid, "provide"), "available")
 
     def deploy(m):
-        fleet.api.set_image(m.uuid, args.image_url, args.sha256, "raw")
+        url = args.resume_url if m.index == 0 and args.resume_url else args.image_url
+        fleet.api.set_image(m.uuid, url, args.sha256, "raw")
         fleet.api.provision(m.uuid, "active")
 
     flow("deploy", deploy, "active")

@@ -10,10 +10,10 @@
       the object, with Range (206), Last-Modified and ETag, as an object store serves it
 
 A missing or wrong signature is 403, so a client that drops the query string fails.
-`--cut-first BYTES` makes the first GET of the object stop after BYTES (the connection is
+`--cut NAME BYTES` makes the first GET of object NAME stop after BYTES (the connection is
 closed mid-body), for the Range-resume check. Every request is one JSON line in the log
 (method, path without its query, status, bytes sent, Range): the log never holds a
-signature. Usage: origin.py PORT DIRECTORY LOG SECRET [--cut-first BYTES]
+signature. Usage: origin.py PORT DIRECTORY LOG SECRET [--cut NAME BYTES]
 """
 
 import email.utils
@@ -56,9 +56,9 @@ def swift_url(base, secret, name):
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     root = secret = log_path = None
-    cut_first = 0
+    cut_name, cut_bytes = None, 0
     lock = threading.Lock()
-    served_gets = 0
+    cut_done = False
 
     def log_message(self, *args):
         pass
@@ -149,11 +149,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.command == "HEAD":
             return self.record(status, 0, rng)
         limit = length
-        with Handler.lock:
-            Handler.served_gets += 1
-            first = Handler.served_gets == 1
-        if first and Handler.cut_first:
-            limit = min(length, Handler.cut_first)
+        if name == Handler.cut_name:
+            with Handler.lock:
+                first, Handler.cut_done = not Handler.cut_done, True
+            if first:
+                limit = min(length, Handler.cut_bytes)
         sent = 0
         with open(path, "rb") as f:
             f.seek(start)
@@ -170,8 +170,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 def main(argv):
     port, root, log_path, secret = int(argv[1]), argv[2], argv[3], argv[4]
-    if len(argv) > 6 and argv[5] == "--cut-first":
-        Handler.cut_first = int(argv[6])
+    if len(argv) > 7 and argv[5] == "--cut":
+        Handler.cut_name, Handler.cut_bytes = argv[6], int(argv[7])
     Handler.root, Handler.log_path, Handler.secret = root, log_path, secret
     server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True

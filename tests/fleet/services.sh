@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # The fleet's real parts beside Ironic, from Debian's packages: a MariaDB server for Ironic's
 # database and a Squid caching proxy in front of the image origin. Source it after
 # tests/ironic/lib.sh. Each runs unprivileged (as the package's own user) with its data in

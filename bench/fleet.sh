@@ -2,16 +2,18 @@
 # Fleet simulation: one real Ironic (from PyPI; API + conductor, the single `ironic`
 # service) on a real MariaDB, N host-run ira agents, images from an object-store-like
 # origin (signed Swift temp URL -> 302 -> presigned S3 URL) behind a real Squid that the
-# agents use as the nodes' `image_http_proxy`. Every node goes through inspection, held
-# cleaning (idle heartbeats, then the API down for OUTAGE seconds), provide (cleaning),
-# deploy to active and undeploy (cleaning) back to available, all nodes at once.
+# agents use as the nodes' `image_http_proxy`. Every node goes through inspection, idle
+# agents (fast track: heartbeats in `manageable`, then the API down for OUTAGE seconds),
+# provide (cleaning), deploy to active and undeploy (cleaning) back to available, all
+# nodes at once.
 # tests/fleet/fleet.py plays the machines and measures; this script sets up, checks the
 # logs and prints the report.
 #
 #   bash bench/fleet.sh N
 #
 #   IRA_BIN   agent binary (default: the newer of the musl release and debug builds)
-#   IDLE      seconds of idle heartbeats measured in `clean hold` (default 120; 0: none)
+#   IDLE      seconds of idle heartbeats measured (fast track, agents running in
+#             `manageable`; default 120; 0: no idle phase)
 #   OUTAGE    seconds the API is down (default 60; 0: no outage)
 #   AFTER     seconds watched after the outage (default 60)
 #   ERASE     metadata (default: [deploy]erase_devices_priority=0, cleaning wipes metadata

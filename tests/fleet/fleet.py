@@ -9,7 +9,8 @@ state where a ramdisk would boot (`inspect wait`, `clean wait`, `wait call-back`
 starts a fresh ira for it, and when the node reaches a state where the conductor has
 powered it off (manageable, available, active, or a failure) it stops that agent, by PID.
 
-Flows, each for every node at once: inspect -> (held manual cleaning: idle heartbeats,
+Flows, each for every node at once: inspect -> (idle agents: Ironic restarted with fast
+track, a manual cleaning leaves every agent running and heartbeating in `manageable`;
 then an API outage) -> provide (automated cleaning) -> deploy -> undeploy (cleaning).
 Per flow it records the Ironic processes' CPU seconds (/proc/<pid>/stat), the API
 requests the agents made (lookup, heartbeat, continue_inspection, from Ironic's log of
@@ -424,7 +425,7 @@ def main():
     ap.add_argument("--resume-url", help="node 0's image (same bytes; its first download is cut)")
     ap.add_argument("--sha256", required=True)
     ap.add_argument("--proxy", required=True)
-    ap.add_argument("--idle", type=float, default=0, help="seconds of held idle heartbeats")
+    ap.add_argument("--idle", type=float, default=0, help="seconds of idle heartbeats measured")
     ap.add_argument("--outage", type=float, default=0, help="seconds the API is down")
     ap.add_argument("--after", type=float, default=60, help="seconds watched after the outage")
     ap.add_argument("--timeout", type=float, default=900)

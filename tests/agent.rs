@@ -46,6 +46,7 @@ fn fast_policy(config: &Config) -> RunPolicy {
             multiplier: Duration::from_millis(1),
             min_wait: Duration::from_millis(5),
             max_wait: Duration::from_millis(10),
+            jitter: 0.5,
         },
         dhcp_poll: Duration::from_millis(10),
         shutdown_grace: Duration::from_secs(5),

@@ -2,7 +2,8 @@
 # The project's test command: installs what it needs, then runs every test.
 #   1. format and lint   2. unit + integration tests (fixtures, loop-free, fake conductor)
 #   3. the static musl release binary (static, size, --help/--version)
-#   4. ira against the real Ironic on 127.0.0.1 (tests/ironic/run.sh)
+#   4. ira against the real Ironic on 127.0.0.1 (tests/ironic/run.sh), and a fleet of 5
+#      agents against Ironic on MariaDB with images through Squid (tests/fleet/run.sh)
 #   5. LLDP from a real lldpd across network namespaces (tests/lldp/run.sh)
 #   6. ira's ramdisk in QEMU driven by the real Ironic (tests/e2e/run.sh), and its
 #      inspection collectors and VLAN interfaces (tests/e2e/collectors.sh)
@@ -63,6 +64,7 @@ counted() {
     if [ "$rc" != 0 ] && [ "${f:-0}" = 0 ]; then failed=$((failed + 1)); fi
 }
 counted tests/ironic/run.sh ironic-e2e
+counted tests/fleet/run.sh fleet
 counted tests/lldp/run.sh lldp
 counted tests/e2e/run.sh vm-e2e
 counted tests/e2e/collectors.sh collectors

@@ -204,7 +204,10 @@ fn assert_group_gone(pgid: i32) {
         if left.is_empty() {
             return;
         }
-        assert!(Instant::now() < until, "still alive in group {pgid}: {left:?}");
+        assert!(
+            Instant::now() < until,
+            "still alive in group {pgid}: {left:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -1019,7 +1022,7 @@ async fn an_exec_installer_writes_the_loop_device_and_get_partition_uuids_follow
     assert_eq!(written.device, disk.path());
     assert_eq!(written.uuids.to_json(), json!({"root uuid": root_uuid}));
     assert!(
-        !written.holds("", disk.path()),
+        !written.holds(&"".into(), disk.path()),
         "a step's write is never a cache hit"
     );
     // The partitions' data is on the device (the first MiB holds the rewritten GPT).

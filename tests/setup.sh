@@ -29,6 +29,8 @@ TOOLS=(
     /usr/sbin/dmidecode:dmidecode strace:strace
     shred:coreutils dd:coreutils blkdiscard:util-linux
     mkfifo:coreutils od:coreutils sha512sum:coreutils xzcat:xz-utils
+    mariadbd:mariadb-server mariadb-install-db:mariadb-server mariadb:mariadb-client
+    squid:squid
 )
 TOOLS+=("$@")
 # The Redfish BMC of the VM suite: libvirt's daemons and client, its Python binding (for
@@ -81,7 +83,7 @@ if [ -n "$gaps" ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     pkgs=$(printf '%s\n' "${TOOLS[@]}" "${FILES[@]}" | cut -d: -f2 | grep -v '^qemu-' | sort -u)
-    # Daemons in the set (lldpd, openipmi) must not start as system services: on the host they
+    # Daemons in the set (lldpd, openipmi, mariadb, squid) must not start as system services: on the host they
     # would speak on its real NICs. The tests start them themselves, by PID, in network
     # namespaces. A policy-rc.d answering 101 keeps the package scripts from starting them.
     own_policy=
@@ -111,7 +113,8 @@ for check in "qemu-img --version" "qemu-system-x86_64 --version" "sfdisk --versi
     "zstd --version" "debugfs -V" "losetup --version" "hyperfine --version" "lldpd -v" \
     "virsh --version" "libvirtd --version" "xorriso -version" \
     "ip -j link show lo" "ip netns list" "sshpass -V" "ssh -V" "readelf --version" \
-    "/usr/sbin/dmidecode --version" "shred --version" "blkdiscard --version"; do
+    "/usr/sbin/dmidecode --version" "shred --version" "blkdiscard --version" \
+    "mariadbd --version" "mariadb --version" "squid -v"; do
     $check >/dev/null 2>&1 || { echo "setup: '$check' does not run" >&2; exit 1; }
 done
 /usr/bin/python3 -c 'import libvirt, venv, ensurepip' || { echo "setup: Debian's python3 cannot import libvirt (python3-libvirt) or make venvs" >&2; exit 1; }

@@ -67,10 +67,11 @@ impl DeployError {
         }
     }
 
-    /// A failure of the image pipeline for image `image_id`.
-    pub fn image(image_id: &str, error: ImageError) -> Self {
+    /// A failure of the image pipeline for image `image_id` (kept redacted: the
+    /// message goes to the conductor's `last_error` and logs).
+    pub fn image(image_id: &crate::image::info::ImageId, error: ImageError) -> Self {
         Self::Image {
-            image_id: image_id.to_owned(),
+            image_id: image_id.to_string(),
             error: Box::new(error),
         }
     }

@@ -45,7 +45,7 @@ pub use uuids::PartitionUuids;
 pub struct Written {
     /// `image_info.id` of the image; empty when a step wrote the image itself (such a
     /// record is never taken for a cached image).
-    pub image_id: String,
+    pub image_id: crate::image::info::ImageId,
     /// The install device it went to.
     pub device: PathBuf,
     /// The identifiers `get_partition_uuids` returns.
@@ -55,8 +55,8 @@ pub struct Written {
 impl Written {
     /// Whether this record is image `image_id` written to `device` by the agent itself,
     /// so writing it again can be skipped.
-    pub fn holds(&self, image_id: &str, device: &std::path::Path) -> bool {
-        !self.image_id.is_empty() && self.image_id == image_id && self.device == device
+    pub fn holds(&self, image_id: &crate::image::info::ImageId, device: &std::path::Path) -> bool {
+        !self.image_id.as_str().is_empty() && self.image_id == *image_id && self.device == device
     }
 }
 

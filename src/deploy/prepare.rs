@@ -109,7 +109,7 @@ pub fn adopt_written_image(env: &DeployEnv, device: &Path) -> Result<PartitionUu
     tracing::info!(device = %device.display(), root_uuid = uuids.root_uuid(),
         "image written by a step recorded");
     env.cache.record(Written {
-        image_id: String::new(),
+        image_id: Default::default(),
         device: device.to_path_buf(),
         uuids: uuids.clone(),
     });

@@ -18,7 +18,7 @@ use super::error::ImageError;
 #[derive(Clone, Deserialize, PartialEq)]
 pub struct ImageInfo {
     /// Image id (last segment of `image_source`), used in messages.
-    pub id: String,
+    pub id: ImageId,
     /// Download URLs, tried in order.
     pub urls: Vec<String>,
     /// Declared disk format (`raw`, `qcow2`, ...), if any.
@@ -115,6 +115,39 @@ fn lenient_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D:
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
     })
+}
+
+/// An image id as the conductor sends it. For an HTTP image it is the last segment of
+/// the URL, and the conductor keeps the query string there: a presigned URL's id is
+/// `disk.img?X-Amz-...&X-Amz-Signature=...`. Shown (Display, Debug) with the query
+/// replaced by `***`; compared in full.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct ImageId(String);
+
+impl ImageId {
+    /// The id as received, query included: for comparisons, never for messages.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for ImageId {
+    fn from(id: &str) -> Self {
+        Self(id.to_owned())
+    }
+}
+
+impl fmt::Display for ImageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&super::url::redact(&self.0))
+    }
+}
+
+impl fmt::Debug for ImageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", super::url::redact(&self.0))
+    }
 }
 
 impl fmt::Debug for ImageInfo {
@@ -234,6 +267,30 @@ mod tests {
 
     fn err(v: Value, md5: bool) -> String {
         ImageInfo::from_value(&v, md5).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_presigned_id_is_shown_without_its_signature_and_compared_in_full() {
+        // The id the conductor derives from a presigned URL keeps its query.
+        let id = "disk.img?X-Amz-Credential=AK%2F1&X-Amz-Signature=0ddba11c0ffee";
+        let info = ImageInfo::from_value(
+            &json!({"id": id, "urls": [format!("http://h/{id}")], "os_hash_algo": "sha256",
+                    "os_hash_value": "a".repeat(64)}),
+            false,
+        )
+        .unwrap();
+        for shown in [
+            info.id.to_string(),
+            format!("{:?}", info.id),
+            format!("{info:?}"),
+        ] {
+            assert!(!shown.contains("0ddba11c0ffee"), "{shown}");
+            assert!(!shown.contains("X-Amz"), "{shown}");
+            assert!(shown.contains("disk.img?***"), "{shown}");
+        }
+        assert_eq!(info.id.as_str(), id);
+        assert_ne!(info.id, ImageId::from("disk.img?X-Amz-Signature=other"));
+        assert_eq!(ImageId::from("plain.img").to_string(), "plain.img");
     }
 
     #[test]

@@ -341,7 +341,7 @@ async fn run_attempt(
     if !expected.matches(&digest) {
         return Err(ImageError::Checksum {
             location: opts.target_name.display().to_string(),
-            id: info.id.clone(),
+            id: info.id.to_string(),
             expected: expected.hex.clone(),
             actual: digest,
             algo: expected.algo,

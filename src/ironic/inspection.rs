@@ -8,6 +8,8 @@
 //! [`add_optional`]. Unknown collectors are skipped with a warning and not listed in
 //! `configuration.collectors`. Failure never stops the agent.
 
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 use serde_json::{json, Value};
 
 use super::backoff::{self, InspectionPolicy};
@@ -163,6 +165,7 @@ pub async fn send(
     policy: &InspectionPolicy,
 ) -> Result<Option<String>, InspectionError> {
     let attempts = policy.attempts.max(1);
+    let mut rng = StdRng::from_os_rng();
     let mut last: Option<InspectionError> = None;
     for attempt in 1..=attempts {
         for url in urls {
@@ -195,7 +198,7 @@ pub async fn send(
             }
         }
         if attempt < attempts {
-            let wait = backoff::inspection_wait(policy, attempt);
+            let wait = backoff::inspection_wait(policy, attempt, &mut rng);
             if let Some(e) = &last {
                 tracing::warn!(attempt, error = %e, retry_in_ms = wait.as_millis(), "inspection callback failed");
             }

@@ -28,6 +28,13 @@ ensure_ironic_venv() {
             python3 -m venv "$IRONIC_VENV"
             "$IRONIC_VENV/bin/pip" install -q "$IRONIC_VERSION" python-ironicclient
         fi
+        # Ironic's MySQL/MariaDB driver (the fleet tests run Ironic on MariaDB).
+        if ! "$IRONIC_VENV/bin/python" -c 'import pymysql' 2>/dev/null; then
+            log "installing PyMySQL into $IRONIC_VENV"
+            "$IRONIC_VENV/bin/pip" install -q PyMySQL
+        fi
+        "$IRONIC_VENV/bin/python" -c 'import pymysql' ||
+            { log "PyMySQL does not import in $IRONIC_VENV"; exit 1; }
     ) 9>"$IRA_CACHE/.ironic-venv.lock"
 }
 

@@ -22,6 +22,7 @@ use common::fixtures::inventory;
 use common::loopdev::LoopDev;
 use ira::blockdev::{open_for_write, AllowList};
 use ira::commands::host::Host;
+use ira::hardware::exec::protocol::TlsSettings;
 use ira::hardware::exec::run::{self, End, Event, RunSpec, Stream};
 use ira::hardware::exec::{discover, ExecError, ExecManager, ExecOptions};
 use ira::hardware::{all_managers, BuiltinOptions, Registry, StepError};
@@ -75,7 +76,11 @@ impl Managers {
 
     /// The registry of the built-in managers plus the executables found here.
     fn registry(&self, inv: &Inventory) -> Registry {
-        let managers = all_managers(&BuiltinOptions::default(), &self.options(), inv);
+        self.registry_with(inv, self.options())
+    }
+
+    fn registry_with(&self, inv: &Inventory, options: ExecOptions) -> Registry {
+        let managers = all_managers(&BuiltinOptions::default(), &options, inv);
         Registry::new(managers, inv).unwrap()
     }
 }
@@ -803,6 +808,8 @@ fn the_step_sees_a_cleared_environment_its_args_and_one_document_on_stdin() {
     for absent in [
         "IRA_INSTALL_DEVICE=",
         "IRA_INSTANCE_ROOT=",
+        "IRA_INSECURE=",
+        "IRA_CAFILE=",
         "CARGO",
         "HOME=",
         "RUST",
@@ -818,11 +825,51 @@ fn the_step_sees_a_cleared_environment_its_args_and_one_document_on_stdin() {
         doc,
         json!({"protocol": 1, "kind": "deploy", "step": "show", "args": args, "node": node(),
                "ports": [{"address": "52:54:00:12:34:56"}],
-               "install_device": null, "instance_root": null})
+               "install_device": null, "instance_root": null,
+               "tls": {"insecure": false, "cafile": null}})
     );
     assert_eq!(
         std::fs::read_to_string(m.path("env.txt.pwd")).unwrap(),
         "/\n"
+    );
+}
+
+#[test]
+fn the_step_gets_the_agents_tls_settings() {
+    let m = Managers::new();
+    let out = m.path("tls.txt");
+    m.manager(
+        "m",
+        &desc("m", "1", 2, "deploy", "show", json!({})),
+        "env > \"$IRA_ARG_OUT\"\ncat > \"$IRA_ARG_OUT.stdin\"",
+    );
+    let options = ExecOptions {
+        tls: TlsSettings {
+            insecure: true,
+            cafile: Some(PathBuf::from("/etc/ira/ca.pem")),
+        },
+        ..m.options()
+    };
+    let reg = m.registry_with(&inv(), options);
+    let args = json!({"out": out.display().to_string()});
+    exec(
+        &reg,
+        &TestHost::default(),
+        StepKind::Deploy,
+        "show",
+        args,
+        None,
+    )
+    .unwrap();
+    let env = std::fs::read_to_string(&out).unwrap();
+    for line in ["IRA_INSECURE=1", "IRA_CAFILE=/etc/ira/ca.pem"] {
+        assert!(env.lines().any(|l| l == line), "{line} missing from\n{env}");
+    }
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(m.path("tls.txt.stdin")).unwrap()).unwrap();
+    assert_eq!(
+        doc["tls"],
+        json!({"insecure": true, "cafile": "/etc/ira/ca.pem"})
     );
 }
 

@@ -30,7 +30,7 @@ TOOLS=(
     shred:coreutils dd:coreutils blkdiscard:util-linux
     mkfifo:coreutils od:coreutils sha512sum:coreutils xzcat:xz-utils
     mariadbd:mariadb-server mariadb-install-db:mariadb-server mariadb:mariadb-client
-    squid:squid
+    squid:squid busybox:busybox-static
 )
 TOOLS+=("$@")
 # The Redfish BMC of the VM suite: libvirt's daemons and client, its Python binding (for
@@ -114,7 +114,7 @@ for check in "qemu-img --version" "qemu-system-x86_64 --version" "sfdisk --versi
     "virsh --version" "libvirtd --version" "xorriso -version" \
     "ip -j link show lo" "ip netns list" "sshpass -V" "ssh -V" "readelf --version" \
     "/usr/sbin/dmidecode --version" "shred --version" "blkdiscard --version" \
-    "mariadbd --version" "mariadb --version" "squid -v"; do
+    "mariadbd --version" "mariadb --version" "squid -v" "busybox true"; do
     $check >/dev/null 2>&1 || { echo "setup: '$check' does not run" >&2; exit 1; }
 done
 /usr/bin/python3 -c 'import libvirt, venv, ensurepip' || { echo "setup: Debian's python3 cannot import libvirt (python3-libvirt) or make venvs" >&2; exit 1; }

@@ -24,6 +24,7 @@ use tokio::time::Instant;
 use crate::blockdev::AllowList;
 use crate::commands::Commands;
 use crate::config::Config;
+use crate::hardware::exec::protocol::TlsSettings;
 use crate::hardware::exec::ExecOptions;
 use crate::hardware::{all_managers, BuiltinOptions, Registry};
 use crate::inventory::InventoryOptions;
@@ -166,6 +167,10 @@ where
     let erase_abort = builtin.erase_abort.clone();
     let exec = ExecOptions {
         abort: erase_abort.clone(),
+        tls: TlsSettings {
+            insecure: config.insecure,
+            cafile: config.cafile.clone(),
+        },
         ..ExecOptions::new(config.hardware_managers_dir.clone())
     };
     let exec_running = exec.running.clone();

@@ -14,7 +14,12 @@
 #      image and the manager;
 #   2. undeploy, then a deploy with a wrong checksum -> `deploy failed` with the
 #      script's own message in last_error; nothing bootable is left on the disk and the
-#      agent keeps serving.
+#      agent keeps serving;
+#   3. a deploy from an HTTPS image server whose certificate only the agent's `cafile`
+#      (its config file) trusts -> `active`: ira hands its TLS settings to the step;
+#      then the script run by hand against the same server: without the CA it fails on
+#      the certificate, with IRA_INSECURE=1 it installs, and with busybox's wget alone
+#      (which verifies no certificate) it refuses the URL before writing anything.
 #
 # As in lifecycle.sh, every ramdisk "boot" is a fresh ira process, stopped by its PID; the
 # sysroot is this machine's /sys, /proc, /dev and /run without sys/firmware/efi (so
@@ -31,7 +36,7 @@ if [ -z "${IRA_BIN:-}" ]; then
         2>/dev/null | head -n1)
 fi
 [ -x "$IRA_BIN" ] || { echo "no ira binary at $IRA_BIN (build it first)" >&2; exit 1; }
-for tool in losetup sgdisk mkfs.ext4 debugfs gzip cmp curl; do
+for tool in losetup sgdisk mkfs.ext4 debugfs gzip cmp curl openssl busybox; do
     command -v $tool >/dev/null || { echo "$tool is required" >&2; exit 1; }
 done
 HWM_DIR=$REPO/hardware-managers/exec
@@ -55,6 +60,7 @@ STATE=$(mktemp -d /var/tmp/ira-exec-installer.XXXXXX)
 LOOP=
 cleanup() {
     stop_pid_file "$STATE/ira.pid"
+    stop_pid_file "$STATE/https.pid"
     ironic_down "$STATE"
     [ -n "$LOOP" ] && losetup -d "$LOOP" 2>/dev/null
     if [ "${KEEP:-0}" = 1 ] || [ "${rc:-1}" != 0 ]; then
@@ -102,6 +108,7 @@ boot_cat() { debugfs -R "cat $1" "$STATE/check.fs" 2>/dev/null; }
 
 # --- the agent, one process per "boot" ------------------------------------------------------
 BOOTS=0
+AGENT_ARGS=()
 agent_boot() {
     BOOTS=$((BOOTS + 1))
     AGENT_LOG=$STATE/ira-$BOOTS.log
@@ -110,7 +117,7 @@ agent_boot() {
         > "$STATE/cmdline"
     "$IRA_BIN" --cmdline-file "$STATE/cmdline" --sysroot "$SYSROOT" --device-allowlist "$LOOP" \
         --hardware-managers-dir "$HWM_DIR" --no-power-off --listen-host 127.0.0.1 \
-        --listen-port "$AGENT_PORT" --debug > "$AGENT_LOG" 2>&1 &
+        --listen-port "$AGENT_PORT" --debug "${AGENT_ARGS[@]}" > "$AGENT_LOG" 2>&1 &
     echo $! > "$STATE/ira.pid"
 }
 # deploy_to END TIMEOUT: provision active, a fresh agent, wait for END.
@@ -123,7 +130,18 @@ deploy_to() {
     echo "     agent start -> $1: $((SECONDS - t0)) s"
 }
 
+# A self-signed certificate for 127.0.0.1: the HTTPS image server's, and the only CA the
+# conductor (webserver_verify_ca) and the agent (cafile) trust for it.
+TLS_CERT=$STATE/tls-cert.pem TLS_KEY=$STATE/tls-key.pem
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 \
+    -addext subjectAltName=IP:127.0.0.1 -keyout "$TLS_KEY" -out "$TLS_CERT" \
+    >"$STATE/openssl.log" 2>&1 || abort "test certificate made"
+export IRONIC_WEBSERVER_VERIFY_CA=$TLS_CERT
 ironic_up "$STATE" false || abort "Ironic started"
+HTTPS_PORT=$(free_port)
+python3 "$HERE/imgserver.py" "$HTTPS_PORT" "$HTTP_ROOT" "$TLS_CERT" "$TLS_KEY" \
+    > "$STATE/https.log" 2>&1 &
+echo $! > "$STATE/https.pid"
 SYSROOT=$STATE/sysroot
 make_sysroot "$SYSROOT"
 IMAGE=$STATE/disk.img
@@ -195,6 +213,55 @@ check "exec-installer: the agent keeps serving after the failed step" \
     bash -c "kill -0 $(cat "$STATE/ira.pid") &&
         curl -skf --max-time 5 https://127.0.0.1:$AGENT_PORT/v1 >/dev/null"
 stop_pid_file "$STATE/ira.pid"
+
+echo "== scenario: an HTTPS image server trusted through the agent's cafile"
+if ! { api provision "$NODE" deleted && api wait "$NODE" available 60; }; then abort "node undeployed"; fi
+dd if=/dev/zero of="$LOOP" bs=1M count=48 oflag=direct conv=fsync status=none
+HTTPS_URL=https://127.0.0.1:$HTTPS_PORT/disk.img.gz
+api set-image "$NODE" "$HTTPS_URL" "$SHA" raw
+printf '[DEFAULT]\ncafile = %s\n' "$TLS_CERT" > "$STATE/ira.conf"
+AGENT_ARGS=(--config-file "$STATE/ira.conf")
+if deploy_to active 120; then
+    pass "exec-installer: deployed to 'active' from the HTTPS server (the agent's cafile)"
+else
+    fail "exec-installer: deployed to 'active' from the HTTPS server ($(api field "$NODE" last_error))"
+fi
+AGENT_ARGS=()
+check "exec-installer: the HTTPS server sent the image" grep -q '"GET /disk.img.gz HTTP/1.1" 200' "$STATE/https.log"
+check "exec-installer: the loop device holds the image fetched over HTTPS" disk_holds_image
+stop_pid_file "$STATE/ira.pid"
+
+# install_by_hand PATH [VAR=VALUE...]: the example's write_image of the HTTPS image, run
+# without the agent (its environment as protocol 1 sets it); stdout in $STATE/hand.out.
+install_by_hand() {
+    local path=$1
+    shift
+    env -i PATH="$path" IRA_PROTOCOL=1 IRA_STEP_KIND=deploy IRA_STEP=write_image \
+        IRA_INSTALL_DEVICE="$LOOP" IRA_ARG_IMAGE_INFO_ID=disk.img.gz \
+        IRA_ARG_IMAGE_INFO_URLS_0="$HTTPS_URL" IRA_ARG_IMAGE_INFO_OS_HASH_ALGO=sha256 \
+        IRA_ARG_IMAGE_INFO_OS_HASH_VALUE="$SHA" "$@" \
+        "$HWM_DIR/example-installer" step </dev/null >"$STATE/hand.out" 2>"$STATE/hand.err"
+}
+first_mib() { dd if="$LOOP" bs=1M count=1 iflag=direct status=none | sha256sum; }
+BUSYBOX_BIN=$STATE/busybox-bin
+mkdir -p "$BUSYBOX_BIN" && busybox --install -s "$BUSYBOX_BIN"
+BEFORE=$(first_mib)
+install_by_hand "$BUSYBOX_BIN"
+hand_rc=$?
+echo "     busybox only: exit $hand_rc: $(tail -n 1 "$STATE/hand.out")"
+check "exec-installer: with busybox's wget alone an https URL is refused (exit 1, its reason)" \
+    bash -c "test $hand_rc = 1 && grep -q 'needs curl or GNU wget to verify' '$STATE/hand.out'"
+check "exec-installer: the refused run wrote nothing" test "$(first_mib)" = "$BEFORE"
+install_by_hand "$PATH"
+hand_rc=$?
+echo "     no CA: exit $hand_rc: $(tail -n 1 "$STATE/hand.out")"
+check "exec-installer: without the agent's CA the download fails on the certificate" \
+    bash -c "test $hand_rc = 1 && grep -q 'download failed.*certificate' '$STATE/hand.out'"
+install_by_hand "$PATH" IRA_INSECURE=1
+hand_rc=$?
+check "exec-installer: with IRA_INSECURE=1 (ipa-insecure) the same URL installs" \
+    bash -c "test $hand_rc = 0 && grep -q '\"checksum\": \"sha256:$SHA\"' '$STATE/hand.out'"
+check "exec-installer: ... and the loop device holds the image" disk_holds_image
 
 leaked=$(cat "$STATE"/ira-*.log | grep -cE "agent_token[\"']?[=:] *[\"']?[A-Za-z0-9_-]{32,}")
 check "exec-installer: agent never logged the token" test "$leaked" = 0

@@ -59,6 +59,7 @@ stop_pid_file() {
 # ironic_up STATE AUTOMATED_CLEAN: config, schema, image server and Ironic in STATE.
 # IRONIC_BIOS_BOOTLOADER=true sets [agent]enable_bios_bootloader_install (default false).
 # IRONIC_REDFISH=1 also loads redfish.conf.in (the `redfish` hardware type, virtual media).
+# IRONIC_WEBSERVER_VERIFY_CA=FILE: the CA bundle for HTTPS image URLs.
 # Exports IRONIC_URL, IRONIC_API_PORT, HTTP_PORT, HTTP_ROOT.
 ironic_up() {
     local state=$1 clean=${2:-false}
@@ -73,6 +74,10 @@ ironic_up() {
         -e "s|@AUTOMATED_CLEAN@|$clean|g" \
         -e "s|@BIOS_BOOTLOADER@|${IRONIC_BIOS_BOOTLOADER:-false}|g" \
         "$LIB_DIR/ironic.conf.in" > "$state/ironic.conf"
+    # The CA bundle the conductor checks HTTPS image URLs with (Ironic's default: the
+    # system's).
+    [ -z "${IRONIC_WEBSERVER_VERIFY_CA:-}" ] ||
+        sed -i "/^\[DEFAULT\]\$/a webserver_verify_ca = $IRONIC_WEBSERVER_VERIFY_CA" "$state/ironic.conf"
     "$IRONIC_VENV/bin/ironic-dbsync" --config-file "$state/ironic.conf" create_schema \
         > "$state/dbsync.log" 2>&1 || { cat "$state/dbsync.log" >&2; return 1; }
     python3 "$LIB_DIR/imgserver.py" "$HTTP_PORT" "$HTTP_ROOT" > "$state/http.log" 2>&1 &

@@ -31,7 +31,7 @@ use ira_hw::{
     SupportLevel,
 };
 
-use protocol::{DeclaredStep, DescribeError, Description};
+use protocol::{DeclaredStep, DescribeError, Description, TlsSettings};
 use run::{Event, RunError, RunSpec};
 
 /// How long `describe` may take.
@@ -50,6 +50,8 @@ pub struct ExecOptions {
     pub abort: Arc<AtomicBool>,
     /// The runs in progress, for the agent to wait on when it stops.
     pub running: Arc<run::Running>,
+    /// The agent's TLS settings, passed to every step.
+    pub tls: TlsSettings,
 }
 
 impl ExecOptions {
@@ -61,6 +63,7 @@ impl ExecOptions {
             kill_grace: run::KILL_GRACE,
             abort: Arc::default(),
             running: Arc::default(),
+            tls: TlsSettings::default(),
         }
     }
 }
@@ -99,6 +102,7 @@ pub struct ExecManager {
     kill_grace: Duration,
     abort: Arc<AtomicBool>,
     running: Arc<run::Running>,
+    tls: TlsSettings,
 }
 
 impl ExecManager {
@@ -155,6 +159,7 @@ impl ExecManager {
             kill_grace: options.kill_grace,
             abort: options.abort.clone(),
             running: options.running.clone(),
+            tls: options.tls.clone(),
         }
     }
 
@@ -176,11 +181,11 @@ impl ExecManager {
         device: Option<&str>,
         root: Option<&Path>,
     ) -> HwResult<Value> {
-        let input = protocol::step_input(call, device, root).to_string();
+        let input = protocol::step_input(call, device, root, &self.tls).to_string();
         let spec = RunSpec {
             program: &self.path,
             verb: "step",
-            env: protocol::step_env(call, device, root),
+            env: protocol::step_env(call, device, root, &self.tls),
             stdin: input.into_bytes(),
             timeout: Duration::from_secs(decl.timeout),
             kill_grace: self.kill_grace,

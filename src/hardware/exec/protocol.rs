@@ -4,7 +4,7 @@
 //! operator's copy of these rules.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -182,11 +182,22 @@ fn validate(d: &Description) -> Result<(), DescribeError> {
     Ok(())
 }
 
+/// The agent's TLS settings for outgoing connections, handed to a step so that what it
+/// downloads is verified as the agent's own downloads are (`ipa-insecure`, `cafile`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// Skip certificate verification.
+    pub insecure: bool,
+    /// CA bundle instead of the system's.
+    pub cafile: Option<PathBuf>,
+}
+
 /// The step's stdin document.
 pub fn step_input(
     call: &StepCall<'_>,
     install_device: Option<&str>,
     instance_root: Option<&Path>,
+    tls: &TlsSettings,
 ) -> Value {
     json!({
         "protocol": PROTOCOL,
@@ -197,16 +208,22 @@ pub fn step_input(
         "ports": call.ports,
         "install_device": install_device,
         "instance_root": instance_root.map(|p| p.display().to_string()),
+        "tls": {
+            "insecure": tls.insecure,
+            "cafile": tls.cafile.as_ref().map(|p| p.display().to_string()),
+        },
     })
 }
 
 /// The step's environment besides `PATH`: `IRA_PROTOCOL`, `IRA_STEP_KIND`, `IRA_STEP`,
-/// `IRA_NODE_UUID` (when known), `IRA_INSTALL_DEVICE`, `IRA_INSTANCE_ROOT` (when asked)
-/// and the flattened args ([`arg_env`]).
+/// `IRA_NODE_UUID` (when known), `IRA_INSTALL_DEVICE`, `IRA_INSTANCE_ROOT` (when asked),
+/// `IRA_INSECURE=1` and `IRA_CAFILE` (the agent's TLS settings, when set) and the
+/// flattened args ([`arg_env`]).
 pub fn step_env(
     call: &StepCall<'_>,
     install_device: Option<&str>,
     instance_root: Option<&Path>,
+    tls: &TlsSettings,
 ) -> Vec<(String, String)> {
     let mut env = vec![
         ("IRA_PROTOCOL".to_owned(), PROTOCOL.to_string()),
@@ -221,6 +238,12 @@ pub fn step_env(
     }
     if let Some(root) = instance_root {
         env.push(("IRA_INSTANCE_ROOT".to_owned(), root.display().to_string()));
+    }
+    if tls.insecure {
+        env.push(("IRA_INSECURE".to_owned(), "1".to_owned()));
+    }
+    if let Some(cafile) = &tls.cafile {
+        env.push(("IRA_CAFILE".to_owned(), cafile.display().to_string()));
     }
     env.extend(arg_env(call.args));
     env.retain(|(_, v)| !v.contains('\0'));

@@ -28,6 +28,9 @@
 #   DIB_TEST_TIMEOUT     seconds allowed for each boot stage (default 240)
 #   DIB_TEST_REBUILD     1 = build even when the cached ramdisk matches
 #   DIB_TEST_ELEMENTS    elements (default "ironic-ramdisk-base ira-agent debian-minimal")
+#   DIB_TEST_HWM_DIR     the element's IRA_HWM_DIR (default hardware-managers/exec: the
+#                        example installer, checked in the image and registered at boot;
+#                        empty: none)
 #   DIB_RELEASE          Debian release (default bookworm)
 #   DIB_DISTRIBUTION_MIRROR, DIB_DEBIAN_SECURITY_MIRROR   Debian mirrors (default
 #                        deb.debian.org over http)
@@ -46,6 +49,9 @@ BIN=${IRA_BIN:-$REPO/target/x86_64-unknown-linux-musl/release/ira}
 MEM=${DIB_TEST_MEM:-2048}
 TIMEOUT=${DIB_TEST_TIMEOUT:-240}
 ELEMENTS=${DIB_TEST_ELEMENTS:-ironic-ramdisk-base ira-agent debian-minimal}
+# The element's IRA_HWM_DIR: executable hardware managers baked into the image (set to
+# nothing for none).
+HWM_DIR=${DIB_TEST_HWM_DIR-$REPO/hardware-managers/exec}
 # Versions this test was proven with; a new release is a deliberate change here.
 PIP_PINS=(diskimage-builder==3.43.0 ironic-python-agent-builder==7.4.0)
 export DIB_RELEASE=${DIB_RELEASE:-bookworm}
@@ -184,7 +190,8 @@ build_key() {
         # (its READMEs are not in the image)
         (cd "$REPO/dib-elements" && find ira-agent -type f ! -name 'README*' | LC_ALL=C sort | xargs sha256sum)
         sha256sum < "$BIN"
-        echo "${PIP_PINS[*]}|$ELEMENTS|$DIB_RELEASE|$DIB_DISTRIBUTION_MIRROR|$DIB_DEBIAN_SECURITY_MIRROR"
+        [ -z "$HWM_DIR" ] || (cd "$HWM_DIR" && find . -type f | LC_ALL=C sort | xargs sha256sum)
+        echo "${PIP_PINS[*]}|$HWM_DIR|$ELEMENTS|$DIB_RELEASE|$DIB_DISTRIBUTION_MIRROR|$DIB_DEBIAN_SECURITY_MIRROR"
     } | sha256sum | cut -c1-16
 }
 KEY=$(build_key)
@@ -209,7 +216,7 @@ else
                 PATH="$SCRATCH/bin:$VENV/bin:$PATH" \
                 ELEMENTS_PATH="$REPO/dib-elements:$IPAB_ELEMENTS" \
                 DIB_IMAGE_CACHE="$CACHE/image-cache" \
-                IRA_BIN="$BIN" \
+                IRA_BIN="$BIN" IRA_HWM_DIR="$HWM_DIR" \
                 setsid -w disk-image-create -o "$NAME" $ELEMENTS
     ) > "$CACHE/last-build.log" 2>&1 &
     DIB_PID=$!
@@ -245,7 +252,7 @@ mkdir -p "$ROOT"
 inspect_start=$SECONDS
 if ! (cd "$ROOT" && gzip -dc "$OUT/$NAME.initramfs" | cpio -idm --quiet --no-absolute-filenames \
     bin sbin lib lib64 home dev 'dev/*' etc 'etc/*' 'usr/bin/*' 'usr/sbin/*' \
-    'usr/lib/x86_64-linux-gnu/*' 'usr/lib64/*' 'usr/local/*' 'opt/*' 2>/dev/null); then
+    'usr/lib/x86_64-linux-gnu/*' 'usr/lib64/*' 'usr/local/*' 'usr/lib/ira/*' 'opt/*' 2>/dev/null); then
     fail "cannot unpack $OUT/$NAME.initramfs"
     finish
 fi
@@ -253,6 +260,22 @@ if cmp -s "$ROOT/usr/local/bin/ira" "$BIN"; then
     pass "/usr/local/bin/ira is the agent binary ($(stat -c %s "$BIN") bytes)"
 else
     fail "/usr/local/bin/ira differs from $BIN_SRC (as hashed) or is missing"
+fi
+# The managers directory holds every executable of IRA_HWM_DIR, byte for byte, mode 0755.
+HWM_NAMES=()
+if [ -n "$HWM_DIR" ]; then
+    hwm_bad=()
+    for f in "$HWM_DIR"/*; do
+        [ -f "$f" ] && [ -x "$f" ] || continue
+        HWM_NAMES+=("${f##*/}")
+        g=$ROOT/usr/lib/ira/hardware-managers.d/${f##*/}
+        { cmp -s "$f" "$g" && [ "$(stat -c %a "$g")" = 755 ]; } || hwm_bad+=("${f##*/}")
+    done
+    if [ ${#HWM_NAMES[@]} -gt 0 ] && [ ${#hwm_bad[@]} = 0 ]; then
+        pass "/usr/lib/ira/hardware-managers.d holds IRA_HWM_DIR's managers (${HWM_NAMES[*]}, mode 0755)"
+    else
+        fail "/usr/lib/ira/hardware-managers.d: missing or different: ${hwm_bad[*]:-no executable in $HWM_DIR}"
+    fi
 fi
 enabled=() not_enabled=()
 for u in multi-user.target.wants/ira-agent.service multi-user.target.wants/ira-agent-rescue-user.path \
@@ -405,6 +428,15 @@ if wait_for 'configuration loaded' agent_log; then
 else
     fail "no log line of ira on the console"
     clean_console | grep -a -E 'ira\[[0-9]+\]' | head -n 3 | sed 's/^/        | /'
+fi
+# The example installer (DIB_TEST_HWM_DIR's default) answered describe and was registered.
+if [ -n "$HWM_DIR" ] && [ -x "$HWM_DIR/example-installer" ]; then
+    if wait_for 'executable hardware manager found.*example_installer' hwm; then
+        pass "ira registered the baked-in manager: $(first_line 'executable hardware manager found' | sed 's/.*INFO //' | cut -c1-160)"
+    else
+        fail "no 'executable hardware manager found' line for example_installer on the console"
+        clean_console | grep -a -E 'hardware manager|hardware-managers' | head -n 5 | sed 's/^/        | /'
+    fi
 fi
 
 api_first() { # api_first METHOD PATH-PREFIX: "epoch path version" of the first such request

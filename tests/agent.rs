@@ -50,6 +50,7 @@ fn fast_policy(config: &Config) -> RunPolicy {
         },
         dhcp_poll: Duration::from_millis(10),
         shutdown_grace: Duration::from_secs(5),
+        mdns: None,
     }
 }
 

@@ -51,19 +51,21 @@ release() {
 }
 stage "static musl release binary" release
 
-# counted <script> <summary prefix>: runs a suite that ends with "<prefix>: N passed, M failed"
+# counted <script> <summary prefixes>: runs a suite whose parts each end with a line
+# "<prefix>: N passed, M failed" (and maybe " (T s)"); prefixes as a sed alternation.
 counted() {
     local script=$1 prefix=$2 log rc p f
     log=$(mktemp)
     echo "==== $script"
     bash "$script" 2>&1 | tee "$log"
     rc=${PIPESTATUS[0]}
-    read -r p f < <(sed -n "s/^$prefix: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p" "$log" | tail -n 1)
+    read -r p f < <(sed -n "s/^\($prefix\): \([0-9]*\) passed, \([0-9]*\) failed\( (.*)\)\{0,1\}$/\2 \3/p" "$log" |
+        awk '{p += $1; f += $2} END {print p + 0, f + 0}')
     rm -f "$log"
     passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
     if [ "$rc" != 0 ] && [ "${f:-0}" = 0 ]; then failed=$((failed + 1)); fi
 }
-counted tests/ironic/run.sh ironic-e2e
+counted tests/ironic/run.sh 'ironic-e2e\|deploy-step\|lifecycle\|exec-installer\|mdns'
 counted tests/fleet/run.sh fleet
 counted tests/lldp/run.sh lldp
 counted tests/e2e/run.sh vm-e2e

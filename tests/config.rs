@@ -322,6 +322,7 @@ const WIRING: &[Wiring] = &[
     ("ipa-standalone", Some("standalone"), "true", |c| {
         c.standalone
     }),
+    ("ipa-use-mdns", Some("use_mdns"), "true", |c| c.use_mdns),
     ("ipa-collect-lldp", Some("collect_lldp"), "on", |c| {
         c.collect_lldp
     }),
@@ -528,8 +529,20 @@ fn api_urls_comma_separated_and_trailing_slashes_stripped() {
 }
 
 #[test]
-fn mdns_is_refused_with_a_clear_error() {
-    let err = resolve(&no_flags(), "ipa-api-url=mdns", None).unwrap_err();
+fn mdns_alone_asks_for_discovery_and_is_refused_elsewhere() {
+    let c = resolve(&no_flags(), "ipa-api-url=mdns", None).unwrap();
+    assert!(c.api_url_mdns && c.api_urls.is_empty());
+    let c = resolve(&flags(&["--api-url", "MDNS"]), "ipa-api-url=http://a", None).unwrap();
+    assert!(
+        c.api_url_mdns && c.api_urls.is_empty(),
+        "the flag wins, any case"
+    );
+    let c = resolve(&flags(&["--api-url", "http://b"]), "ipa-api-url=mdns", None).unwrap();
+    assert!(!c.api_url_mdns && c.api_urls == ["http://b"]);
+    // IPA's config file has it in its own section.
+    let c = resolve(&no_flags(), "", Some("[mdns]\nuse_mdns = true\n")).unwrap();
+    assert!(c.use_mdns && !c.api_url_mdns);
+    let err = resolve(&no_flags(), "ipa-api-url=http://a,mdns", None).unwrap_err();
     assert_eq!(
         err,
         ConfigError::MdnsUnsupported {

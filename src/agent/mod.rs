@@ -6,6 +6,7 @@
 //! this module only orders them, logs one line per phase with its duration, and decides
 //! what is fatal. Every wait comes from a [`RunPolicy`] so tests run in milliseconds.
 
+pub mod discovery;
 mod inspect;
 pub mod vlans;
 pub mod waits;
@@ -29,6 +30,7 @@ use crate::hardware::exec::ExecOptions;
 use crate::hardware::{all_managers, BuiltinOptions, Registry};
 use crate::inventory::InventoryOptions;
 use crate::ironic::advertise::{self, AdvertiseOptions};
+use crate::ironic::mdns::Query;
 use crate::ironic::Secret;
 use crate::ironic::{
     lookup, ApiVersion, HeartbeatPolicy, Heartbeater, InspectionPolicy, IronicClient,
@@ -68,6 +70,9 @@ pub struct RunPolicy {
     pub dhcp_poll: Duration,
     /// How long a stop waits for the server and heartbeat tasks to finish.
     pub shutdown_grace: Duration,
+    /// The mDNS query of `ipa-api-url=mdns` (`None`: IPA's, to the mDNS group from the
+    /// inventory's addresses).
+    pub mdns: Option<Query>,
 }
 
 impl RunPolicy {
@@ -81,6 +86,7 @@ impl RunPolicy {
             inspection: InspectionPolicy::default(),
             dhcp_poll: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(10),
+            mdns: None,
         }
     }
 }
@@ -162,6 +168,32 @@ where
         elapsed_ms = phase.elapsed().as_millis(),
         "inventory collected"
     );
+
+    let config = match discovery::discover_api(
+        &config,
+        discovery::sources(&inventory),
+        &policy.lookup,
+        policy.mdns.clone(),
+    )
+    .await?
+    {
+        Some(found) => {
+            let found = Arc::new(found);
+            if found.ntp_server != config.ntp_server {
+                if let Some(server) = found.ntp_server.clone().filter(|s| !s.is_empty()) {
+                    let _ = tokio::task::spawn_blocking(move || {
+                        crate::clock::sync_ignoring_errors(
+                            Some(&server),
+                            &crate::clock::SystemClock,
+                        )
+                    })
+                    .await;
+                }
+            }
+            found
+        }
+        None => config,
+    };
 
     let builtin = BuiltinOptions::from_config(&config);
     let erase_abort = builtin.erase_abort.clone();

@@ -40,6 +40,10 @@ pub const DEFAULT_HARDWARE_MANAGERS_DIR: &str = "/usr/lib/ira/hardware-managers.
 pub struct Config {
     /// Ironic API URLs (`ipa-api-url`, comma-separated), trailing slashes stripped.
     pub api_urls: Vec<String>,
+    /// `ipa-api-url=mdns`: the API URL must be discovered by mDNS.
+    pub api_url_mdns: bool,
+    /// Without an API URL, look for one by mDNS (`ipa-use-mdns`, `[mdns]use_mdns`).
+    pub use_mdns: bool,
     /// Inspection endpoint (`ipa-inspection-callback-url`).
     pub inspection_callback_url: Option<String>,
     /// Inspection collectors (`ipa-inspection-collectors`).
@@ -167,6 +171,8 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             api_urls: Vec::new(),
+            api_url_mdns: false,
+            use_mdns: false,
             inspection_callback_url: None,
             inspection_collectors: Vec::new(),
             inspection_dhcp_wait_timeout: Duration::from_secs(60),

@@ -37,6 +37,8 @@ pub enum Origin {
     VmediaParameters,
     /// The config file.
     ConfigFile,
+    /// An `ipa_*` property of the Ironic API's mDNS announcement.
+    Mdns,
 }
 
 impl fmt::Display for Origin {
@@ -46,6 +48,7 @@ impl fmt::Display for Origin {
             Self::KernelCmdline => "kernel command line",
             Self::VmediaParameters => "virtual media parameters.txt",
             Self::ConfigFile => "config file",
+            Self::Mdns => "mDNS announcement",
         })
     }
 }
@@ -65,8 +68,9 @@ pub enum ConfigError {
         /// What would have been accepted.
         expected: &'static str,
     },
-    /// `mdns` given as a URL: ira has no mDNS discovery.
-    #[error("{option} ({origin}): \"mdns\" discovery is not supported; give the URL itself")]
+    /// `mdns` beside URLs, or as the inspection callback URL (the legacy inspector's
+    /// discovery).
+    #[error("{option} ({origin}): \"mdns\" is accepted only as the whole ipa-api-url (not beside URLs, not for the inspection endpoint)")]
     MdnsUnsupported {
         /// The option as spelled in its source.
         option: String,
@@ -169,7 +173,16 @@ const fn opt(
 /// Every option with its sources (protocol spec 6.2).
 static OPTIONS: &[Opt] = &[
     opt("api_url", Some("ipa-api-url"), true, |c, v| {
-        c.api_urls = value::api_urls(v)?;
+        c.api_url_mdns = v.trim().eq_ignore_ascii_case("mdns");
+        c.api_urls = if c.api_url_mdns {
+            Vec::new()
+        } else {
+            value::api_urls(v)?
+        };
+        Ok(())
+    }),
+    opt("use_mdns", Some("ipa-use-mdns"), true, |c, v| {
+        c.use_mdns = value::boolean(v)?;
         Ok(())
     }),
     opt(
@@ -515,6 +528,7 @@ static OPTIONS: &[Opt] = &[
 static FILE_ALIASES: &[(&str, &str, &str)] = &[
     ("tls_cert_file", "ssl", "cert_file"),
     ("tls_key_file", "ssl", "key_file"),
+    ("use_mdns", "mdns", "use_mdns"),
 ];
 
 /// Kernel parameter names compare with underscores read as dashes, as the kernel
@@ -632,6 +646,23 @@ fn apply_flags(config: &mut Config, flags: &Flags) -> Result<(), ConfigError> {
 /// The row of `name`.
 fn find(name: &str) -> Option<&'static Opt> {
     OPTIONS.iter().find(|o| o.name == name)
+}
+
+/// Sets option `name` (its config-file name) to `text`, as a source of `origin` would:
+/// the mDNS announcement's overrides.
+pub fn set_option(
+    config: &mut Config,
+    name: &str,
+    origin: Origin,
+    text: &str,
+) -> Result<(), ConfigError> {
+    let opt = find(name).ok_or_else(|| ConfigError::Invalid {
+        option: name.to_owned(),
+        origin,
+        value: text.to_owned(),
+        expected: "a known option",
+    })?;
+    set(config, opt, name, origin, text)
 }
 
 /// Every kernel parameter ira reads, canonical spelling, in table order.

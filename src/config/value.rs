@@ -13,7 +13,7 @@ use std::time::Duration;
 pub enum Invalid {
     /// The value does not have the expected form (the text says what would).
     Expected(&'static str),
-    /// `mdns` asks for mDNS discovery, which ira does not implement.
+    /// `mdns` where only URLs are accepted (it stands alone as `ipa-api-url`).
     Mdns,
 }
 
@@ -139,7 +139,7 @@ pub fn choice(v: &str, choices: &[&str], expected: &'static str) -> ValueResult<
     }
 }
 
-/// One `http://` or `https://` URL with a host part; `mdns` is refused explicitly.
+/// One `http://` or `https://` URL with a host part; `mdns` is refused with its own error.
 fn http_url(v: &str, expected: &'static str) -> ValueResult<String> {
     let t = v.trim();
     if t.eq_ignore_ascii_case("mdns") {

@@ -49,7 +49,8 @@ pub enum InspectionError {
 
 /// The callback URLs: `inspection_callback_url` (comma-separated), or, when only
 /// collectors are set, `<api_url>/v1/continue_inspection` for each API URL.
-/// mDNS discovery is not supported; `mdns` is dropped with a warning.
+/// mDNS discovery of the legacy inspector is not supported; `mdns` is dropped with a
+/// warning.
 pub fn callback_urls(config: &Config) -> Vec<String> {
     let explicit: Vec<String> = config
         .inspection_callback_url

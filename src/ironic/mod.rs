@@ -14,6 +14,7 @@ pub mod collectors;
 pub mod heartbeat;
 pub mod inspection;
 pub mod lookup;
+pub mod mdns;
 pub mod session;
 pub mod wire;
 

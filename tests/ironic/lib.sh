@@ -60,6 +60,9 @@ stop_pid_file() {
 # IRONIC_BIOS_BOOTLOADER=true sets [agent]enable_bios_bootloader_install (default false).
 # IRONIC_REDFISH=1 also loads redfish.conf.in (the `redfish` hardware type, virtual media).
 # IRONIC_WEBSERVER_VERIFY_CA=FILE: the CA bundle for HTTPS image URLs.
+# IRONIC_HOST=ADDR: the address the API listens on and announces (default 127.0.0.1).
+# IRONIC_CONF_APPEND=TEXT: sections appended to ironic.conf (oslo.config merges a
+# repeated section into the first).
 # Exports IRONIC_URL, IRONIC_API_PORT, HTTP_PORT, HTTP_ROOT.
 ironic_up() {
     local state=$1 clean=${2:-false}
@@ -67,13 +70,16 @@ ironic_up() {
     IRONIC_API_PORT=$(free_port)
     HTTP_PORT=$(free_port)
     HTTP_ROOT=$state/http
-    IRONIC_URL=http://127.0.0.1:$IRONIC_API_PORT
+    IRONIC_URL=http://${IRONIC_HOST:-127.0.0.1}:$IRONIC_API_PORT
     export IRONIC_API_PORT HTTP_PORT HTTP_ROOT IRONIC_URL
     sed -e "s|@STATE@|$state|g" -e "s|@API_PORT@|$IRONIC_API_PORT|g" \
         -e "s|@HTTP_PORT@|$HTTP_PORT|g" -e "s|@HTTP_ROOT@|$HTTP_ROOT|g" \
         -e "s|@AUTOMATED_CLEAN@|$clean|g" \
         -e "s|@BIOS_BOOTLOADER@|${IRONIC_BIOS_BOOTLOADER:-false}|g" \
+        -e "s|^host_ip = 127.0.0.1\$|host_ip = ${IRONIC_HOST:-127.0.0.1}|" \
+        -e "s|^endpoint_override = http://127.0.0.1:|endpoint_override = http://${IRONIC_HOST:-127.0.0.1}:|" \
         "$LIB_DIR/ironic.conf.in" > "$state/ironic.conf"
+    [ -z "${IRONIC_CONF_APPEND:-}" ] || printf '\n%s\n' "$IRONIC_CONF_APPEND" >> "$state/ironic.conf"
     # The CA bundle the conductor checks HTTPS image URLs with (Ironic's default: the
     # system's).
     [ -z "${IRONIC_WEBSERVER_VERIFY_CA:-}" ] ||

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs ira on this machine against the real Ironic (from PyPI, 127.0.0.1, sqlite, fake
 # hardware): agent inspection, and a deploy driven up to the agent's write_image; then
-# deploy_step.sh, lifecycle.sh (a whole node life with default automated cleaning) and
-# exec_installer.sh (the example executable hardware manager replacing write_image).
+# deploy_step.sh, lifecycle.sh (a whole node life with default automated cleaning),
+# exec_installer.sh (the example executable hardware manager replacing write_image) and
+# mdns.sh (the API found by Ironic's own mDNS announcement, in network namespaces).
 # Ironic runs with its default automated cleaning. scenarios.py gives ira a device
 # allow-list that matches no disk and --no-power-off.
 #
@@ -38,4 +39,5 @@ fi
 IRA_BIN=$IRA_BIN "$HERE/deploy_step.sh" || rc=1
 IRA_BIN=$IRA_BIN "$HERE/lifecycle.sh" || rc=1
 IRA_BIN=$IRA_BIN "$HERE/exec_installer.sh" || rc=1
+IRA_BIN=$IRA_BIN "$HERE/mdns.sh" || rc=1
 exit $rc

@@ -91,6 +91,16 @@ impl RunPolicy {
     }
 }
 
+/// Sets the clock from `ntp_server`, when there is one; failures are logged only.
+async fn sync_clock(config: &Config) {
+    if let Some(server) = config.ntp_server.clone().filter(|s| !s.is_empty()) {
+        let _ = tokio::task::spawn_blocking(move || {
+            crate::clock::sync_ignoring_errors(Some(&server), &crate::clock::SystemClock)
+        })
+        .await;
+    }
+}
+
 /// Runs the agent until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<(), AgentError> {
     let policy = RunPolicy::from_config(&config);
@@ -115,12 +125,7 @@ where
     }
 
     // Before anything talks TLS: a clock far off makes valid certificates look invalid.
-    if let Some(server) = config.ntp_server.clone().filter(|s| !s.is_empty()) {
-        let _ = tokio::task::spawn_blocking(move || {
-            crate::clock::sync_ignoring_errors(Some(&server), &crate::clock::SystemClock)
-        })
-        .await;
-    }
+    sync_clock(&config).await;
 
     if !config.hardware_initialization_delay.is_zero() {
         tracing::info!(
@@ -178,19 +183,11 @@ where
     .await?
     {
         Some(found) => {
-            let found = Arc::new(found);
+            // The announcement may name the NTP server (an allowed override).
             if found.ntp_server != config.ntp_server {
-                if let Some(server) = found.ntp_server.clone().filter(|s| !s.is_empty()) {
-                    let _ = tokio::task::spawn_blocking(move || {
-                        crate::clock::sync_ignoring_errors(
-                            Some(&server),
-                            &crate::clock::SystemClock,
-                        )
-                    })
-                    .await;
-                }
+                sync_clock(&found).await;
             }
-            found
+            Arc::new(found)
         }
         None => config,
     };

@@ -20,22 +20,11 @@ set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 . "$HERE/lib.sh"
-if [ -z "${IRA_BIN:-}" ]; then
-    # The newer of the musl release build and the debug build.
-    IRA_BIN=$(ls -t "$REPO/target/x86_64-unknown-linux-musl/release/ira" "$REPO/target/debug/ira" \
-        2>/dev/null | head -n1)
-fi
-[ -x "$IRA_BIN" ] || { echo "no ira binary at $IRA_BIN (build it first)" >&2; exit 1; }
+. "$HERE/suite.sh"
 for tool in losetup sgdisk mkfs.ext4 debugfs; do
     command -v $tool >/dev/null || { echo "$tool is required" >&2; exit 1; }
 done
 
-PASSED=0
-FAILED=0
-pass() { echo "PASS $*"; PASSED=$((PASSED + 1)); }
-fail() { echo "FAIL $*"; FAILED=$((FAILED + 1)); }
-check() { local name=$1; shift; if "$@"; then pass "$name"; else fail "$name"; fi; }
-api() { "$IRONIC_VENV/bin/python" "$HERE/ironic_api.py" "$IRONIC_URL" "$@"; }
 
 ensure_ironic_venv || exit 1
 STATE=$(mktemp -d /var/tmp/ira-deploy-step.XXXXXX)
@@ -44,11 +33,7 @@ cleanup() {
     stop_pid_file "$STATE/ira.pid"
     ironic_down "$STATE"
     [ -n "$LOOP" ] && losetup -d "$LOOP" 2>/dev/null
-    if [ "${KEEP:-0}" = 1 ] || [ "${rc:-1}" != 0 ]; then
-        log "scratch dir kept: $STATE"
-    else
-        rm -rf "$STATE"
-    fi
+    scratch_done "$STATE"
 }
 trap cleanup EXIT
 

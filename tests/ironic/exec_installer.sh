@@ -31,22 +31,12 @@ set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 . "$HERE/lib.sh"
-if [ -z "${IRA_BIN:-}" ]; then
-    IRA_BIN=$(ls -t "$REPO/target/x86_64-unknown-linux-musl/release/ira" "$REPO/target/debug/ira" \
-        2>/dev/null | head -n1)
-fi
-[ -x "$IRA_BIN" ] || { echo "no ira binary at $IRA_BIN (build it first)" >&2; exit 1; }
+. "$HERE/suite.sh"
 for tool in losetup sgdisk mkfs.ext4 debugfs gzip cmp curl openssl busybox; do
     command -v $tool >/dev/null || { echo "$tool is required" >&2; exit 1; }
 done
 HWM_DIR=$REPO/hardware-managers/exec
 
-PASSED=0
-FAILED=0
-pass() { echo "PASS $*"; PASSED=$((PASSED + 1)); }
-fail() { echo "FAIL $*"; FAILED=$((FAILED + 1)); }
-check() { local name=$1; shift; if "$@"; then pass "$name"; else fail "$name"; fi; }
-api() { "$IRONIC_VENV/bin/python" "$HERE/ironic_api.py" "$IRONIC_URL" "$@"; }
 # abort WHAT: a step the scenarios need failed; counted, summarised, and the run ends.
 abort() {
     fail "exec-installer: $1"
@@ -63,11 +53,7 @@ cleanup() {
     stop_pid_file "$STATE/https.pid"
     ironic_down "$STATE"
     [ -n "$LOOP" ] && losetup -d "$LOOP" 2>/dev/null
-    if [ "${KEEP:-0}" = 1 ] || [ "${rc:-1}" != 0 ]; then
-        log "scratch dir kept: $STATE"
-    else
-        rm -rf "$STATE"
-    fi
+    scratch_done "$STATE"
 }
 trap cleanup EXIT
 

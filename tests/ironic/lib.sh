@@ -117,6 +117,16 @@ ironic_up() {
 }
 
 # ironic_down STATE: stops Ironic and the image server started by ironic_up.
+# scratch_done STATE: removes a suite's scratch dir, or keeps it (and says where) with
+# KEEP=1 or when the suite failed (rc unset or not 0).
+scratch_done() {
+    if [ "${KEEP:-0}" = 1 ] || [ "${rc:-1}" != 0 ]; then
+        log "scratch dir kept: $1"
+    else
+        rm -rf "$1"
+    fi
+}
+
 ironic_down() {
     stop_pid_file "$1/ironic.pid"
     stop_pid_file "$1/http.pid"

@@ -21,11 +21,7 @@ set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 . "$HERE/lib.sh"
-if [ -z "${IRA_BIN:-}" ]; then
-    IRA_BIN=$(ls -t "$REPO/target/x86_64-unknown-linux-musl/release/ira" "$REPO/target/debug/ira" \
-        2>/dev/null | head -n1)
-fi
-[ -x "${IRA_BIN:-}" ] || { echo "no ira binary (build it first)" >&2; exit 1; }
+. "$HERE/suite.sh"
 [ "$(id -u)" = 0 ] || { echo "mdns: needs root (network namespaces)" >&2; exit 1; }
 IR_ADDR=10.77.0.1 AG_ADDR=10.77.0.2
 
@@ -47,11 +43,6 @@ fi
 
 # --- inside Ironic's namespace ----------------------------------------------------------------
 NS_AG=$2
-PASSED=0 FAILED=0
-pass() { echo "PASS $*"; PASSED=$((PASSED + 1)); }
-fail() { echo "FAIL $*"; FAILED=$((FAILED + 1)); }
-check() { local name=$1; shift; if "$@"; then pass "$name"; else fail "$name"; fi; }
-api() { "$IRONIC_VENV/bin/python" "$HERE/ironic_api.py" "$IRONIC_URL" "$@"; }
 summary() { echo "mdns: $PASSED passed, $FAILED failed ($SECONDS s)"; }
 
 STATE=$(mktemp -d /var/tmp/ira-mdns.XXXXXX)
@@ -59,11 +50,7 @@ cleanup() {
     stop_pid_file "$STATE/ira.pid"
     ironic_down "$STATE"
     ironic_down "$STATE/off"
-    if [ "${KEEP:-0}" = 1 ] || [ "${rc:-1}" != 0 ]; then
-        log "scratch dir kept: $STATE"
-    else
-        rm -rf "$STATE"
-    fi
+    scratch_done "$STATE"
 }
 trap cleanup EXIT
 

@@ -20,11 +20,7 @@ ensure_ironic_venv || exit 1
 STATE=$(mktemp -d /var/tmp/ira-ironic-e2e.XXXXXX)
 cleanup() {
     ironic_down "$STATE"
-    if [ "${KEEP:-0}" = 1 ] || [ "${rc:-1}" != 0 ]; then
-        log "scratch dir kept: $STATE"
-    else
-        rm -rf "$STATE"
-    fi
+    scratch_done "$STATE"
 }
 trap cleanup EXIT
 ironic_up "$STATE" true || { rc=1; exit 1; }
